@@ -1,0 +1,5 @@
+"""``python -m piuparts``."""
+
+from piuparts.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""The host's apt sources: where the default distribution and mirror come from.
+
+Both formats apt reads are understood: deb822 ``*.sources`` files (parsed
+with python-debian) and one-line ``sources.list`` entries.  No mirror is
+ever written into this project; a user's default is whatever their host
+already uses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from debian.deb822 import Deb822
+
+from piuparts.errors import UsageError
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """One apt source: a type (``deb`` or ``deb-src``), URIs, suites, components."""
+
+    type: str
+    uris: tuple[str, ...]
+    suites: tuple[str, ...]
+    components: tuple[str, ...]
+    options: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+def parse_deb822(text: str) -> list[SourceEntry]:
+    """Entries of a deb822 ``.sources`` file (``Enabled: no`` ones left out)."""
+    entries = []
+    for para in Deb822.iter_paragraphs(text.splitlines(keepends=True)):
+        if para.get("Enabled", "yes").strip().lower() == "no":
+            continue
+        known = {"Types", "URIs", "Suites", "Components", "Enabled"}
+        options = {k: v for k, v in para.items() if k not in known}
+        for type_ in para.get("Types", "").split():
+            entries.append(SourceEntry(
+                type_, tuple(para.get("URIs", "").split()), tuple(para.get("Suites", "").split()),
+                tuple(para.get("Components", "").split()), options))
+    return entries
+
+
+_ONE_LINE = re.compile(r"^(?P<type>deb(?:-src)?)\s+(?:\[(?P<opts>[^\]]*)\]\s+)?(?P<rest>.*)$")
+
+
+def parse_one_line(text: str) -> list[SourceEntry]:
+    """Entries of a one-line-format ``sources.list``."""
+    entries = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        match = _ONE_LINE.match(line)
+        if not match:
+            continue
+        words = match["rest"].split()
+        if len(words) < 2:
+            continue
+        options = dict(o.split("=", 1) for o in (match["opts"] or "").split() if "=" in o)
+        entries.append(SourceEntry(match["type"], (words[0],), (words[1],), tuple(words[2:]), options))
+    return entries
+
+
+def read_host_sources(etc_apt: Path = Path("/etc/apt")) -> list[SourceEntry]:
+    """Every enabled entry of ``sources.list`` and ``sources.list.d``, in apt's order."""
+    entries = []
+    main = etc_apt / "sources.list"
+    if main.is_file():
+        entries += parse_one_line(main.read_text(errors="replace"))
+    parts = etc_apt / "sources.list.d"
+    if parts.is_dir():
+        for path in sorted(parts.iterdir()):
+            if path.suffix == ".list":
+                entries += parse_one_line(path.read_text(errors="replace"))
+            elif path.suffix == ".sources":
+                entries += parse_deb822(path.read_text(errors="replace"))
+    return entries
+
+
+_POCKET = re.compile(r"-(updates|security|backports|proposed-updates|proposed)$|/updates$")
+
+
+def host_codename(os_release: Path = Path("/etc/os-release")) -> str | None:
+    """VERSION_CODENAME of the host, if it says one."""
+    try:
+        text = os_release.read_text()
+    except OSError:
+        return None
+    match = re.search(r"^VERSION_CODENAME=\"?([^\"\n]*)\"?$", text, re.M)
+    return match[1] if match and match[1] else None
+
+
+def default_distribution_and_mirror(
+    entries: list[SourceEntry], codename: str | None
+) -> tuple[str, str]:
+    """The host's distribution and the mirror it is fetched from.
+
+    The distribution is the host's codename when a ``deb`` entry serves it,
+    otherwise the first suite that is not a pocket (``-updates``,
+    ``-security``, ...).  Raises :class:`UsageError` when nothing fits.
+    """
+    debs = [e for e in entries if e.type == "deb" and e.uris]
+    for entry in debs:
+        if codename and codename in entry.suites:
+            return codename, entry.uris[0].rstrip("/")
+    for entry in debs:
+        for suite in entry.suites:
+            if not _POCKET.search(suite) and "/" not in suite:
+                return suite, entry.uris[0].rstrip("/")
+    raise UsageError(
+        "no Debian mirror found in the host's apt sources (/etc/apt/sources.list, "
+        "/etc/apt/sources.list.d/); name one with -m URL and a distribution with -d NAME")

@@ -1,0 +1,9 @@
+"""Backends: how a throwaway Chroot comes to be.
+
+Importing this package registers every backend module in it.
+"""
+
+from piuparts.backends.base import Backend, BaseSpec, Capabilities
+from piuparts.backends import debootstrap  # noqa: F401  (registers itself)
+
+__all__ = ["Backend", "BaseSpec", "Capabilities"]

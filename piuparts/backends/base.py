@@ -1,0 +1,119 @@
+"""The Backend protocol and its registry.
+
+A backend prepares a base once (slow, cached) and hands out instances
+cheaply.  An instance is a context manager yielding a
+:class:`~piuparts.chroot.Chroot`; leaving the ``with`` block removes it,
+also on an exception or Ctrl-C.  A backend registers by name with a class
+keyword (``class Foo(Backend, name="foo")``) and says what it can do as
+data (:class:`Capabilities`) so that callers never ask which class it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+from piuparts.chroot import Chroot
+from piuparts.errors import UsageError
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    """What a base is made of; its :meth:`key` names the cached base."""
+
+    distribution: str
+    mirror: str
+    architecture: str
+    components: tuple[str, ...] = ("main",)
+    extra_packages: tuple[str, ...] = ()
+    variant: str = "minbase"
+
+    def key(self) -> str:
+        """A short stable hash of every field, to name the cached base."""
+        data = json.dumps(asdict(self), sort_keys=True).encode()
+        return f"{self.distribution}-{self.architecture}-{hashlib.sha256(data).hexdigest()[:12]}"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend's instances offer, as data.
+
+    ``host_root``: the instance's files are visible from the host;
+    ``upper_dir``: its changes can be read from an overlay upper directory.
+    """
+
+    host_root: bool
+    upper_dir: bool
+
+
+class Backend(ABC):
+    """Makes a base once and throwaway instances of it."""
+
+    registry: ClassVar[dict[str, type["Backend"]]] = {}
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name = name
+            Backend.registry[name] = cls
+
+    def __init__(self, spec: BaseSpec, cache_dir: Path) -> None:
+        if not cache_dir.is_absolute():
+            raise UsageError(f"the cache directory must be an absolute path, not {cache_dir}")
+        self.spec = spec
+        self.cache_dir = cache_dir
+        self._prepared = False
+
+    @classmethod
+    def create(cls, name: str, spec: BaseSpec, cache_dir: Path, **options: Any) -> "Backend":
+        """The backend registered as ``name``."""
+        try:
+            backend_class = cls.registry[name]
+        except KeyError:
+            known = ", ".join(sorted(cls.registry))
+            raise UsageError(f"unknown backend {name!r}; known backends: {known}") from None
+        return backend_class(spec, cache_dir, **options)
+
+    def prepare(self) -> None:
+        """Make sure the base exists and is fresh (slow the first time)."""
+        ensure_writable(self.cache_dir)
+        self._do_prepare()
+        self._prepared = True
+
+    @contextmanager
+    def instance(self) -> Iterator[Chroot]:
+        """A throwaway instance of the base, removed when the block ends."""
+        if not self._prepared:
+            self.prepare()
+        with self._do_instance() as chroot:
+            yield chroot
+
+    def close(self) -> None:
+        """Release what the backend holds (locks on its base)."""
+
+    @abstractmethod
+    def _do_prepare(self) -> None: ...
+
+    @abstractmethod
+    def _do_instance(self) -> Any: ...
+
+
+def ensure_writable(directory: Path) -> None:
+    """Create ``directory`` if needed; a one-line error if it cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".probe-{os.getpid()}"
+        probe.write_bytes(b"x" * 4096)
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(
+            f"cannot write to the cache directory {directory} ({err.strerror}); "
+            "free some space or choose another with --cache-dir") from None

@@ -1,0 +1,88 @@
+"""Overlay instances over a read-only base directory.
+
+Shared by every backend whose base is a directory on the host (debootstrap,
+tarball, existing): the instance is an overlayfs whose lower layer is the
+base and whose upper layer holds everything the test changes, so starting
+one costs a few mounts and the changes can be read from the upper layer.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from piuparts import command, resources
+from piuparts.chroot import Chroot
+from piuparts.errors import TestbedError
+
+log = logging.getLogger("piuparts")
+
+#: Options that keep the upper directory self-describing (no redirects,
+#: no metadata-only copies) so that it alone says what changed.
+OVERLAY_OPTIONS = "redirect_dir=off,metacopy=off,index=off,xino=off"
+
+
+def _mount(*args: str) -> None:
+    command.run(["mount", *args], error=TestbedError, what=f"mounting {args[-1]}", level=logging.DEBUG)
+
+
+@contextmanager
+def api_mounted(root: Path) -> Iterator[Chroot]:
+    """``root`` itself (no overlay) with the API filesystems, for finishing a base."""
+    try:
+        with resources.signals_deferred():
+            _mount_api(root)
+        yield Chroot(root, ("chroot", str(root)))
+    finally:
+        with resources.signals_deferred():
+            resources.kill_processes_under(root)
+            resources.unmount_all(root)
+
+
+def _mount_api(root: Path) -> None:
+    """proc, a private devpts with its own ptmx, and /dev/shm."""
+    _mount("-t", "proc", "proc", str(root / "proc"))
+    _mount("-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620,gid=5", "devpts", str(root / "dev/pts"))
+    ptmx = root / "dev/ptmx"
+    if ptmx.is_symlink() or not ptmx.exists():
+        ptmx.unlink(missing_ok=True)
+        ptmx.touch()
+    _mount("--bind", str(root / "dev/pts/ptmx"), str(ptmx))
+    _mount("-t", "tmpfs", "-o", "mode=1777,size=256m", "tmpfs", str(root / "dev/shm"))
+
+
+def _copy_resolv_conf(root: Path) -> None:
+    target = root / "etc/resolv.conf"
+    if target.is_symlink():
+        target.unlink()
+    try:
+        shutil.copyfile("/etc/resolv.conf", target)
+    except OSError:
+        pass  # no resolver configured on the host: apt will say so
+
+
+@contextmanager
+def overlay_instance(lower: Path, cache_dir: Path) -> Iterator[Chroot]:
+    """Mount an overlay over ``lower`` and yield a Chroot; remove it all afterwards."""
+    start = time.monotonic()
+    top = resources.make_owned_dir(cache_dir / "instances")
+    try:
+        with resources.signals_deferred():
+            upper, work, root = top / "upper", top / "work", top / "root"
+            for path in (upper, work, root):
+                path.mkdir()
+            _mount("-t", "overlay", "overlay", "-o",
+                   f"lowerdir={lower},upperdir={upper},workdir={work},{OVERLAY_OPTIONS}", str(root))
+            _mount_api(root)
+            _copy_resolv_conf(root)
+        log.info("Instance %s started in %.3f s", root, time.monotonic() - start)
+        yield Chroot(root, ("chroot", str(root)), upper=upper, lower=lower)
+    finally:
+        with resources.signals_deferred():
+            stop = time.monotonic()
+            resources.remove_tree(top)
+            log.info("Instance removed in %.3f s", time.monotonic() - stop)

@@ -1,0 +1,1 @@
+"""Checks: one module each; each turns observations into Findings."""

@@ -1,0 +1,77 @@
+"""A live root filesystem the harness runs commands in.
+
+Backends differ only by how the root comes to be and by the argv prefix
+that runs a command in it (``chroot DIR``, ``schroot -r -c SESSION --``).
+Whatever the backend, commands get the same clean environment: no
+terminal, no host variables, apt and dpkg non-interactive.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from piuparts import command
+from piuparts.errors import PiupartsError
+
+#: The environment every command in a chroot starts with.
+BASE_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+}
+#: Shown in the logged command line, so that it can be pasted as it is.
+SHOWN_ENV = {
+    "DEBIAN_FRONTEND": "noninteractive",
+    "DEBCONF_NONINTERACTIVE_SEEN": "true",
+}
+
+
+@dataclass
+class Chroot:
+    """A running instance: where it is and how to run things in it.
+
+    ``root`` is the host path of the root when ``host_root`` is true;
+    ``upper`` and ``lower`` are the overlay's directories when the backend
+    can read changes from them.
+    """
+
+    root: Path
+    prefix: Sequence[str]
+    host_root: bool = True
+    upper: Path | None = None
+    lower: Path | None = None
+    timeout: float | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float | None = None,
+        error: type[PiupartsError] | None = None,
+        what: str | None = None,
+        level: int | None = None,
+    ) -> command.Result:
+        """Run ``argv`` inside; see :func:`piuparts.command.run`."""
+        extra = {"level": level} if level is not None else {}
+        env = {**BASE_ENV, **SHOWN_ENV, **self.env}
+        shown = [f"{k}={v}" for k, v in {**SHOWN_ENV, **self.env}.items()]
+        return command.run(
+            [*self.prefix, *argv], env=env, shown_env=shown, timeout=timeout or self.timeout,
+            error=error, what=what, **extra)
+
+    def path(self, inner: str) -> Path:
+        """The host path of ``inner`` (only where ``host_root``)."""
+        assert self.host_root, "this backend's files are not visible from the host"
+        return self.root / inner.lstrip("/")
+
+    def copy_in(self, source: Path, inner_dir: str) -> str:
+        """Copy a host file into ``inner_dir``; return its path inside."""
+        target = self.path(inner_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target / source.name)
+        return f"{inner_dir.rstrip('/')}/{source.name}"

@@ -1,0 +1,156 @@
+"""The command line: argv -> Options, one run, and the only place that exits.
+
+Exit codes: 0 pass (warnings allowed), 1 the package failed, 2 bad usage or
+configuration, 3 the test bed failed (mirror, backend, host), 128+N killed
+by signal N (130 for Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from piuparts import __version__, inputs, log as logsetup, options as opts, resources
+from piuparts.backends import Backend, BaseSpec
+from piuparts.errors import Interrupted, PiupartsError, UsageError
+from piuparts.report import json as json_report, text as text_report
+from piuparts.scenarios import ScenarioResult, install_purge
+
+log = logging.getLogger("piuparts")
+
+EPILOG = """\
+exit codes:
+  0    the packages passed (warnings allowed)
+  1    a package failed: a step failed or something was left behind
+  2    bad usage or configuration (the message says what to fix)
+  3    the test bed failed (mirror unreachable, debootstrap failed...); not the package's fault
+  130  interrupted (Ctrl-C); 128+N for signal N
+
+other commands:
+  piuparts cleanup [--cache-dir DIR]   remove what killed runs left behind
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser; option names follow Debian's piuparts."""
+    p = argparse.ArgumentParser(
+        prog="piuparts", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Install, remove and purge Debian packages in a throwaway chroot and report what they leave behind.")
+    p.add_argument("packages", nargs="*", metavar="PACKAGE", help=".deb or .changes files; package names with --apt")
+    p.add_argument("--apt", action="store_true", help="the PACKAGE arguments are names (NAME or NAME=VERSION) from the archive")
+    p.add_argument("-d", "--distribution", action="append", metavar="NAME",
+                   help="distribution codename (default: the host's, from its apt sources)")
+    p.add_argument("-m", "--mirror", metavar="'URL [COMPONENT...]'",
+                   help="Debian mirror (default: the one the host's apt sources name)")
+    p.add_argument("--arch", help="architecture of the chroot (default: the host's)")
+    p.add_argument("--cache-dir", default=str(opts.DEFAULT_CACHE_DIR),
+                   help="where bases and instances live (default: %(default)s)")
+    p.add_argument("--base-max-age", type=float, default=7.0, metavar="DAYS",
+                   help="rebuild a cached base older than this (default: %(default)s)")
+    p.add_argument("--max-command-runtime", type=float, default=1800.0, metavar="SECONDS",
+                   help="time limit of each apt or dpkg step (default: %(default)s)")
+    p.add_argument("-i", "--ignore", action="append", metavar="PATH", help="ignore this exact path (repeatable)")
+    p.add_argument("-I", "--ignore-regex", action="append", metavar="REGEX",
+                   help="ignore paths the anchored REGEX matches whole (repeatable)")
+    p.add_argument("--no-ignores", action="store_true", help="do not use the default ignore lists")
+    p.add_argument("--json", metavar="FILE", help="write the result as JSON to FILE")
+    p.add_argument("-l", "--log-file", metavar="FILE", help="also write the log to FILE")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="debug output: command output, ignore rules")
+    p.add_argument("--version", action="version", version=f"piuparts-ng {__version__}")
+    return p
+
+
+def cleanup_parser() -> argparse.ArgumentParser:
+    """The parser of ``piuparts cleanup``."""
+    p = argparse.ArgumentParser(prog="piuparts cleanup",
+                                description="Remove the instances, mounts and half-built bases of runs that died.")
+    p.add_argument("--cache-dir", default=str(opts.DEFAULT_CACHE_DIR))
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    return p
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def require_root() -> None:
+    """Refuse to start without root, saying why it is needed."""
+    if os.geteuid() != 0:
+        raise UsageError("must run as root: building the chroot and mounting overlayfs, proc and devpts "
+                         "need it (run it with sudo)")
+
+
+def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any]]:
+    """Prepare the backend, run the scenarios in an instance, return their results."""
+    subject = inputs.subject_from_args(options.packages, options.apt)
+    require_root()
+    spec = BaseSpec(options.distribution, options.mirror, options.architecture, options.components)
+    backend = Backend.create("debootstrap", spec, options.cache_dir, max_age=options.base_max_age)
+    info: dict[str, Any] = {"subject": subject.label, "packages": subject.packages,
+                            "distribution": spec.distribution, "mirror": spec.mirror,
+                            "architecture": spec.architecture, "backend": backend.name}
+    log.info("Testing %s on %s (%s) from %s", subject.label, spec.distribution, spec.architecture, spec.mirror)
+    try:
+        start = time.monotonic()
+        backend.prepare()
+        info["base_prepare_seconds"] = round(time.monotonic() - start, 3)
+        settings = install_purge.Settings(options.ignores, options.max_command_runtime)
+        with backend.instance() as chroot:
+            results = [install_purge.run(chroot, subject, settings)]
+    finally:
+        backend.close()
+    return results, info
+
+
+def cleanup(argv: Sequence[str]) -> int:
+    """``piuparts cleanup``: reap what dead runs left in the cache directory."""
+    args = cleanup_parser().parse_args(argv)
+    logsetup.setup(args.verbose)
+    require_root()
+    cache = Path(args.cache_dir).absolute()
+    removed = resources.reap(cache / "instances") + resources.reap(cache / "bases", ".build-*")
+    log.info("Removed %d leftover director%s", len(removed), "y" if len(removed) == 1 else "ies")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``piuparts`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _raise_interrupted)
+    json_path: Path | None = None
+    try:
+        if argv[:1] == ["cleanup"]:
+            return cleanup(argv[1:])
+        args = parser().parse_args(argv)
+        logsetup.setup(args.verbose, logfile=args.log_file)
+        json_path = Path(args.json) if args.json else None
+        options = opts.from_args(args)
+        results, info = run_test(options)
+    except PiupartsError as err:
+        return _error(str(err), err.exit_code, json_path)
+    except KeyboardInterrupt:
+        return _error("interrupted", 130, json_path)
+    except Interrupted as err:
+        return _error(str(err), err.exit_code, json_path)
+    code = 0 if all(r.passed for r in results) else 1
+    print(text_report.summary(results, info["subject"]), flush=True)
+    if json_path:
+        json_report.write(json_path, json_report.document(results, info, code))
+    return code
+
+
+def _error(message: str, code: int, json_path: Path | None) -> int:
+    print(f"piuparts: error: {message}", file=sys.stderr, flush=True)
+    if json_path:
+        try:
+            json_report.write(json_path, {"verdict": "ERROR", "exit_code": code, "error": message})
+        except OSError:
+            pass
+    return code

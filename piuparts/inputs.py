@@ -1,0 +1,106 @@
+"""What to test: .deb files, .changes files and package names, read with python-debian."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from debian.deb822 import Changes
+from debian.debfile import DebFile
+
+from piuparts.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Deb:
+    """A .deb file and what its control file says."""
+
+    path: Path
+    package: str
+    version: str
+    architecture: str
+
+    @classmethod
+    def read(cls, path: Path) -> "Deb":
+        """Read the control file of ``path``; a one-line error if it is no .deb."""
+        if not path.is_file():
+            raise UsageError(f"{path}: no such file; give the path of a .deb or .changes file, or --apt NAME")
+        try:
+            deb = DebFile(str(path))
+            control = deb.debcontrol()
+            deb.data.tgz()  # opens the data member: a truncated file fails here
+            deb.close()
+        except Exception as err:  # python-debian raises many kinds for a broken archive
+            raise UsageError(f"{path}: not a valid Debian package (.deb): {err}; rebuild it or check the download") from None
+        missing = [f for f in ("Package", "Version", "Architecture") if f not in control]
+        if missing:
+            raise UsageError(f"{path}: its control file has no {missing[0]} field")
+        return cls(path.resolve(), control["Package"], control["Version"], control["Architecture"])
+
+
+@dataclass(frozen=True)
+class TestSubject:
+    """The packages tested together: .debs and names from the archive."""
+
+    debs: tuple[Deb, ...] = ()
+    apt_names: tuple[str, ...] = ()
+
+    __test__ = False  # not a pytest test class
+
+    @property
+    def packages(self) -> list[str]:
+        """The names of the tested packages (without versions)."""
+        return [d.package for d in self.debs] + [n.split("=", 1)[0] for n in self.apt_names]
+
+    @property
+    def label(self) -> str:
+        """A short name for reports: ``foo_1.0-1, bar``."""
+        return ", ".join([f"{d.package}_{d.version}" for d in self.debs] + list(self.apt_names))
+
+
+def _verify(changes_path: Path, name: str, size: int, sha256: str | None) -> Path:
+    path = changes_path.parent / name
+    if not path.is_file():
+        raise UsageError(f"{changes_path}: lists {name}, which is not in {changes_path.parent}")
+    if path.stat().st_size != size:
+        raise UsageError(f"{changes_path}: {name} is {path.stat().st_size} bytes, the .changes says {size}")
+    if sha256 is not None:
+        with path.open("rb") as handle:
+            actual = hashlib.file_digest(handle, "sha256").hexdigest()
+        if actual != sha256:
+            raise UsageError(f"{changes_path}: the SHA256 checksum of {name} does not match; rebuild or re-upload it")
+    return path
+
+
+def read_changes(path: Path) -> list[Deb]:
+    """Every .deb a .changes file lists, after checking sizes and checksums."""
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    with path.open() as handle:
+        changes = Changes(handle)
+    sums = {f["name"]: f["sha256"] for f in changes.get("Checksums-Sha256", [])}
+    files = [f for f in changes.get("Files", []) if f["name"].endswith(".deb")]
+    if not files:
+        raise UsageError(f"{path}: lists no .deb file (is it a source-only upload?)")
+    return [Deb.read(_verify(path, f["name"], int(f["size"]), sums.get(f["name"]))) for f in files]
+
+
+def subject_from_args(args: Iterable[str], apt: bool) -> TestSubject:
+    """Turn the command line's package arguments into a :class:`TestSubject`."""
+    args = list(args)
+    if not args:
+        raise UsageError("nothing to test: give .deb or .changes files, or --apt NAME")
+    if apt:
+        return TestSubject(apt_names=tuple(args))
+    debs: list[Deb] = []
+    for arg in args:
+        path = Path(arg)
+        if arg.endswith(".changes"):
+            debs += read_changes(path)
+        elif arg.endswith(".deb") or path.exists():
+            debs.append(Deb.read(path))
+        else:
+            raise UsageError(f"{arg}: no such file; to test a package from the archive use --apt {arg}")
+    return TestSubject(debs=tuple(debs))

@@ -1,0 +1,103 @@
+"""Options: the command line and conf/ turned into frozen data, read once."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from piuparts import aptsources
+from piuparts.errors import UsageError
+from piuparts.state import Ignores
+
+DEFAULT_CACHE_DIR = Path("/var/cache/piuparts-ng")
+
+
+def conf_dir() -> Path:
+    """Where conf/ is: $PIUPARTS_CONF_DIR, the source tree, or the installed data."""
+    candidates = [os.environ.get("PIUPARTS_CONF_DIR", ""),
+                  str(Path(__file__).resolve().parent.parent / "conf"),
+                  str(Path(sys.prefix) / "share/piuparts-ng/conf"), "/usr/share/piuparts-ng/conf"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "ignores.conf").is_file():
+            return Path(candidate)
+    raise UsageError("cannot find the configuration directory (conf/ignores.conf); set PIUPARTS_CONF_DIR")
+
+
+@dataclass(frozen=True)
+class Options:
+    """One run's settings, complete and checked."""
+
+    packages: tuple[str, ...]
+    apt: bool
+    distribution: str
+    mirror: str
+    components: tuple[str, ...]
+    architecture: str
+    cache_dir: Path
+    base_max_age: float
+    max_command_runtime: float
+    ignores: Ignores = field(compare=False)
+    json: Path | None = None
+
+
+def host_architecture() -> str:
+    """dpkg's architecture of the host."""
+    try:
+        return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise UsageError("cannot ask dpkg for the host's architecture; give one with --arch") from None
+
+
+def _mirror_and_components(value: str | None, default_components: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
+    if value is None:
+        return None, default_components
+    words = value.split()
+    if not words or not re.match(r"^(https?|ftp|file)://", words[0]):
+        raise UsageError(f"-m {value!r}: a mirror is a URL such as http://HOST/debian (components may follow)")
+    return words[0].rstrip("/"), tuple(words[1:]) or default_components
+
+
+def build_ignores(args: argparse.Namespace, distribution: str) -> Ignores:
+    """The default ignore list (unless --no-ignores), the distribution's, then -i and -I."""
+    ignores = Ignores()
+    if not args.no_ignores:
+        conf = conf_dir()
+        ignores.extend_from(conf / "ignores.conf")
+        per_distro = conf / f"ignores.{distribution}.conf"
+        if per_distro.is_file():
+            ignores.extend_from(per_distro)
+    for path in args.ignore or ():
+        ignores.add(re.escape(path), "-i")
+    for regex in args.ignore_regex or ():
+        try:
+            ignores.add(regex, "-I")
+        except re.error as err:
+            raise UsageError(f"-I {regex!r}: not a valid regular expression ({err})") from None
+    return ignores
+
+
+def from_args(args: argparse.Namespace) -> Options:
+    """Check the parsed command line and fill in the host's defaults."""
+    mirror, components = _mirror_and_components(args.mirror, ("main",))
+    distribution = args.distribution[0] if args.distribution else None
+    if distribution is None or mirror is None:
+        host_dist, host_mirror = aptsources.default_distribution_and_mirror(
+            aptsources.read_host_sources(), aptsources.host_codename())
+        distribution = distribution or host_dist
+        mirror = mirror or host_mirror
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", distribution):
+        raise UsageError(f"-d {distribution!r}: not a distribution name (use a codename such as bookworm)")
+    if args.base_max_age <= 0 or args.max_command_runtime <= 0:
+        raise UsageError("--base-max-age and --max-command-runtime must be positive")
+    return Options(
+        packages=tuple(args.packages), apt=args.apt, distribution=distribution, mirror=mirror,
+        components=components, architecture=args.arch or host_architecture(),
+        cache_dir=Path(args.cache_dir).absolute(), base_max_age=args.base_max_age * 86400,
+        max_command_runtime=args.max_command_runtime, ignores=build_ignores(args, distribution),
+        json=Path(args.json) if args.json else None)

@@ -1,0 +1,89 @@
+"""Scenarios: ordered steps over a Chroot, each step's commands and outcome kept."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from piuparts.chroot import Chroot
+from piuparts.command import Result
+from piuparts.findings import FAIL, Finding
+from piuparts.state import Diff, Ignores, diff, diff_overlay, snapshot, snapshot_upper
+
+
+@dataclass
+class Step:
+    """One step of a scenario (install, remove, purge...) and what it ran."""
+
+    name: str
+    ok: bool = True
+    elapsed: float = 0.0
+    message: str = ""
+    commands: list[Result] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for the JSON report."""
+        return {"name": self.name, "ok": self.ok, "elapsed": round(self.elapsed, 3), "message": self.message,
+                "commands": [{"cmdline": r.cmdline, "argv": list(r.argv), "returncode": r.returncode,
+                              "elapsed": round(r.elapsed, 3), "timed_out": r.timed_out} for r in self.commands]}
+
+
+@dataclass
+class ScenarioResult:
+    """A scenario's steps, findings and timings."""
+
+    name: str
+    steps: list[Step] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        """No failed step and no FAIL finding."""
+        return all(s.ok for s in self.steps) and not any(f.severity == FAIL for f in self.findings)
+
+    def step(self, name: str) -> Step:
+        """Start a new step called ``name``."""
+        self.steps.append(Step(name))
+        return self.steps[-1]
+
+    def run(self, step: Step, chroot: Chroot, argv: Sequence[str], **kwargs: Any) -> Result:
+        """Run ``argv`` in ``chroot`` as part of ``step``."""
+        result = chroot.run(argv, **kwargs)
+        step.commands.append(result)
+        step.elapsed += result.elapsed
+        return result
+
+    def timed(self, key: str, start: float) -> None:
+        """Add the time since ``start`` to timing ``key``."""
+        self.timings[key] = round(self.timings.get(key, 0.0) + time.monotonic() - start, 3)
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for the JSON report."""
+        return {"name": self.name, "verdict": "PASS" if self.passed else "FAIL",
+                "steps": [s.to_json() for s in self.steps],
+                "findings": [f.to_json() for f in self.findings], "timings": self.timings}
+
+
+class TreeWatcher:
+    """Takes snapshots of a chroot the fastest way its backend allows."""
+
+    def __init__(self, chroot: Chroot, ignores: Ignores, use_upper: bool | None = None) -> None:
+        self.chroot = chroot
+        self.ignores = ignores
+        self.use_upper = chroot.upper is not None if use_upper is None else use_upper
+
+    def take(self) -> Any:
+        """A snapshot: the upper directory's state, or the whole tree's."""
+        if self.use_upper:
+            assert self.chroot.upper is not None
+            return snapshot_upper(self.chroot.upper)
+        return snapshot(self.chroot.root, prune=self.ignores)
+
+    def compare(self, before: Any, after: Any) -> Diff:
+        """What changed, with the ignored paths left out."""
+        if self.use_upper:
+            assert self.chroot.lower is not None
+            return self.ignores.filter(diff_overlay(self.chroot.lower, before, after))
+        return self.ignores.filter(diff(before, after))
