@@ -115,10 +115,17 @@ def run(chroot: Chroot, subject: TestSubject, settings: Settings) -> ScenarioRes
     if not result.ok:
         return _fail(outcome, step, explain_failure(result, "remove"), blame)
 
+    # The tested packages first (a removed local .deb has no apt candidate
+    # left, so dpkg purges it), then what they pulled in, through apt.
     step = outcome.step("purge")
-    result = outcome.run(step, chroot, [*apt, "purge", *pulled_in], timeout=settings.timeout)
-    if not result.ok:
-        return _fail(outcome, step, explain_failure(result, "purge"), blame)
+    commands = [["eatmydata", "dpkg", "--purge", *subject.packages]]
+    dependencies = [p for p in pulled_in if p.split(":", 1)[0] not in subject.packages]
+    if dependencies:
+        commands.append([*apt, "purge", *dependencies])
+    for argv in commands:
+        result = outcome.run(step, chroot, argv, timeout=settings.timeout)
+        if not result.ok:
+            return _fail(outcome, step, explain_failure(result, "purge"), blame)
     for package, status in sorted(installed_packages(chroot).items()):
         if package in pulled_in:
             outcome.findings.append(Finding("purge", FAIL, package, f"still present after purge (status {status})",

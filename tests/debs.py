@@ -1,0 +1,60 @@
+"""Fixture packages, built by the tests with dpkg-deb from small specs."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DebSpec:
+    """A tiny binary package: its files and maintainer scripts."""
+
+    name: str
+    version: str = "1.0-1"
+    files: dict[str, str] = field(default_factory=dict)
+    scripts: dict[str, str] = field(default_factory=dict)
+    depends: str = ""
+    description: str = "piuparts test fixture"
+
+    def build(self, outdir: Path) -> Path:
+        """Build ``NAME_VERSION_all.deb`` in ``outdir`` and return its path."""
+        tree = outdir / f"{self.name}-{self.version}.tree"
+        debian = tree / "DEBIAN"
+        debian.mkdir(parents=True)
+        control = [f"Package: {self.name}", f"Version: {self.version}", "Architecture: all",
+                   "Maintainer: Fixture Maker <fixtures@example.org>", "Priority: optional", "Section: misc"]
+        if self.depends:
+            control.append(f"Depends: {self.depends}")
+        control.append(f"Description: {self.description}")
+        (debian / "control").write_text("\n".join(control) + "\n")
+        for name, body in self.scripts.items():
+            script = debian / name
+            script.write_text("#!/bin/sh\nset -e\n" + body + "\n")
+            script.chmod(0o755)
+        files = {f"/usr/share/doc/{self.name}/README": f"{self.name} fixture\n", **self.files}
+        for path, content in files.items():
+            target = tree / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+        deb = outdir / f"{self.name}_{self.version}_all.deb"
+        subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(deb)],
+                       check=True, capture_output=True)
+        return deb
+
+
+CLEAN = DebSpec("pp-clean", files={"/usr/share/pp-clean/data.txt": "data\n"})
+LEFTOVER = DebSpec("pp-leftover", scripts={
+    "postinst": 'if [ "$1" = configure ]; then mkdir -p /etc/x; echo generated > /etc/x/generated.conf; fi'})
+FAILING_POSTINST = DebSpec("pp-failpostinst", scripts={
+    "postinst": 'echo "pp-failpostinst: refusing to configure" >&2; exit 1'})
+SLOW_POSTINST = DebSpec("pp-slowpostinst", scripts={"postinst": "sleep 60"})
+# Changes the base in every way an overlay records: a whiteout, an opaque
+# directory, a metadata-only change, a content change, a new symlink.
+RESHAPER = DebSpec("pp-reshaper", scripts={"postinst": """\
+rm -f /etc/debian_version
+rm -rf /etc/skel && mkdir /etc/skel && echo new > /etc/skel/new
+chmod 0600 /etc/issue
+echo changed >> /etc/issue.net
+ln -s /nonexistent /etc/dangling"""})

@@ -1,0 +1,65 @@
+"""End to end: the real command on a real debootstrap base with fixture .debs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.debs import CLEAN, FAILING_POSTINST, LEFTOVER
+from tests.integration.helpers import leaks, piuparts
+
+pytestmark = [pytest.mark.root, pytest.mark.network]
+
+
+def test_clean_package_passes(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(CLEAN)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "PASS: pp-clean_1.0-1" in run.stdout
+    assert run.report["verdict"] == "PASS"
+    assert run.findings() == []
+    steps = [s["name"] for s in run.report["scenarios"][0]["steps"]]
+    assert steps == ["install", "remove", "purge"]
+    assert leaks(cache_dir) == []
+
+
+def test_leftover_is_reported_with_exactly_its_paths(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(LEFTOVER)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.report["verdict"] == "FAIL"
+    found = {(f["subject"], f["owner"], f["blame"]) for f in run.findings()}
+    assert found == {("/etc/x/", "not owned", "pp-leftover"),
+                     ("/etc/x/generated.conf", "not owned", "pp-leftover")}
+    assert "/etc/x/generated.conf (not owned): left behind after purge" in run.stdout
+    assert "FAIL: pp-leftover_1.0-1" in run.stdout
+    assert leaks(cache_dir) == []
+
+
+def test_failing_postinst_fails_the_install_step(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(FAILING_POSTINST)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    steps = run.report["scenarios"][0]["steps"]
+    assert [(s["name"], s["ok"]) for s in steps] == [("install", False)]
+    message = steps[0]["message"]
+    assert message.startswith("install failed:")
+    assert "pp-failpostinst package post-installation script subprocess returned error exit status 1" in message
+    assert [f["subject"] for f in run.findings("steps")] == ["install"]
+    assert leaks(cache_dir) == []
+
+
+def test_archive_package_passes(cache_dir, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "--apt", "python3-oslo.i18n")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.report["verdict"] == "PASS"
+    install = run.report["scenarios"][0]["steps"][0]
+    assert install["commands"][0]["cmdline"].endswith("apt-get -y install python3-oslo.i18n")
+    assert install["commands"][0]["returncode"] == 0
+    assert leaks(cache_dir) == []
+
+
+def test_log_shows_commands_timings_and_instance_start(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(CLEAN)))
+    lines = run.stdout.splitlines()
+    assert any(line.split(" ", 1)[0].endswith("s") and "INFO: $ DEBIAN_FRONTEND=noninteractive" in line
+               for line in lines)
+    assert any("INFO:   exit 0 in" in line for line in lines)
+    assert any("Instance " in line and " started in " in line for line in lines)
+    assert any("Snapshots took" in line for line in lines)

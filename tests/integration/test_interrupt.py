@@ -1,0 +1,39 @@
+"""Ctrl-C or SIGTERM in the middle of an install: the run unwinds and leaves nothing."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import pytest
+
+from piuparts import resources
+from tests.conftest import PIUPARTS
+from tests.debs import SLOW_POSTINST
+from tests.integration.helpers import leaks
+
+pytestmark = [pytest.mark.root, pytest.mark.network]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_during_install_cleans_up(cache_dir, debs, signum):
+    proc = subprocess.Popen([*PIUPARTS, "--cache-dir", str(cache_dir), str(debs(SLOW_POSTINST))],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "apt-get -y install" in line:
+            break
+    deadline = time.monotonic() + 60
+    # Wait until the postinst's sleep runs inside the instance, then interrupt.
+    while not any("sleep" in cmd for _, cmd in resources.processes_under(cache_dir / "instances")):
+        assert time.monotonic() < deadline, "".join(seen)
+        time.sleep(0.2)
+    proc.send_signal(signum)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, "".join(seen) + output
+    assert "piuparts: error: interrupted" in output
+    assert leaks(cache_dir) == []
+    assert resources.processes_under(cache_dir) == []
