@@ -53,6 +53,8 @@ def parser() -> argparse.ArgumentParser:
                    help="where bases and instances live (default: %(default)s)")
     p.add_argument("--base-max-age", type=float, default=7.0, metavar="DAYS",
                    help="rebuild a cached base older than this (default: %(default)s)")
+    p.add_argument("--lists-max-age", type=float, default=24.0, metavar="HOURS",
+                   help="refresh the cached base's apt lists when older than this (default: %(default)s)")
     p.add_argument("--max-command-runtime", type=float, default=1800.0, metavar="SECONDS",
                    help="time limit of each apt or dpkg step (default: %(default)s)")
     p.add_argument("-i", "--ignore", action="append", metavar="PATH", help="ignore this exact path (repeatable)")
@@ -91,7 +93,8 @@ def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any
     subject = inputs.subject_from_args(options.packages, options.apt)
     require_root()
     spec = BaseSpec(options.distribution, options.mirror, options.architecture, options.components)
-    backend = Backend.create("debootstrap", spec, options.cache_dir, max_age=options.base_max_age)
+    backend = Backend.create("debootstrap", spec, options.cache_dir, max_age=options.base_max_age,
+                             lists_max_age=options.lists_max_age)
     info: dict[str, Any] = {"subject": subject.label, "packages": subject.packages,
                             "distribution": spec.distribution, "mirror": spec.mirror,
                             "architecture": spec.architecture, "backend": backend.name}

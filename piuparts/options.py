@@ -40,6 +40,7 @@ class Options:
     architecture: str
     cache_dir: Path
     base_max_age: float
+    lists_max_age: float
     max_command_runtime: float
     ignores: Ignores = field(compare=False)
     json: Path | None = None
@@ -93,11 +94,12 @@ def from_args(args: argparse.Namespace) -> Options:
         mirror = mirror or host_mirror
     if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", distribution):
         raise UsageError(f"-d {distribution!r}: not a distribution name (use a codename such as bookworm)")
-    if args.base_max_age <= 0 or args.max_command_runtime <= 0:
-        raise UsageError("--base-max-age and --max-command-runtime must be positive")
+    if min(args.base_max_age, args.lists_max_age, args.max_command_runtime) <= 0:
+        raise UsageError("--base-max-age, --lists-max-age and --max-command-runtime must be positive")
     return Options(
         packages=tuple(args.packages), apt=args.apt, distribution=distribution, mirror=mirror,
         components=components, architecture=args.arch or host_architecture(),
         cache_dir=Path(args.cache_dir).absolute(), base_max_age=args.base_max_age * 86400,
+        lists_max_age=args.lists_max_age * 3600,
         max_command_runtime=args.max_command_runtime, ignores=build_ignores(args, distribution),
         json=Path(args.json) if args.json else None)

@@ -55,9 +55,11 @@ class DebootstrapBackend(Backend, name="debootstrap"):
 
     capabilities = Capabilities(host_root=True, upper_dir=True)
 
-    def __init__(self, spec: BaseSpec, cache_dir: Path, max_age: float = 7 * 86400) -> None:
+    def __init__(self, spec: BaseSpec, cache_dir: Path, max_age: float = 7 * 86400,
+                 lists_max_age: float = 86400) -> None:
         super().__init__(spec, cache_dir)
         self.max_age = max_age
+        self.lists_max_age = lists_max_age
         self.base_dir = cache_dir / "bases" / spec.key()
         self._lock: IO[str] | None = None
 
@@ -96,7 +98,16 @@ class DebootstrapBackend(Backend, name="debootstrap"):
             log.info("Base %s is %.1f days old; rebuilding it", self.base_dir, age / 86400)
             return False
         log.info("Using cached base %s (%.1f hours old)", self.base_dir, age / 3600)
+        if time.time() - meta.get("lists_updated", meta["created"]) > self.lists_max_age:
+            self._update_lists(meta)
         return True
+
+    def _update_lists(self, meta: dict[str, Any]) -> None:
+        """Refresh the base's apt lists in place (we hold the exclusive lock)."""
+        with api_mounted(self.root) as chroot:
+            chroot.run(["apt-get", "update"], timeout=900, error=TestbedError, what="apt-get update")
+        meta["lists_updated"] = time.time()
+        (self.base_dir / "meta.json").write_text(json.dumps(meta))
 
     def _build(self) -> None:
         spec = self.spec

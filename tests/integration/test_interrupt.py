@@ -37,3 +37,20 @@ def test_signal_during_install_cleans_up(cache_dir, debs, signum):
     assert "piuparts: error: interrupted" in output
     assert leaks(cache_dir) == []
     assert resources.processes_under(cache_dir) == []
+
+
+def test_sigkilled_run_is_reaped_by_cleanup(cache_dir, debs):
+    proc = subprocess.Popen([*PIUPARTS, "--cache-dir", str(cache_dir), str(debs(SLOW_POSTINST))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not any("sleep" in cmd for _, cmd in resources.processes_under(cache_dir / "instances")):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    assert leaks(cache_dir) != []  # SIGKILL cannot be caught: the instance is still there
+    cleanup = subprocess.run([*PIUPARTS, "cleanup", "--cache-dir", str(cache_dir)], capture_output=True, text=True)
+    assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
+    assert "Removed 1 leftover directory" in cleanup.stdout
+    assert leaks(cache_dir) == []
+    assert resources.processes_under(cache_dir) == []
