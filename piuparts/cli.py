@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from piuparts import __version__, inputs, log as logsetup, options as opts, resources
 from piuparts.backends import Backend, BaseSpec
 from piuparts.errors import Interrupted, PiupartsError, UsageError
-from piuparts.report import json as json_report, text as text_report
+from piuparts.report import json as json_report, junit as junit_report, text as text_report
 from piuparts.scenarios import ScenarioResult, install_purge
 
 log = logging.getLogger("piuparts")
@@ -62,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
                    help="ignore paths the anchored REGEX matches whole (repeatable)")
     p.add_argument("--no-ignores", action="store_true", help="do not use the default ignore lists")
     p.add_argument("--json", metavar="FILE", help="write the result as JSON to FILE")
+    p.add_argument("--junit", metavar="FILE", help="write the result as JUnit XML to FILE (GitLab, Jenkins)")
     p.add_argument("-l", "--log-file", metavar="FILE", help="also write the log to FILE")
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug output: command output, ignore rules")
     p.add_argument("--version", action="version", version=f"piuparts-ng {__version__}")
@@ -146,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(text_report.summary(results, info["subject"]), flush=True)
     if json_path:
         json_report.write(json_path, json_report.document(results, info, code))
+    if args.junit:
+        junit_report.write(Path(args.junit), results, info["packages"], f"piuparts {info['subject']}")
     return code
 
 

@@ -58,3 +58,5 @@ rm -rf /etc/skel && mkdir /etc/skel && echo new > /etc/skel/new
 chmod 0600 /etc/issue
 echo changed >> /etc/issue.net
 ln -s /nonexistent /etc/dangling"""})
+DAEMON = DebSpec("pp-daemon", scripts={
+    "postinst": 'setsid sleep 600 </dev/null >/dev/null 2>&1 &'})

@@ -14,7 +14,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from piuparts.checks import leftovers
+from piuparts.checks import leftovers, processes
 from piuparts.chroot import Chroot
 from piuparts.command import Result, failure_message
 from piuparts.errors import TestbedError, UsageError
@@ -131,6 +131,7 @@ def run(chroot: Chroot, subject: TestSubject, settings: Settings) -> ScenarioRes
             outcome.findings.append(Finding("purge", FAIL, package, f"still present after purge (status {status})",
                                             blame=blame))
 
+    outcome.findings += processes.check(chroot, blame)
     shutil.rmtree(chroot.path(DEBS_DIR), ignore_errors=True)
     start = time.monotonic()
     after = watcher.take()

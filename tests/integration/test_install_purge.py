@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
+
 import pytest
 
-from tests.debs import CLEAN, FAILING_POSTINST, LEFTOVER
+from piuparts import resources
+from tests.debs import CLEAN, DAEMON, FAILING_POSTINST, LEFTOVER
 from tests.integration.helpers import leaks, piuparts
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
@@ -63,3 +66,31 @@ def test_log_shows_commands_timings_and_instance_start(cache_dir, debs, tmp_path
     assert any("INFO:   exit 0 in" in line for line in lines)
     assert any("Instance " in line and " started in " in line for line in lines)
     assert any("Snapshots took" in line for line in lines)
+
+
+def test_process_left_running_is_reported_and_ended(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(DAEMON)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    found = [(f["subject"], f["message"].split(" (pid")[0], f["blame"]) for f in run.findings()]
+    assert found == [("sleep 600", "still running after purge", "pp-daemon")]
+    assert resources.processes_under(cache_dir) == []
+    assert leaks(cache_dir) == []
+
+
+@pytest.mark.parametrize("spec, failures", [(LEFTOVER, "1"), (CLEAN, "0")])
+def test_junit_report(cache_dir, debs, tmp_path, spec, failures):
+    junit = tmp_path / "junit.xml"
+    run = piuparts(cache_dir, tmp_path, "--junit", str(junit), str(debs(spec)))
+    assert run.returncode == int(failures)
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures")) == ("1", failures)
+    [case] = suite.iter("testcase")
+    assert (case.get("classname"), case.get("name")) == ("piuparts.install-purge", spec.name)
+    failure = case.find("failure")
+    if failures == "0":
+        assert failure is None
+        return
+    assert failure.get("message") == "leftovers: /etc/x/ (not owned): left behind after purge"
+    assert failure.text.splitlines() == [
+        "FAIL [leftovers] /etc/x/ (not owned): left behind after purge",
+        "FAIL [leftovers] /etc/x/generated.conf (not owned): left behind after purge"]
