@@ -8,6 +8,7 @@ terminal, no host variables, apt and dpkg non-interactive.
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,12 +58,11 @@ class Chroot:
         level: int | None = None,
     ) -> command.Result:
         """Run ``argv`` inside; see :func:`piuparts.command.run`."""
-        extra = {"level": level} if level is not None else {}
         env = {**BASE_ENV, **SHOWN_ENV, **self.env}
         shown = [f"{k}={v}" for k, v in {**SHOWN_ENV, **self.env}.items()]
         return command.run(
             [*self.prefix, *argv], env=env, shown_env=shown, timeout=timeout or self.timeout,
-            error=error, what=what, **extra)
+            error=error, what=what, level=logging.INFO if level is None else level)
 
     def path(self, inner: str) -> Path:
         """The host path of ``inner`` (only where ``host_root``)."""

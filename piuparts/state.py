@@ -128,11 +128,15 @@ def _xattr(path: str, name: str) -> bytes | None:
         return None
 
 
-def snapshot_upper(upper: Path) -> UpperState:
-    """Read what an overlay's upper directory says changed."""
+def snapshot_upper(upper: Path, prune: "Ignores | None" = None) -> UpperState:
+    """Read what an overlay's upper directory says changed.
+
+    Directories that ``prune`` ignores wholesale (downloaded .debs, apt
+    lists) are not descended into, as in :func:`snapshot`.
+    """
     state = UpperState()
     top = str(upper)
-    for path, ent in _walk(upper, "/", None, os.lstat(upper).st_dev):
+    for path, ent in _walk(upper, "/", prune, os.lstat(upper).st_dev):
         host = top + path
         if ent.type == "char" and ent.digest == "0,0":
             state.entries[path] = None

@@ -78,7 +78,7 @@ class TreeWatcher:
         """A snapshot: the upper directory's state, or the whole tree's."""
         if self.use_upper:
             assert self.chroot.upper is not None
-            return snapshot_upper(self.chroot.upper)
+            return snapshot_upper(self.chroot.upper, prune=self.ignores)
         return snapshot(self.chroot.root, prune=self.ignores)
 
     def compare(self, before: Any, after: Any) -> Diff:
