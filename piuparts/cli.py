@@ -143,6 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error("interrupted", 130, json_path)
     except Interrupted as err:
         return _error(str(err), err.exit_code, json_path)
+    except Exception as err:  # a bug of ours: one line, the traceback with -v
+        log.debug("internal error", exc_info=True)
+        return _error(f"internal error: {type(err).__name__}: {err} (run with -v for the traceback "
+                      "and report it)", 3, json_path)
     code = 0 if all(r.passed for r in results) else 1
     print(text_report.summary(results, info["subject"]), flush=True)
     if json_path:

@@ -41,6 +41,7 @@ class Result:
     elapsed: float
     timed_out: bool = False
     dropped: int = 0  # bytes of output left out by the cap
+    timeout: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -177,26 +178,26 @@ def run(
         if proc.stdout:
             proc.stdout.close()
         proc.wait()
-    result = Result(argv, proc.returncode, cap.text(), time.monotonic() - start, timed_out, cap.dropped)
-    _log_result(result, level, timeout)
+    result = Result(argv, proc.returncode, cap.text(), time.monotonic() - start, timed_out, cap.dropped, timeout)
+    _log_result(result, level)
     if error is not None and not result.ok:
-        raise error(failure_message(result, what or argv[0], timeout))
+        raise error(failure_message(result, what or argv[0]))
     return result
 
 
-def failure_message(result: Result, what: str, timeout: float | None = None) -> str:
+def failure_message(result: Result, what: str) -> str:
     """One line saying how ``what`` failed, with the last output line."""
     if result.timed_out:
-        how = f"did not finish within {timeout:g} s and was killed"
+        how = f"did not finish within {result.timeout:g} s and was killed"
     else:
         how = f"failed with exit code {result.returncode}"
     last = result.tail(1).strip()
     return f"{what} {how}" + (f": {last}" if last else "")
 
 
-def _log_result(result: Result, level: int, timeout: float | None) -> None:
+def _log_result(result: Result, level: int) -> None:
     if result.timed_out:
-        log.error("  killed after %.1f s (time limit %g s)", result.elapsed, timeout or 0)
+        log.error("  killed after %.1f s (time limit %g s)", result.elapsed, result.timeout)
     else:
         log.log(level if result.ok else logging.WARNING,
                 "  exit %d in %.2f s", result.returncode, result.elapsed)

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from piuparts import resources
-from tests.debs import CLEAN, DAEMON, FAILING_POSTINST, LEFTOVER
+from tests.debs import CLEAN, DAEMON, FAILING_POSTINST, LEFTOVER, SLOW_POSTINST
 from tests.integration.helpers import leaks, piuparts
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
@@ -94,3 +94,14 @@ def test_junit_report(cache_dir, debs, tmp_path, spec, failures):
     assert failure.text.splitlines() == [
         "FAIL [leftovers] /etc/x/ (not owned): left behind after purge",
         "FAIL [leftovers] /etc/x/generated.conf (not owned): left behind after purge"]
+
+
+def test_hung_postinst_is_killed_at_the_time_limit(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "--max-command-runtime", "5", str(debs(SLOW_POSTINST)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    [step] = run.report["scenarios"][0]["steps"]
+    assert (step["name"], step["ok"], step["commands"][0]["timed_out"]) == ("install", False, True)
+    assert step["message"].startswith("install did not finish within 5 s and was killed")
+    assert 5 <= step["elapsed"] < 20
+    assert resources.processes_under(cache_dir) == []
+    assert leaks(cache_dir) == []
