@@ -47,6 +47,8 @@ class Chroot:
     lower: Path | None = None
     timeout: float | None = None
     env: dict[str, str] = field(default_factory=dict)
+    #: Host PIDs of the backend's own processes inside (a namespace's init).
+    helpers: tuple[int, ...] = ()
 
     def run(
         self,

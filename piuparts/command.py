@@ -185,6 +185,20 @@ def run(
     return result
 
 
+def spawn(argv: Sequence[str], *, level: int = logging.DEBUG) -> subprocess.Popen[bytes]:
+    """Start a long-lived helper (a namespace holder) in its own session.
+
+    It gets no stdin and no output pipe; the caller ends it.
+    """
+    argv = tuple(str(a) for a in argv)
+    log.log(level, "$ %s &", shlex.join(argv))
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+    except FileNotFoundError:
+        raise TestbedError(f"{argv[0]}: command not found; install the Debian package that provides it") from None
+
+
 def failure_message(result: Result, what: str) -> str:
     """One line saying how ``what`` failed, with the last output line."""
     if result.timed_out:

@@ -60,3 +60,9 @@ echo changed >> /etc/issue.net
 ln -s /nonexistent /etc/dangling"""})
 DAEMON = DebSpec("pp-daemon", scripts={
     "postinst": 'setsid sleep 600 </dev/null >/dev/null 2>&1 &'})
+# Fails unless its postinst runs in a PID namespace of its own: PID 1 is the
+# instance's holder, and no host process is visible.
+PIDNS_PROBE = DebSpec("pp-pidns-probe", scripts={"postinst": """\
+grep -q sleep /proc/1/cmdline || { echo "PID 1 is $(cat /proc/1/cmdline): the host's namespace" >&2; exit 1; }
+n=$(ls /proc | grep -c '^[0-9]')
+[ "$n" -lt 15 ] || { echo "sees $n processes" >&2; exit 1; }"""})

@@ -43,9 +43,29 @@ def api_mounted(root: Path) -> Iterator[Chroot]:
             resources.unmount_all(root)
 
 
-def _mount_api(root: Path) -> None:
-    """proc, a private devpts with its own ptmx, and /dev/shm."""
-    _mount("-t", "proc", "proc", str(root / "proc"))
+def _start_pid_namespace(root: Path) -> tuple[list[str], int]:
+    """A PID namespace for the instance, held by ``sleep infinity`` chrooted inside.
+
+    Returns the argv prefix that runs a command in the namespace and the
+    holder's host PID.  The holder's root is inside the instance, so ending
+    the processes rooted there ends the holder, and with it (it is the
+    namespace's init) every process in the namespace.
+    """
+    unshare = command.spawn(["unshare", "--pid", "--kill-child", "--", "chroot", str(root), "sleep", "infinity"])
+    deadline = time.monotonic() + 10
+    children = Path(f"/proc/{unshare.pid}/task/{unshare.pid}/children")
+    while not (holder := children.read_text().split() if children.exists() else []):
+        if unshare.poll() is not None or time.monotonic() > deadline:
+            raise TestbedError("could not start a PID namespace with unshare --pid (is the kernel's "
+                               "user and PID namespace support disabled?)")
+        time.sleep(0.002)
+    return ["nsenter", f"--pid=/proc/{unshare.pid}/ns/pid_for_children", "--"], int(holder[0])
+
+
+def _mount_api(root: Path, enter: list[str] | None = None) -> None:
+    """proc (of the instance's PID namespace), a private devpts with its own ptmx, and /dev/shm."""
+    command.run([*(enter or []), "mount", "-t", "proc", "proc", str(root / "proc")],
+                error=TestbedError, what="mounting proc", level=logging.DEBUG)
     _mount("-t", "devpts", "-o", "newinstance,ptmxmode=0666,mode=0620,gid=5", "devpts", str(root / "dev/pts"))
     ptmx = root / "dev/ptmx"
     if ptmx.is_symlink() or not ptmx.exists():
@@ -77,10 +97,11 @@ def overlay_instance(lower: Path, cache_dir: Path) -> Iterator[Chroot]:
                 path.mkdir()
             _mount("-t", "overlay", "overlay", "-o",
                    f"lowerdir={lower},upperdir={upper},workdir={work},{OVERLAY_OPTIONS}", str(root))
-            _mount_api(root)
+            enter, holder = _start_pid_namespace(root)
+            _mount_api(root, enter)
             _copy_resolv_conf(root)
         log.info("Instance %s started in %.3f s", root, time.monotonic() - start)
-        yield Chroot(root, ("chroot", str(root)), upper=upper, lower=lower)
+        yield Chroot(root, (*enter, "chroot", str(root)), upper=upper, lower=lower, helpers=(holder,))
     finally:
         with resources.signals_deferred():
             stop = time.monotonic()

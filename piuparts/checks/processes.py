@@ -17,4 +17,4 @@ NAME = "processes"
 def check(chroot: Chroot, blame: str) -> list[Finding]:
     """A FAIL finding, with its command line, for each process still running."""
     return [Finding(NAME, FAIL, cmdline or f"pid {pid}", f"still running after purge (pid {pid})", blame=blame)
-            for pid, cmdline in resources.processes_under(chroot.root)]
+            for pid, cmdline in resources.processes_under(chroot.root) if pid not in chroot.helpers]

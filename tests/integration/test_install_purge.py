@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from piuparts import resources
-from tests.debs import CLEAN, DAEMON, FAILING_POSTINST, LEFTOVER, SLOW_POSTINST
+from tests.debs import CLEAN, DAEMON, FAILING_POSTINST, LEFTOVER, PIDNS_PROBE, SLOW_POSTINST
 from tests.integration.helpers import leaks, piuparts
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
@@ -105,3 +105,9 @@ def test_hung_postinst_is_killed_at_the_time_limit(cache_dir, debs, tmp_path):
     assert 5 <= step["elapsed"] < 20
     assert resources.processes_under(cache_dir) == []
     assert leaks(cache_dir) == []
+
+
+def test_maintainer_scripts_run_in_their_own_pid_namespace(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(PIDNS_PROBE)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.findings() == []
