@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,11 +44,11 @@ def api_mounted(root: Path) -> Iterator[Chroot]:
             resources.unmount_all(root)
 
 
-def _start_pid_namespace(root: Path) -> tuple[list[str], int]:
+def _start_pid_namespace(root: Path) -> tuple[list[str], int, subprocess.Popen[bytes]]:
     """A PID namespace for the instance, held by ``sleep infinity`` chrooted inside.
 
-    Returns the argv prefix that runs a command in the namespace and the
-    holder's host PID.  The holder's root is inside the instance, so ending
+    Returns the argv prefix that runs a command in the namespace, the
+    holder's host PID and the ``unshare`` process (to be reaped at the end).  The holder's root is inside the instance, so ending
     the processes rooted there ends the holder, and with it (it is the
     namespace's init) every process in the namespace.
     """
@@ -59,7 +60,7 @@ def _start_pid_namespace(root: Path) -> tuple[list[str], int]:
             raise TestbedError("could not start a PID namespace with unshare --pid (is the kernel's "
                                "user and PID namespace support disabled?)")
         time.sleep(0.002)
-    return ["nsenter", f"--pid=/proc/{unshare.pid}/ns/pid_for_children", "--"], int(holder[0])
+    return ["nsenter", f"--pid=/proc/{unshare.pid}/ns/pid_for_children", "--"], int(holder[0]), unshare
 
 
 def _mount_api(root: Path, enter: list[str] | None = None) -> None:
@@ -90,6 +91,7 @@ def overlay_instance(lower: Path, cache_dir: Path) -> Iterator[Chroot]:
     """Mount an overlay over ``lower`` and yield a Chroot; remove it all afterwards."""
     start = time.monotonic()
     top = resources.make_owned_dir(cache_dir / "instances")
+    unshare: subprocess.Popen[bytes] | None = None
     try:
         with resources.signals_deferred():
             upper, work, root = top / "upper", top / "work", top / "root"
@@ -97,7 +99,7 @@ def overlay_instance(lower: Path, cache_dir: Path) -> Iterator[Chroot]:
                 path.mkdir()
             _mount("-t", "overlay", "overlay", "-o",
                    f"lowerdir={lower},upperdir={upper},workdir={work},{OVERLAY_OPTIONS}", str(root))
-            enter, holder = _start_pid_namespace(root)
+            enter, holder, unshare = _start_pid_namespace(root)
             _mount_api(root, enter)
             _copy_resolv_conf(root)
         log.info("Instance %s started in %.3f s", root, time.monotonic() - start)
@@ -105,5 +107,7 @@ def overlay_instance(lower: Path, cache_dir: Path) -> Iterator[Chroot]:
     finally:
         with resources.signals_deferred():
             stop = time.monotonic()
-            resources.remove_tree(top)
+            resources.remove_tree(top)  # ends the holder, so unshare exits too
+            if unshare is not None:
+                unshare.wait(timeout=10)
             log.info("Instance removed in %.3f s", time.monotonic() - stop)
