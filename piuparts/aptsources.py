@@ -28,11 +28,15 @@ class SourceEntry:
     options: dict[str, str] = field(default_factory=dict, compare=False)
 
 
+# apt reads Enabled: as a boolean; these are its words for "off".
+_FALSE = {"no", "false", "off", "0", "disable", "without"}
+
+
 def parse_deb822(text: str) -> list[SourceEntry]:
     """Entries of a deb822 ``.sources`` file (``Enabled: no`` ones left out)."""
     entries = []
     for para in Deb822.iter_paragraphs(text.splitlines(keepends=True)):
-        if para.get("Enabled", "yes").strip().lower() == "no":
+        if para.get("Enabled", "yes").strip().lower() in _FALSE:
             continue
         known = {"Types", "URIs", "Suites", "Components", "Enabled"}
         options = {k: v for k, v in para.items() if k not in known}
@@ -87,8 +91,9 @@ def host_codename(os_release: Path = Path("/etc/os-release")) -> str | None:
         text = os_release.read_text()
     except OSError:
         return None
-    match = re.search(r"^VERSION_CODENAME=\"?([^\"\n]*)\"?$", text, re.M)
-    return match[1] if match and match[1] else None
+    match = re.search(r"^VERSION_CODENAME=(.*)$", text, re.M)
+    value = match[1].strip().strip("\"'") if match else ""
+    return value or None
 
 
 def default_distribution_and_mirror(

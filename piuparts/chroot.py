@@ -61,9 +61,8 @@ class Chroot:
     ) -> command.Result:
         """Run ``argv`` inside; see :func:`piuparts.command.run`."""
         env = {**BASE_ENV, **SHOWN_ENV, **self.env}
-        shown = [f"{k}={v}" for k, v in {**SHOWN_ENV, **self.env}.items()]
         return command.run(
-            [*self.prefix, *argv], env=env, shown_env=shown, timeout=timeout or self.timeout,
+            [*self.prefix, *argv], env=env, shown_env={**SHOWN_ENV, **self.env}, timeout=timeout or self.timeout,
             error=error, what=what, level=logging.INFO if level is None else level)
 
     def path(self, inner: str) -> Path:

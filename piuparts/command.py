@@ -83,6 +83,19 @@ class _Capture:
         return bytes(self.head + marker + self.tail).decode("utf-8", "replace")
 
 
+def _start(argv: tuple[str, ...], env: Mapping[str, str] | None, cwd: str | None) -> subprocess.Popen[bytes]:
+    """Popen in a new session with stdin closed; start failures as one-line errors."""
+    if cwd is not None and not os.path.isdir(cwd):
+        raise TestbedError(f"cannot run {argv[0]} in {cwd}: no such directory")
+    try:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True)
+    except FileNotFoundError:
+        raise TestbedError(f"{argv[0]}: command not found; install the Debian package that provides it") from None
+    except OSError as err:
+        raise TestbedError(f"{argv[0]}: cannot be run ({err.strerror})") from None
+
+
 def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
     """SIGTERM the process group, wait ``grace`` seconds, then SIGKILL it."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
@@ -113,12 +126,12 @@ def _pump(proc: subprocess.Popen[bytes], cap: _Capture, deadline: float | None) 
         sel.register(fd, selectors.EVENT_READ)
         while True:
             now = time.monotonic()
-            if deadline is not None and now >= deadline:
-                return True
             if exited_at is None and proc.poll() is not None:
                 exited_at = now
             if exited_at is not None and now - exited_at > DRAIN_AFTER_EXIT:
                 return False
+            if deadline is not None and now >= deadline:
+                return exited_at is None  # an exited command is not late for its daemon's sake
             wait = 0.2 if deadline is None else min(0.2, deadline - now)
             if not sel.select(wait):
                 continue
@@ -136,7 +149,7 @@ def run(
     *,
     timeout: float | None = None,
     env: Mapping[str, str] | None = None,
-    shown_env: Sequence[str] = (),
+    shown_env: Mapping[str, str] | None = None,
     cwd: str | None = None,
     error: type[PiupartsError] | None = None,
     what: str | None = None,
@@ -149,31 +162,28 @@ def run(
     With ``error`` set, a failure (non-zero exit or timeout) raises that
     exception class with a one-line message naming ``what`` failed.
     ``level`` is the log level of the command lines (DEBUG for chatter).
-    ``shown_env`` (``NAME=value`` words) is logged before the command so
-    that the logged line can be pasted into a shell as it is.
+    ``shown_env`` (part of ``env``) is logged as ``NAME=value`` assignments
+    before the command, so that the logged line can be pasted into a shell.
     """
     argv = tuple(str(a) for a in argv)
-    log.log(level, "$ %s", shlex.join([*shown_env, *argv]))
+    assignments = [f"{name}={shlex.quote(value)}" for name, value in (shown_env or {}).items()]
+    log.log(level, "$ %s", " ".join([*assignments, shlex.join(argv)]))
     start = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            start_new_session=True,
-        )
-    except FileNotFoundError:
-        raise TestbedError(f"{argv[0]}: command not found; install the Debian package that provides it") from None
+    proc = _start(argv, env, cwd)
     cap = _Capture(output_cap)
     timed_out = False
+    deadline = None if timeout is None else start + timeout
     try:
-        timed_out = _pump(proc, cap, None if timeout is None else start + timeout)
+        timed_out = _pump(proc, cap, deadline)
+        if not timed_out:
+            # EOF can come before the exit: wait for it, within the limit.
+            try:
+                proc.wait(timeout=None if deadline is None else max(deadline - time.monotonic(), 0))
+            except subprocess.TimeoutExpired:
+                timed_out = True
     finally:
-        # Also on KeyboardInterrupt: never leave the group running.
-        if timed_out or proc.poll() is None:
+        # On a timeout, and on KeyboardInterrupt: never leave the group running.
+        if proc.poll() is None:
             _kill_group(proc, grace if timed_out else 0.5)
         if proc.stdout:
             proc.stdout.close()

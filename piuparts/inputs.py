@@ -30,7 +30,7 @@ class Deb:
         try:
             deb = DebFile(str(path))
             control = deb.debcontrol()
-            deb.data.tgz()  # opens the data member: a truncated file fails here
+            deb.data.tgz().getmembers()  # reads the whole data member: a truncated file fails here
             deb.close()
         except Exception as err:  # python-debian raises many kinds for a broken archive
             raise UsageError(f"{path}: not a valid Debian package (.deb): {err}; rebuild it or check the download") from None

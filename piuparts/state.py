@@ -236,7 +236,8 @@ class Rule:
 
 
 # A rule ``/literal/prefix/.*`` ignores a whole subtree; the walk can skip it.
-_SUBTREE = re.compile(r"^((?:[^\\.^$*+?{}\[\]|()]|\\.)*/)\.\*$")
+# Only escapes of punctuation are literal (``\d`` is a class, not a "d").
+_SUBTREE = re.compile(r"^((?:[^\\.^$*+?{}\[\]|()]|\\[^A-Za-z0-9])*/)\.\*$")
 
 
 class Ignores:
