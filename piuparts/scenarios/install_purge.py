@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from piuparts.checks import leftovers, processes
+from piuparts.checks import Check, Context, make_checks
+from piuparts.checks.purge_status import installed_packages
 from piuparts.chroot import Chroot
 from piuparts.command import Result, failure_message
 from piuparts.errors import TestbedError, UsageError
 from piuparts.findings import FAIL, Finding
 from piuparts.inputs import TestSubject
-from piuparts.scenarios import ScenarioResult, Step, TreeWatcher
+from piuparts.scenarios import ScenarioResult, Step
 from piuparts.state import Ignores
 
 log = logging.getLogger("piuparts")
@@ -43,18 +43,8 @@ class Settings:
 
     ignores: Ignores
     timeout: float = 1800.0
-
-
-def installed_packages(chroot: Chroot) -> dict[str, str]:
-    """Package -> dpkg status abbreviation, for every package not 'not-installed'."""
-    result = chroot.run(["dpkg-query", "-W", "-f", "${binary:Package} ${db:Status-Abbrev}\\n"],
-                        error=TestbedError, what="listing installed packages", level=logging.DEBUG)
-    packages = {}
-    for line in result.output.splitlines():
-        name, _, status = line.partition(" ")
-        if status and status[1] != "n":
-            packages[name] = status.strip()
-    return packages
+    #: Check name -> "fail", "warn" or "skip"; unnamed checks keep their default.
+    severities: dict[str, str] = field(default_factory=dict)
 
 
 def explain_failure(result: Result, what: str) -> str:
@@ -88,57 +78,50 @@ def _fail(outcome: ScenarioResult, step: Step, message: str, blame: str) -> Scen
     return outcome
 
 
+def _observe(outcome: ScenarioResult, checks: list[Check], point: str, ctx: Context) -> None:
+    for check in checks:
+        outcome.findings += getattr(check, point)(ctx)
+
+
 def run(chroot: Chroot, subject: TestSubject, settings: Settings) -> ScenarioResult:
     """Install, remove and purge ``subject`` in ``chroot``; report what changed."""
     outcome = ScenarioResult(NAME)
-    watcher = TreeWatcher(chroot, settings.ignores)
-    blame = ", ".join(subject.packages)
+    checks = make_checks(settings.severities)
+    ctx = Context(chroot, subject.packages, settings.ignores, ", ".join(subject.packages), timings=outcome.timings)
     apt = ["eatmydata", "apt-get", "-y"]
 
     log.info("Scenario %s: %s", NAME, subject.label)
-    start = time.monotonic()
-    before = watcher.take()
-    outcome.timed("snapshot", start)
-    installed_before = installed_packages(chroot)
+    for check in checks:
+        check.before_install(ctx)
+    ctx.installed_before = installed_packages(chroot)
 
     step = outcome.step("install")
     targets = [chroot.copy_in(deb.path, DEBS_DIR) for deb in subject.debs] + list(subject.apt_names)
     result = outcome.run(step, chroot, [*apt, "install", *targets], timeout=settings.timeout)
     if not result.ok:
-        return _fail(outcome, step, classify_install_failure(result, subject), blame)
-    installed = installed_packages(chroot)
-    pulled_in = sorted(set(installed) - set(installed_before))
-    log.info("Installed %d packages: %s", len(pulled_in), " ".join(pulled_in))
+        return _fail(outcome, step, classify_install_failure(result, subject), ctx.blame)
+    ctx.installed = installed_packages(chroot)
+    ctx.pulled_in = sorted(set(ctx.installed) - set(ctx.installed_before))
+    log.info("Installed %d packages: %s", len(ctx.pulled_in), " ".join(ctx.pulled_in))
+    _observe(outcome, checks, "after_install", ctx)
 
     step = outcome.step("remove")
     result = outcome.run(step, chroot, [*apt, "remove", *subject.packages], timeout=settings.timeout)
     if not result.ok:
-        return _fail(outcome, step, explain_failure(result, "remove"), blame)
+        return _fail(outcome, step, explain_failure(result, "remove"), ctx.blame)
+    _observe(outcome, checks, "after_remove", ctx)
 
     # The tested packages first (a removed local .deb has no apt candidate
     # left, so dpkg purges it), then what they pulled in, through apt.
     step = outcome.step("purge")
     commands = [["eatmydata", "dpkg", "--purge", *subject.packages]]
-    dependencies = [p for p in pulled_in if p.split(":", 1)[0] not in subject.packages]
+    dependencies = [p for p in ctx.pulled_in if p.split(":", 1)[0] not in subject.packages]
     if dependencies:
         commands.append([*apt, "purge", *dependencies])
     for argv in commands:
         result = outcome.run(step, chroot, argv, timeout=settings.timeout)
         if not result.ok:
-            return _fail(outcome, step, explain_failure(result, "purge"), blame)
-    for package, status in sorted(installed_packages(chroot).items()):
-        if package in pulled_in:
-            outcome.findings.append(Finding("purge", FAIL, package, f"still present after purge (status {status})",
-                                            blame=blame))
-
-    outcome.findings += processes.check(chroot, blame)
+            return _fail(outcome, step, explain_failure(result, "purge"), ctx.blame)
     shutil.rmtree(chroot.path(DEBS_DIR), ignore_errors=True)
-    start = time.monotonic()
-    after = watcher.take()
-    outcome.timed("snapshot", start)
-    start = time.monotonic()
-    changes = watcher.compare(before, after)
-    outcome.timed("diff", start)
-    outcome.findings += leftovers.check(changes, leftovers.dpkg_owners(chroot), blame)
-    log.info("Snapshots took %.3f s, the diff %.3f s", outcome.timings["snapshot"], outcome.timings["diff"])
+    _observe(outcome, checks, "after_purge", ctx)
     return outcome

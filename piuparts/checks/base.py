@@ -1,0 +1,80 @@
+"""What every check is: an observer of a scenario at fixed points.
+
+A check registers by name (``class Foo(Check, name="foo")``), looks at the
+chroot before the install, after the install, after the removal and after
+the purge, and returns Findings.  Its severity (fail, warn) comes from the
+options, or it is skipped; checks never print.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from piuparts.chroot import Chroot
+from piuparts.findings import FAIL, Finding
+from piuparts.state import Ignores
+
+SKIP = "skip"
+
+
+@dataclass
+class Context:
+    """What a scenario knows, handed to every check at every point."""
+
+    chroot: Chroot
+    packages: list[str]
+    ignores: Ignores
+    blame: str
+    installed_before: dict[str, str] = field(default_factory=dict)
+    installed: dict[str, str] = field(default_factory=dict)
+    pulled_in: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class Check:
+    """Base of every check; subclasses override the points they care about."""
+
+    registry: ClassVar[dict[str, type["Check"]]] = {}
+    name: ClassVar[str]
+    #: The severity when the options say nothing.
+    default_severity: ClassVar[str] = FAIL
+
+    def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is not None:
+            cls.name = name
+            Check.registry[name] = cls
+
+    def __init__(self, severity: str | None = None) -> None:
+        self.severity = severity or self.default_severity
+
+    def finding(self, subject: str, message: str, owner: str | None = None, blame: str | None = None,
+                ctx: Context | None = None) -> Finding:
+        """A Finding of this check at its configured severity."""
+        return Finding(self.name, self.severity, subject, message, owner,
+                       blame if blame is not None else (ctx.blame if ctx else None))
+
+    def before_install(self, ctx: Context) -> None:
+        """Record what the check compares against later."""
+
+    def after_install(self, ctx: Context) -> list[Finding]:
+        """Findings with the packages installed."""
+        return []
+
+    def after_remove(self, ctx: Context) -> list[Finding]:
+        """Findings with the packages removed but not purged."""
+        return []
+
+    def after_purge(self, ctx: Context) -> list[Finding]:
+        """Findings once everything is purged."""
+        return []
+
+
+def make_checks(severities: dict[str, str]) -> list[Check]:
+    """One instance of every registered check not skipped, in registration order."""
+    unknown = set(severities) - set(Check.registry)
+    if unknown:
+        from piuparts.errors import UsageError
+        raise UsageError(f"unknown check {sorted(unknown)[0]!r}; known checks: {', '.join(Check.registry)}")
+    return [cls(severities.get(name)) for name, cls in Check.registry.items() if severities.get(name) != SKIP]
