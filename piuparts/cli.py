@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from piuparts import __version__, inputs, log as logsetup, options as opts, resources
 from piuparts.backends import Backend, BaseSpec
+from piuparts.checks import Check
 from piuparts.errors import Interrupted, PiupartsError, UsageError
 from piuparts.report import json as json_report, junit as junit_report, text as text_report
 from piuparts.scenarios import ScenarioResult, install_purge
@@ -61,6 +62,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-I", "--ignore-regex", action="append", metavar="REGEX",
                    help="ignore paths the anchored REGEX matches whole (repeatable)")
     p.add_argument("--no-ignores", action="store_true", help="do not use the default ignore lists")
+    p.add_argument("--severity", action="append", metavar="CHECK=LEVEL",
+                   help="make a check fail, warn or skip (repeatable); checks: " + ", ".join(Check.registry))
     p.add_argument("--json", metavar="FILE", help="write the result as JSON to FILE")
     p.add_argument("--junit", metavar="FILE", help="write the result as JUnit XML to FILE (GitLab, Jenkins)")
     p.add_argument("-l", "--log-file", metavar="FILE", help="also write the log to FILE")
@@ -104,7 +107,7 @@ def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any
         start = time.monotonic()
         backend.prepare()
         info["base_prepare_seconds"] = round(time.monotonic() - start, 3)
-        settings = install_purge.Settings(options.ignores, options.max_command_runtime)
+        settings = install_purge.Settings(options.ignores, options.max_command_runtime, dict(options.severities))
         with backend.instance() as chroot:
             results = [install_purge.run(chroot, subject, settings)]
     finally:

@@ -44,6 +44,8 @@ class Options:
     max_command_runtime: float
     ignores: Ignores = field(compare=False)
     json: Path | None = None
+    #: Check name -> fail / warn / skip, from --severity and piuparts' named options.
+    severities: tuple[tuple[str, str], ...] = ()
 
 
 def host_architecture() -> str:
@@ -83,6 +85,22 @@ def build_ignores(args: argparse.Namespace, distribution: str) -> Ignores:
     return ignores
 
 
+LEVELS = ("fail", "warn", "skip")
+
+
+def severities(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    """``--severity CHECK=LEVEL`` options, checked against the known checks."""
+    from piuparts.checks import Check
+    result = []
+    for item in args.severity or ():
+        name, _, level = item.partition("=")
+        if name not in Check.registry or level not in LEVELS:
+            raise UsageError(f"--severity {item!r}: use CHECK=LEVEL with LEVEL one of {', '.join(LEVELS)} "
+                             f"and CHECK one of {', '.join(Check.registry)}")
+        result.append((name, level))
+    return tuple(result)
+
+
 def from_args(args: argparse.Namespace) -> Options:
     """Check the parsed command line and fill in the host's defaults."""
     mirror, components = _mirror_and_components(args.mirror, ("main",))
@@ -102,4 +120,4 @@ def from_args(args: argparse.Namespace) -> Options:
         cache_dir=Path(args.cache_dir).absolute(), base_max_age=args.base_max_age * 86400,
         lists_max_age=args.lists_max_age * 3600,
         max_command_runtime=args.max_command_runtime, ignores=build_ignores(args, distribution),
-        json=Path(args.json) if args.json else None)
+        json=Path(args.json) if args.json else None, severities=severities(args))

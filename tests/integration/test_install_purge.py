@@ -111,3 +111,17 @@ def test_maintainer_scripts_run_in_their_own_pid_namespace(cache_dir, debs, tmp_
     run = piuparts(cache_dir, tmp_path, str(debs(PIDNS_PROBE)))
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.findings() == []
+
+
+def test_a_check_can_be_made_a_warning(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "--severity", "leftovers=warn", str(debs(LEFTOVER)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert {(f["subject"], f["severity"]) for f in run.findings()} == {("/etc/x/", "warn"),
+                                                                       ("/etc/x/generated.conf", "warn")}
+    assert "WARN: /etc/x/generated.conf (not owned): left behind after purge" in run.stdout
+
+
+def test_a_check_can_be_skipped(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "--severity", "leftovers=skip", str(debs(LEFTOVER)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.findings() == []
