@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from piuparts import command
-from piuparts.errors import PiupartsError
+from piuparts.errors import PiupartsError, TestbedError
 
 #: The environment every command in a chroot starts with.
 BASE_ENV = {
@@ -69,6 +69,17 @@ class Chroot:
         """The host path of ``inner`` (only where ``host_root``)."""
         assert self.host_root, "this backend's files are not visible from the host"
         return self.root / inner.lstrip("/")
+
+    def bind_mount(self, source: Path, readonly: bool) -> None:
+        """Mount the host directory ``source`` at the same path inside."""
+        target = self.path(str(source))
+        target.mkdir(parents=True, exist_ok=True)
+        what = f"bind-mounting {source}"
+        command.run(["mount", "--bind", str(source), str(target)], error=TestbedError, what=what,
+                    level=logging.DEBUG)
+        if readonly:
+            command.run(["mount", "-o", "remount,bind,ro", str(target)], error=TestbedError, what=what,
+                        level=logging.DEBUG)
 
     def copy_in(self, source: Path, inner_dir: str) -> str:
         """Copy a host file into ``inner_dir``; return its path inside."""

@@ -14,14 +14,17 @@ import signal
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Sequence
 
-from piuparts import __version__, inputs, log as logsetup, options as opts, resources
+from piuparts import __version__, inputs, log as logsetup, options as opts, repos, resources
 from piuparts.backends import Backend, BaseSpec
 from piuparts.checks import Check
 from piuparts.errors import Interrupted, PiupartsError, UsageError
 from piuparts.report import json as json_report, junit as junit_report, text as text_report
-from piuparts.scenarios import ScenarioResult, install_purge
+from piuparts.chroot import Chroot
+from piuparts.scenarios import ScenarioResult, install_purge, install_upgrade_purge
+from piuparts.scenarios.runner import Settings
 
 log = logging.getLogger("piuparts")
 
@@ -50,6 +53,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--mirror", metavar="'URL [COMPONENT...]'",
                    help="Debian mirror (default: the one the host's apt sources name)")
     p.add_argument("--arch", help="architecture of the chroot (default: the host's)")
+    p.add_argument("--extra-repo", action="append", metavar="LINE",
+                   help="an extra apt source line, e.g. 'deb [trusted=yes] file:///srv/repo bookworm main' "
+                        "(repeatable; file:// repositories are made visible inside)")
+    p.add_argument("--bindmount", action="append", metavar="DIR", help="bind-mount DIR at the same path inside")
+    p.add_argument("--no-install-purge-test", action="store_true", help="skip the install -> purge scenario")
+    p.add_argument("--no-upgrade-test", action="store_true",
+                   help="skip the install -> upgrade -> purge scenario (run when apt knows an older version)")
+    p.add_argument("--install-remove-install", action="store_true",
+                   help="install, remove and install again before the final purge")
+    p.add_argument("--install-purge-install", action="store_true",
+                   help="install, purge and install again before the final purge")
     p.add_argument("--cache-dir", default=str(opts.DEFAULT_CACHE_DIR),
                    help="where bases and instances live (default: %(default)s)")
     p.add_argument("--base-max-age", type=float, default=7.0, metavar="DAYS",
@@ -93,7 +107,7 @@ def require_root() -> None:
 
 
 def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any]]:
-    """Prepare the backend, run the scenarios in an instance, return their results."""
+    """Prepare the backend, run each scenario in an instance of its own, return their results."""
     subject = inputs.subject_from_args(options.packages, options.apt)
     require_root()
     spec = BaseSpec(options.distribution, options.mirror, options.architecture, options.components)
@@ -103,16 +117,38 @@ def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any
                             "distribution": spec.distribution, "mirror": spec.mirror,
                             "architecture": spec.architecture, "backend": backend.name}
     log.info("Testing %s on %s (%s) from %s", subject.label, spec.distribution, spec.architecture, spec.mirror)
+    settings = Settings(options.ignores, options.max_command_runtime, dict(options.severities),
+                        options.install_remove_install, options.install_purge_install)
+    results = []
     try:
         start = time.monotonic()
         backend.prepare()
         info["base_prepare_seconds"] = round(time.monotonic() - start, 3)
-        settings = install_purge.Settings(options.ignores, options.max_command_runtime, dict(options.severities))
-        with backend.instance() as chroot:
-            results = [install_purge.run(chroot, subject, settings)]
+        for scenario in scenarios(options):
+            with backend.instance() as chroot:
+                repos.set_up(chroot, options.extra_repos, options.bindmounts, options.max_command_runtime)
+                results.append(run_scenario(scenario, chroot, subject, settings))
     finally:
         backend.close()
     return results, info
+
+
+def scenarios(options: opts.Options) -> list[ModuleType]:
+    """The scenario modules the options ask for, in piuparts' order."""
+    chosen = [install_purge] if options.install_purge_test else []
+    return chosen + ([install_upgrade_purge] if options.upgrade_test else [])
+
+
+def run_scenario(scenario: ModuleType, chroot: Chroot, subject: inputs.TestSubject,
+                 settings: Settings) -> ScenarioResult:
+    """Run one scenario, or record why it was skipped."""
+    if scenario is install_upgrade_purge:
+        reason = install_upgrade_purge.skip_reason(chroot, subject)
+        if reason:
+            log.info("Skipping %s: %s", scenario.NAME, reason)
+            return ScenarioResult(scenario.NAME, skipped=reason)
+    result: ScenarioResult = scenario.run(chroot, subject, settings)
+    return result
 
 
 def cleanup(argv: Sequence[str]) -> int:

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from piuparts import aptsources
+from piuparts import aptsources, repos
 from piuparts.errors import UsageError
 from piuparts.state import Ignores
 
@@ -46,6 +46,12 @@ class Options:
     json: Path | None = None
     #: Check name -> fail / warn / skip, from --severity and piuparts' named options.
     severities: tuple[tuple[str, str], ...] = ()
+    extra_repos: tuple[str, ...] = ()
+    bindmounts: tuple[Path, ...] = ()
+    install_purge_test: bool = True
+    upgrade_test: bool = True
+    install_remove_install: bool = False
+    install_purge_install: bool = False
 
 
 def host_architecture() -> str:
@@ -112,6 +118,10 @@ def from_args(args: argparse.Namespace) -> Options:
         mirror = mirror or host_mirror
     if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", distribution):
         raise UsageError(f"-d {distribution!r}: not a distribution name (use a codename such as bookworm)")
+    for line in args.extra_repo or ():
+        repos.parse_extra_repo(line)
+    if args.install_remove_install and args.install_purge_install:
+        raise UsageError("--install-remove-install and --install-purge-install contradict each other; pick one")
     if min(args.base_max_age, args.lists_max_age, args.max_command_runtime) <= 0:
         raise UsageError("--base-max-age, --lists-max-age and --max-command-runtime must be positive")
     return Options(
@@ -120,4 +130,8 @@ def from_args(args: argparse.Namespace) -> Options:
         cache_dir=Path(args.cache_dir).absolute(), base_max_age=args.base_max_age * 86400,
         lists_max_age=args.lists_max_age * 3600,
         max_command_runtime=args.max_command_runtime, ignores=build_ignores(args, distribution),
-        json=Path(args.json) if args.json else None, severities=severities(args))
+        json=Path(args.json) if args.json else None, severities=severities(args),
+        extra_repos=tuple(args.extra_repo or ()),
+        bindmounts=tuple(repos.check_bindmount(d) for d in args.bindmount or ()),
+        install_purge_test=not args.no_install_purge_test, upgrade_test=not args.no_upgrade_test,
+        install_remove_install=args.install_remove_install, install_purge_install=args.install_purge_install)

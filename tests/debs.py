@@ -17,6 +17,8 @@ class DebSpec:
     scripts: dict[str, str] = field(default_factory=dict)
     depends: str = ""
     description: str = "piuparts test fixture"
+    #: Paths (among ``files``) that dpkg treats as conffiles.
+    conffiles: tuple[str, ...] = ()
 
     def build(self, outdir: Path) -> Path:
         """Build ``NAME_VERSION_all.deb`` in ``outdir`` and return its path."""
@@ -29,6 +31,8 @@ class DebSpec:
             control.append(f"Depends: {self.depends}")
         control.append(f"Description: {self.description}")
         (debian / "control").write_text("\n".join(control) + "\n")
+        if self.conffiles:
+            (debian / "conffiles").write_text("".join(f"{path}\n" for path in self.conffiles))
         for name, body in self.scripts.items():
             script = debian / name
             script.write_text("#!/bin/sh\nset -e\n" + body + "\n")
@@ -39,6 +43,7 @@ class DebSpec:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content)
         deb = outdir / f"{self.name}_{self.version}_all.deb"
+        deb.unlink(missing_ok=True)
         subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(deb)],
                        check=True, capture_output=True)
         return deb
@@ -66,3 +71,20 @@ PIDNS_PROBE = DebSpec("pp-pidns-probe", scripts={"postinst": """\
 grep -q sleep /proc/1/cmdline || { echo "PID 1 is $(cat /proc/1/cmdline): the host's namespace" >&2; exit 1; }
 n=$(ls /proc | grep -c '^[0-9]')
 [ "$n" -lt 15 ] || { echo "sees $n processes" >&2; exit 1; }"""})
+
+
+def make_repo(directory: Path, debs: list[Path]) -> str:
+    """A flat apt repository of ``debs`` in ``directory``; returns its --extra-repo line."""
+    import hashlib
+    import shutil
+    directory.mkdir(parents=True, exist_ok=True)
+    for deb in debs:
+        shutil.copy2(deb, directory / deb.name)
+    packages = subprocess.run(["dpkg-scanpackages", "--multiversion", "."], cwd=directory, check=True,
+                              capture_output=True, text=True).stdout
+    (directory / "Packages").write_text(packages)
+    data = packages.encode()
+    (directory / "Release").write_text(
+        "Origin: piuparts-tests\nLabel: piuparts-tests\nSuite: tests\nCodename: tests\n"
+        f"SHA256:\n {hashlib.sha256(data).hexdigest()} {len(data)} Packages\n")
+    return f"deb [trusted=yes] file://{directory} ./"

@@ -14,7 +14,7 @@ def document(scenarios: list[ScenarioResult], packages: list[str], suite_name: s
     """The XML tree of one run."""
     root = ET.Element("testsuites")
     suite = ET.SubElement(root, "testsuite", name=suite_name)
-    tests = failures = 0
+    tests = failures = skipped = 0
     total = 0.0
     for scenario in scenarios:
         elapsed = sum(step.elapsed for step in scenario.steps)
@@ -23,6 +23,10 @@ def document(scenarios: list[ScenarioResult], packages: list[str], suite_name: s
             tests += 1
             case = ET.SubElement(suite, "testcase", classname=f"piuparts.{scenario.name}", name=package,
                                  time=f"{elapsed / len(packages):.3f}")
+            if scenario.skipped:
+                ET.SubElement(case, "skipped", message=scenario.skipped)
+                skipped += 1
+                continue
             mine = [f for f in scenario.findings
                     if f.blame is None or package in [b.strip() for b in f.blame.split(",")]]
             failed = [f for f in mine if f.severity == FAIL]
@@ -39,6 +43,7 @@ def document(scenarios: list[ScenarioResult], packages: list[str], suite_name: s
     suite.set("tests", str(tests))
     suite.set("failures", str(failures))
     suite.set("errors", "0")
+    suite.set("skipped", str(skipped))
     suite.set("time", f"{total:.3f}")
     return ET.ElementTree(root)
 

@@ -15,7 +15,7 @@ def summary(scenarios: list[ScenarioResult], label: str) -> str:
     passed = all(s.passed for s in scenarios)
     lines = [f"{'PASS' if passed else 'FAIL'}: {label}"]
     for scenario in scenarios:
-        status = "passed" if scenario.passed else "FAILED"
+        status = f"skipped ({scenario.skipped})" if scenario.skipped else "passed" if scenario.passed else "FAILED"
         lines.append(f"  scenario {scenario.name}: {status}")
         ordered = sorted(scenario.findings, key=lambda f: f.check)
         for check, group in groupby(ordered, key=lambda f: f.check):

@@ -37,11 +37,18 @@ class ScenarioResult:
     steps: list[Step] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: Why the scenario did not run, when it did not.
+    skipped: str | None = None
 
     @property
     def passed(self) -> bool:
-        """No failed step and no FAIL finding."""
+        """No failed step and no FAIL finding (a skipped scenario passes)."""
         return all(s.ok for s in self.steps) and not any(f.severity == FAIL for f in self.findings)
+
+    @property
+    def verdict(self) -> str:
+        """PASS, FAIL or SKIP."""
+        return "SKIP" if self.skipped else "PASS" if self.passed else "FAIL"
 
     def step(self, name: str) -> Step:
         """Start a new step called ``name``."""
@@ -61,7 +68,7 @@ class ScenarioResult:
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for the JSON report."""
-        return {"name": self.name, "verdict": "PASS" if self.passed else "FAIL",
+        return {"name": self.name, "verdict": self.verdict, "skipped": self.skipped,
                 "steps": [s.to_json() for s in self.steps],
                 "findings": [f.to_json() for f in self.findings], "timings": self.timings}
 

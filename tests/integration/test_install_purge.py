@@ -83,9 +83,11 @@ def test_junit_report(cache_dir, debs, tmp_path, spec, failures):
     run = piuparts(cache_dir, tmp_path, "--junit", str(junit), str(debs(spec)))
     assert run.returncode == int(failures)
     suite = ET.parse(junit).getroot().find("testsuite")
-    assert (suite.get("tests"), suite.get("failures")) == ("1", failures)
-    [case] = suite.iter("testcase")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("2", failures, "1")
+    case, upgrade = suite.iter("testcase")
     assert (case.get("classname"), case.get("name")) == ("piuparts.install-purge", spec.name)
+    assert (upgrade.get("classname"), upgrade.get("name")) == ("piuparts.install-upgrade-purge", spec.name)
+    assert upgrade.find("skipped").get("message") == f"apt knows no older version of {spec.name}"
     failure = case.find("failure")
     if failures == "0":
         assert failure is None

@@ -1,0 +1,74 @@
+"""install (an older version from apt) -> upgrade (to the given .debs) -> purge.
+
+When apt knows an older version of a tested package (the archive or an
+extra repository), install that first, then upgrade to the .debs under
+test, then remove and purge everything and compare with the system before
+the first install.  With nothing to upgrade from, the scenario is skipped
+with the reason logged and reported.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from debian.debian_support import Version
+
+from piuparts.chroot import Chroot
+from piuparts.inputs import Deb, TestSubject
+from piuparts.scenarios import ScenarioResult
+from piuparts.scenarios.runner import Runner, Settings
+
+log = logging.getLogger("piuparts")
+
+NAME = "install-upgrade-purge"
+
+
+def parse_madison(output: str) -> dict[str, list[str]]:
+    """``apt-cache madison`` lines -> package -> versions apt knows (binary entries only)."""
+    versions: dict[str, list[str]] = {}
+    for line in output.splitlines():
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) >= 3 and "Sources" not in fields[2]:
+            versions.setdefault(fields[0], []).append(fields[1])
+    return versions
+
+
+def older_versions(chroot: Chroot, debs: tuple[Deb, ...]) -> dict[str, str]:
+    """For each .deb, the newest version apt knows that is older than it."""
+    names = sorted({deb.package for deb in debs})
+    result = chroot.run(["apt-cache", "madison", *names], level=logging.DEBUG)
+    known = parse_madison(result.output)
+    older = {}
+    for deb in debs:
+        candidates = [v for v in known.get(deb.package, []) if Version(v) < Version(deb.version)]
+        if candidates:
+            older[deb.package] = max(candidates, key=Version)
+    return older
+
+
+def skip_reason(chroot: Chroot, subject: TestSubject) -> str | None:
+    """Why there is no upgrade to test, if there is none."""
+    if not subject.debs:
+        return "packages named with --apt are not upgraded to anything"
+    if not older_versions(chroot, subject.debs):
+        return "apt knows no older version of " + ", ".join(d.package for d in subject.debs)
+    return None
+
+
+def run(chroot: Chroot, subject: TestSubject, settings: Settings) -> ScenarioResult:
+    """Install the older versions, upgrade to the .debs, purge; report what changed."""
+    runner = Runner(NAME, chroot, subject, settings)
+    older = older_versions(chroot, subject.debs)
+    runner.start()
+    log.info("Upgrading from %s", ", ".join(f"{p} {v}" for p, v in sorted(older.items())))
+    if not runner.install("install old", [f"{p}={v}" for p, v in sorted(older.items())]):
+        return runner.outcome
+    if not runner.install_debs("upgrade"):
+        return runner.outcome
+    runner.observe("after_install")
+    if not runner.remove():
+        return runner.outcome
+    runner.observe("after_remove")
+    if not runner.purge():
+        return runner.outcome
+    return runner.finish()

@@ -1,0 +1,154 @@
+"""The operations every scenario is made of: install, remove, purge, with
+the checks looking on at fixed points.
+
+A scenario is a short sequence of these calls; each call is one step of
+the report, and returns False once the step failed (the scenario then
+stops: the instance is thrown away anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from piuparts.checks import Context, make_checks
+from piuparts.checks.purge_status import installed_packages
+from piuparts.chroot import Chroot
+from piuparts.command import Result, failure_message
+from piuparts.errors import TestbedError, UsageError
+from piuparts.findings import FAIL, Finding
+from piuparts.inputs import TestSubject
+from piuparts.scenarios import ScenarioResult
+from piuparts.state import Ignores
+
+log = logging.getLogger("piuparts")
+
+DEBS_DIR = "/tmp/piuparts-debs"
+APT = ("eatmydata", "apt-get", "-y")
+
+_FETCH_FAILED = re.compile(r"^(E|W): (Failed to fetch|Unable to fetch|Some index files failed)|"
+                           r"Temporary failure resolving|Could not connect to|Unable to connect to", re.M)
+_NO_SUCH_PACKAGE = re.compile(r"^E: (Unable to locate package (?P<a>\S+)|Package '(?P<b>[^']+)' has no "
+                              r"installation candidate|Version '[^']+' for '(?P<c>[^']+)' was not found)", re.M)
+_UNMET = re.compile(r"unmet dependencies", re.I)
+_CONFFILE_PROMPT = re.compile(r"^Configuration file '([^']+)'", re.M)
+# dpkg's reason line: " installed foo package post-installation script subprocess returned error exit status 1"
+_DPKG_REASONS = (re.compile(r"^ .*\bscript subprocess .*$", re.M), re.compile(r"^dpkg: error processing .*$", re.M))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What scenarios need beyond the chroot and the subject."""
+
+    ignores: Ignores
+    timeout: float = 1800.0
+    #: Check name -> "fail", "warn" or "skip"; unnamed checks keep their default.
+    severities: dict[str, str] = field(default_factory=dict)
+    install_remove_install: bool = False
+    install_purge_install: bool = False
+
+
+def explain_failure(result: Result, what: str) -> str:
+    """The most telling line of a failed apt/dpkg run."""
+    prompt = _CONFFILE_PROMPT.search(result.output)
+    if prompt:
+        return f"{what} failed: dpkg asked about the conffile {prompt[1]} (a conffile prompt)"
+    for reason in _DPKG_REASONS:
+        match = reason.search(result.output)
+        if match:
+            return f"{what} failed: {match[0].strip()}"
+    return failure_message(result, what)
+
+
+def classify_install_failure(result: Result, subject: TestSubject, what: str) -> str:
+    """Raise for what is not the package's fault; return the message otherwise."""
+    if _FETCH_FAILED.search(result.output):
+        raise TestbedError(f"downloading packages failed (mirror or network): {result.tail(1).strip()}")
+    missing = _NO_SUCH_PACKAGE.search(result.output)
+    if missing and subject.apt_names:
+        name = missing["a"] or missing["b"] or missing["c"]
+        raise UsageError(f"--apt {name}: no repository in the chroot's apt sources has this package; "
+                         "check the name, the distribution (-d) and the mirror (-m)")
+    if _UNMET.search(result.output):
+        return f"{what} failed: the dependencies cannot be installed (unmet dependencies): " + \
+            "; ".join(line.strip() for line in result.output.splitlines() if "Depends:" in line)[:500]
+    return explain_failure(result, what)
+
+
+class Runner:
+    """One scenario's steps over one chroot, and its result."""
+
+    def __init__(self, name: str, chroot: Chroot, subject: TestSubject, settings: Settings) -> None:
+        self.outcome = ScenarioResult(name)
+        self.chroot = chroot
+        self.subject = subject
+        self.settings = settings
+        self.checks = make_checks(settings.severities)
+        self.ctx = Context(chroot, subject.packages, settings.ignores, ", ".join(subject.packages),
+                           timings=self.outcome.timings)
+
+    def start(self) -> None:
+        """Let the checks record the system before anything is installed."""
+        log.info("Scenario %s: %s", self.outcome.name, self.subject.label)
+        for check in self.checks:
+            check.before_install(self.ctx)
+        self.ctx.installed_before = installed_packages(self.chroot)
+
+    def observe(self, point: str) -> None:
+        """Collect the checks' findings at ``point`` (after_install, after_remove, after_purge)."""
+        for check in self.checks:
+            self.outcome.findings += getattr(check, point)(self.ctx)
+
+    def install(self, step_name: str, targets: Sequence[str]) -> bool:
+        """``apt-get install`` of ``targets`` (paths inside or NAME[=VERSION])."""
+        step = self.outcome.step(step_name)
+        result = self.outcome.run(step, self.chroot, [*APT, "install", *targets], timeout=self.settings.timeout)
+        if not result.ok:
+            return self._fail(step_name, classify_install_failure(result, self.subject, step_name))
+        self.ctx.installed = installed_packages(self.chroot)
+        new = set(self.ctx.installed) - set(self.ctx.installed_before)
+        self.ctx.pulled_in = sorted(new | set(self.ctx.pulled_in))
+        log.info("Installed %d packages: %s", len(new), " ".join(sorted(new)))
+        return True
+
+    def install_debs(self, step_name: str) -> bool:
+        """Install the tested .debs and --apt names (copied in for the purpose)."""
+        targets = [self.chroot.copy_in(deb.path, DEBS_DIR) for deb in self.subject.debs]
+        return self.install(step_name, targets + list(self.subject.apt_names))
+
+    def remove(self, step_name: str = "remove") -> bool:
+        """``apt-get remove`` of the tested packages."""
+        step = self.outcome.step(step_name)
+        result = self.outcome.run(step, self.chroot, [*APT, "remove", *self.subject.packages],
+                                  timeout=self.settings.timeout)
+        return result.ok or self._fail(step_name, explain_failure(result, step_name))
+
+    def purge(self, step_name: str = "purge") -> bool:
+        """Purge the tested packages (dpkg: a removed local .deb has no apt
+        candidate), then everything the installs pulled in (apt)."""
+        step = self.outcome.step(step_name)
+        commands = [["eatmydata", "dpkg", "--purge", *self.subject.packages]]
+        dependencies = [p for p in self.ctx.pulled_in if p.split(":", 1)[0] not in self.subject.packages]
+        if dependencies:
+            commands.append([*APT, "purge", *dependencies])
+        for argv in commands:
+            result = self.outcome.run(step, self.chroot, argv, timeout=self.settings.timeout)
+            if not result.ok:
+                return self._fail(step_name, explain_failure(result, step_name))
+        return True
+
+    def finish(self) -> ScenarioResult:
+        """The checks' last look, after the purge; the scenario's result."""
+        shutil.rmtree(self.chroot.path(DEBS_DIR), ignore_errors=True)
+        self.observe("after_purge")
+        return self.outcome
+
+    def _fail(self, step_name: str, message: str) -> bool:
+        step = self.outcome.steps[-1]
+        step.ok, step.message = False, message
+        self.outcome.findings.append(Finding("steps", FAIL, step_name, message, blame=self.ctx.blame))
+        log.error("%s", message)
+        return False

@@ -1,0 +1,89 @@
+"""Scenarios beyond install -> purge: upgrades from an older version apt knows,
+install-remove-install, install-purge-install, extra repositories."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.debs import CLEAN, DebSpec, make_repo
+from tests.integration.helpers import leaks, piuparts
+
+pytestmark = [pytest.mark.root, pytest.mark.network]
+
+OLD = DebSpec("pp-upgrade", "1.0-1", files={"/usr/share/pp-upgrade/v": "1\n"})
+NEW = DebSpec("pp-upgrade", "2.0-1", files={"/usr/share/pp-upgrade/v": "2\n"})
+BAD_OLD = DebSpec("pp-badupgrade", "1.0-1")
+BAD_NEW = DebSpec("pp-badupgrade", "2.0-1", scripts={
+    "preinst": 'if [ "$1" = upgrade ]; then echo "pp-badupgrade: cannot upgrade from $2" >&2; exit 1; fi'})
+# The old version edits its own conffile (a policy violation); the new one
+# ships a changed conffile, so dpkg has to ask on the upgrade.
+CONF_OLD = DebSpec("pp-conffile", "1.0-1", files={"/etc/pp-conffile.conf": "a=1\n"},
+                   conffiles=("/etc/pp-conffile.conf",),
+                   scripts={"postinst": 'echo "tweaked=1" >> /etc/pp-conffile.conf'})
+CONF_NEW = DebSpec("pp-conffile", "2.0-1", files={"/etc/pp-conffile.conf": "a=2\n"},
+                   conffiles=("/etc/pp-conffile.conf",))
+
+
+def steps(run, scenario: str) -> list[tuple[str, bool]]:
+    [found] = [s for s in run.report["scenarios"] if s["name"] == scenario]
+    return [(step["name"], step["ok"]) for step in found["steps"]]
+
+
+def test_upgrade_from_the_older_version_in_an_extra_repo(cache_dir, debs, tmp_path):
+    repo = make_repo(tmp_path / "repo", [debs(OLD)])
+    run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, str(debs(NEW)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [s["verdict"] for s in run.report["scenarios"]] == ["PASS", "PASS"]
+    assert steps(run, "install-upgrade-purge") == [("install old", True), ("upgrade", True), ("remove", True),
+                                                  ("purge", True)]
+    [old] = [s for s in run.report["scenarios"] if s["name"] == "install-upgrade-purge"][0]["steps"][0]["commands"]
+    assert old["cmdline"].endswith("apt-get -y install pp-upgrade=1.0-1")
+    assert leaks(cache_dir) == []
+
+
+def test_failing_preinst_on_upgrade_fails_the_upgrade_test(cache_dir, debs, tmp_path):
+    repo = make_repo(tmp_path / "repo", [debs(BAD_OLD)])
+    run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, str(debs(BAD_NEW)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert [(s["name"], s["verdict"]) for s in run.report["scenarios"]] == [
+        ("install-purge", "PASS"), ("install-upgrade-purge", "FAIL")]
+    assert steps(run, "install-upgrade-purge") == [("install old", True), ("upgrade", False)]
+    [finding] = run.findings("steps")
+    assert finding["subject"] == "upgrade"
+    assert finding["message"] == ("upgrade failed: new pp-badupgrade package pre-installation script subprocess "
+                                  "returned error exit status 1")
+
+
+def test_conffile_prompt_on_upgrade_is_a_failure_naming_the_file(cache_dir, debs, tmp_path):
+    repo = make_repo(tmp_path / "repo", [debs(CONF_OLD)])
+    run = piuparts(cache_dir, tmp_path, "--no-install-purge-test", "--extra-repo", repo, str(debs(CONF_NEW)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert steps(run, "install-upgrade-purge") == [("install old", True), ("upgrade", False)]
+    [finding] = run.findings("steps")
+    assert finding["message"] == ("upgrade failed: dpkg asked about the conffile /etc/pp-conffile.conf "
+                                  "(a conffile prompt)")
+
+
+def test_upgrade_is_skipped_with_a_reason_when_apt_knows_no_older_version(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(CLEAN)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [(s["name"], s["verdict"], s["skipped"]) for s in run.report["scenarios"]] == [
+        ("install-purge", "PASS", None),
+        ("install-upgrade-purge", "SKIP", "apt knows no older version of pp-clean")]
+    assert "scenario install-upgrade-purge: skipped (apt knows no older version of pp-clean)" in run.stdout
+
+
+@pytest.mark.parametrize("option, middle", [("--install-remove-install", ["remove"]),
+                                            ("--install-purge-install", ["remove", "purge"])])
+def test_install_again_variants(cache_dir, debs, tmp_path, option, middle):
+    run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", option, str(debs(CLEAN)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [name for name, ok in steps(run, "install-purge")] == [
+        "install", *middle, "install again", "remove", "purge"]
+
+
+def test_contradicting_options_are_a_usage_error(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "--install-remove-install", "--install-purge-install", str(debs(CLEAN)))
+    assert run.returncode == 2
+    assert run.stderr.strip() == ("piuparts: error: --install-remove-install and --install-purge-install "
+                                  "contradict each other; pick one")
