@@ -58,11 +58,12 @@ class Chroot:
         error: type[PiupartsError] | None = None,
         what: str | None = None,
         level: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> command.Result:
-        """Run ``argv`` inside; see :func:`piuparts.command.run`."""
-        env = {**BASE_ENV, **SHOWN_ENV, **self.env}
+        """Run ``argv`` inside; see :func:`piuparts.command.run`.  ``env`` adds variables."""
+        shown = {**SHOWN_ENV, **self.env, **(env or {})}
         return command.run(
-            [*self.prefix, *argv], env=env, shown_env={**SHOWN_ENV, **self.env}, timeout=timeout or self.timeout,
+            [*self.prefix, *argv], env={**BASE_ENV, **shown}, shown_env=shown, timeout=timeout or self.timeout,
             error=error, what=what, level=logging.INFO if level is None else level)
 
     def path(self, inner: str) -> Path:

@@ -20,7 +20,10 @@ from typing import Any, Sequence
 from piuparts import __version__, inputs, log as logsetup, options as opts, repos, resources
 from piuparts.backends import Backend, BaseSpec
 from piuparts.checks import Check
-from piuparts.errors import Interrupted, PiupartsError, UsageError
+from piuparts import hooks as hooks_mod
+from piuparts.errors import Interrupted, PiupartsError, TestbedError, UsageError
+from piuparts.findings import FAIL, Finding
+from piuparts.hooks import Hooks
 from piuparts.report import json as json_report, junit as junit_report, text as text_report
 from piuparts.chroot import Chroot
 from piuparts.scenarios import ScenarioResult, install_purge, install_upgrade_purge
@@ -57,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
                    help="an extra apt source line, e.g. 'deb [trusted=yes] file:///srv/repo bookworm main' "
                         "(repeatable; file:// repositories are made visible inside)")
     p.add_argument("--bindmount", action="append", metavar="DIR", help="bind-mount DIR at the same path inside")
+    p.add_argument("--scriptsdir", action="append", metavar="DIR",
+                   help="hook scripts (post_setup_*, pre_install_*, ... as in piuparts; repeatable)")
     p.add_argument("--no-install-purge-test", action="store_true", help="skip the install -> purge scenario")
     p.add_argument("--no-upgrade-test", action="store_true",
                    help="skip the install -> upgrade -> purge scenario (run when apt knows an older version)")
@@ -117,20 +122,59 @@ def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any
                             "distribution": spec.distribution, "mirror": spec.mirror,
                             "architecture": spec.architecture, "backend": backend.name}
     log.info("Testing %s on %s (%s) from %s", subject.label, spec.distribution, spec.architecture, spec.mirror)
+    hooks = Hooks.from_dirs(options.scriptsdirs, subject.objects, spec.distribution)
     settings = Settings(options.ignores, options.max_command_runtime, dict(options.severities),
-                        options.install_remove_install, options.install_purge_install)
-    results = []
+                        options.install_remove_install, options.install_purge_install, hooks)
     try:
         start = time.monotonic()
         backend.prepare()
         info["base_prepare_seconds"] = round(time.monotonic() - start, 3)
+        untestable = is_testable(backend, options, hooks)
+        if untestable is not None:
+            return [untestable], info
+        results = []
         for scenario in scenarios(options):
             with backend.instance() as chroot:
-                repos.set_up(chroot, options.extra_repos, options.bindmounts, options.max_command_runtime)
+                prepare_instance(chroot, options, hooks)
                 results.append(run_scenario(scenario, chroot, subject, settings))
     finally:
         backend.close()
     return results, info
+
+
+def prepare_instance(chroot: Chroot, options: opts.Options, hooks: Hooks) -> None:
+    """Extra repositories, bind mounts and the setup hooks of a new instance."""
+    hooks.install(chroot)
+    for phase in ("post_chroot_unpack", "post_setup"):
+        failed = hooks_mod.failures(hooks.run(chroot, phase))
+        if failed:
+            raise TestbedError(f"a {phase} hook script failed: {failed[0]}")
+        if phase == "post_chroot_unpack":
+            repos.set_up(chroot, options.extra_repos, options.bindmounts, options.max_command_runtime)
+
+
+def is_testable(backend: Backend, options: opts.Options, hooks: Hooks) -> ScenarioResult | None:
+    """None when the is_testable_ hooks (if any) allow the test; else what to report.
+
+    As in piuparts: a script whose exit status has bit 2 set fails the test,
+    any other non-zero status skips it.
+    """
+    if not any(name.startswith("is_testable") for name in hooks.scripts):
+        return None
+    with backend.instance() as chroot:
+        prepare_instance(chroot, options, hooks)
+        results = hooks.run(chroot, "is_testable")
+    status = 0
+    for _, result in results:
+        status |= result.returncode if result.returncode > 0 else 1 if not result.ok else 0
+    if status == 0:
+        return None
+    reason = "; ".join(hooks_mod.failures(results))
+    if status & 2:
+        log.error("FAIL: the package cannot be tested: %s", reason)
+        return ScenarioResult("is-testable", findings=[Finding("hooks", FAIL, "is_testable", reason)])
+    log.info("SKIP: the package cannot be tested: %s", reason)
+    return ScenarioResult("is-testable", skipped=f"an is_testable_ script says so: {reason}")
 
 
 def scenarios(options: opts.Options) -> list[ModuleType]:

@@ -55,6 +55,11 @@ class TestSubject:
         return [d.package for d in self.debs] + [n.split("=", 1)[0] for n in self.apt_names]
 
     @property
+    def objects(self) -> list[str]:
+        """What the hooks see as PIUPARTS_OBJECTS: names, with =VERSION where given."""
+        return [d.package for d in self.debs] + list(self.apt_names)
+
+    @property
     def label(self) -> str:
         """A short name for reports: ``foo_1.0-1, bar``."""
         return ", ".join([f"{d.package}_{d.version}" for d in self.debs] + list(self.apt_names))

@@ -48,6 +48,7 @@ class Options:
     severities: tuple[tuple[str, str], ...] = ()
     extra_repos: tuple[str, ...] = ()
     bindmounts: tuple[Path, ...] = ()
+    scriptsdirs: tuple[Path, ...] = ()
     install_purge_test: bool = True
     upgrade_test: bool = True
     install_remove_install: bool = False
@@ -120,6 +121,9 @@ def from_args(args: argparse.Namespace) -> Options:
         raise UsageError(f"-d {distribution!r}: not a distribution name (use a codename such as bookworm)")
     for line in args.extra_repo or ():
         repos.parse_extra_repo(line)
+    for directory in args.scriptsdir or ():
+        if not Path(directory).is_dir():
+            raise UsageError(f"--scriptsdir {directory}: no such directory")
     if args.install_remove_install and args.install_purge_install:
         raise UsageError("--install-remove-install and --install-purge-install contradict each other; pick one")
     if min(args.base_max_age, args.lists_max_age, args.max_command_runtime) <= 0:
@@ -133,5 +137,6 @@ def from_args(args: argparse.Namespace) -> Options:
         json=Path(args.json) if args.json else None, severities=severities(args),
         extra_repos=tuple(args.extra_repo or ()),
         bindmounts=tuple(repos.check_bindmount(d) for d in args.bindmount or ()),
+        scriptsdirs=tuple(Path(d).absolute() for d in args.scriptsdir or ()),
         install_purge_test=not args.no_install_purge_test, upgrade_test=not args.no_upgrade_test,
         install_remove_install=args.install_remove_install, install_purge_install=args.install_purge_install)

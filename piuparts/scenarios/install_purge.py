@@ -21,13 +21,12 @@ NAME = "install-purge"
 def run(chroot: Chroot, subject: TestSubject, settings: Settings) -> ScenarioResult:
     """Install, remove and purge ``subject`` in ``chroot``; report what changed."""
     runner = Runner(NAME, chroot, subject, settings)
-    runner.start()
-    if not runner.install_debs("install"):
+    if not (runner.start() and runner.install_debs("install")):
         return runner.outcome
     runner.observe("after_install")
     if settings.install_remove_install or settings.install_purge_install:
         again_ok = runner.remove() and (not settings.install_purge_install or runner.purge())
-        if not (again_ok and runner.install_debs("install again")):
+        if not (again_ok and runner.install_debs("install again", first=False)):
             return runner.outcome
     if not runner.remove():
         return runner.outcome

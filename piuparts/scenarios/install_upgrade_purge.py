@@ -57,13 +57,15 @@ def skip_reason(chroot: Chroot, subject: TestSubject) -> str | None:
 
 def run(chroot: Chroot, subject: TestSubject, settings: Settings) -> ScenarioResult:
     """Install the older versions, upgrade to the .debs, purge; report what changed."""
-    runner = Runner(NAME, chroot, subject, settings)
+    runner = Runner(NAME, chroot, subject, settings, test="upgrade")
     older = older_versions(chroot, subject.debs)
-    runner.start()
+    if not runner.start():
+        return runner.outcome
     log.info("Upgrading from %s", ", ".join(f"{p} {v}" for p, v in sorted(older.items())))
     if not runner.install("install old", [f"{p}={v}" for p, v in sorted(older.items())]):
         return runner.outcome
-    if not runner.install_debs("upgrade"):
+    runner.phase = "upgrade"
+    if not runner.install_debs("upgrade", first=False):
         return runner.outcome
     runner.observe("after_install")
     if not runner.remove():

@@ -19,7 +19,9 @@ from piuparts.checks.purge_status import installed_packages
 from piuparts.chroot import Chroot
 from piuparts.command import Result, failure_message
 from piuparts.errors import TestbedError, UsageError
+from piuparts import hooks
 from piuparts.findings import FAIL, Finding
+from piuparts.hooks import Hooks
 from piuparts.inputs import TestSubject
 from piuparts.scenarios import ScenarioResult
 from piuparts.state import Ignores
@@ -49,6 +51,7 @@ class Settings:
     severities: dict[str, str] = field(default_factory=dict)
     install_remove_install: bool = False
     install_purge_install: bool = False
+    hooks: Hooks | None = None
 
 
 def explain_failure(result: Result, what: str) -> str:
@@ -81,7 +84,8 @@ def classify_install_failure(result: Result, subject: TestSubject, what: str) ->
 class Runner:
     """One scenario's steps over one chroot, and its result."""
 
-    def __init__(self, name: str, chroot: Chroot, subject: TestSubject, settings: Settings) -> None:
+    def __init__(self, name: str, chroot: Chroot, subject: TestSubject, settings: Settings,
+                 test: str = "install") -> None:
         self.outcome = ScenarioResult(name)
         self.chroot = chroot
         self.subject = subject
@@ -89,21 +93,40 @@ class Runner:
         self.checks = make_checks(settings.severities)
         self.ctx = Context(chroot, subject.packages, settings.ignores, ", ".join(subject.packages),
                            timings=self.outcome.timings)
+        #: PIUPARTS_TEST and PIUPARTS_PHASE for the hook scripts.
+        self.test, self.phase = test, "install"
 
-    def start(self) -> None:
-        """Let the checks record the system before anything is installed."""
+    def hook(self, phase: str) -> bool:
+        """Run the ``phase`` hook scripts; a failing one fails the scenario."""
+        if self.settings.hooks is None:
+            return True
+        results = self.settings.hooks.run(self.chroot, phase, PIUPARTS_TEST=self.test, PIUPARTS_PHASE=self.phase)
+        for (name, _), line in zip([r for r in results if not r[1].ok], hooks.failures(results)):
+            self.outcome.findings.append(Finding("hooks", FAIL, name, line, blame=self.ctx.blame))
+            log.error("%s", line)
+        return all(result.ok for _, result in results)
+
+    def start(self) -> bool:
+        """pre_test and pre_install hooks, then the checks record the system."""
         log.info("Scenario %s: %s", self.outcome.name, self.subject.label)
+        if not (self.hook("pre_test") and self.hook("pre_install")):
+            return False
         for check in self.checks:
             check.before_install(self.ctx)
         self.ctx.installed_before = installed_packages(self.chroot)
+        return True
 
     def observe(self, point: str) -> None:
         """Collect the checks' findings at ``point`` (after_install, after_remove, after_purge)."""
         for check in self.checks:
             self.outcome.findings += getattr(check, point)(self.ctx)
 
-    def install(self, step_name: str, targets: Sequence[str]) -> bool:
-        """``apt-get install`` of ``targets`` (paths inside or NAME[=VERSION])."""
+    def install(self, step_name: str, targets: Sequence[str], first: bool = True) -> bool:
+        """``apt-get install`` of ``targets`` (paths inside or NAME[=VERSION]),
+        with the pre_install hooks (unless ``first``: start() ran them) and
+        the post_install hooks."""
+        if not first and not self.hook("pre_install"):
+            return False
         step = self.outcome.step(step_name)
         result = self.outcome.run(step, self.chroot, [*APT, "install", *targets], timeout=self.settings.timeout)
         if not result.ok:
@@ -112,19 +135,23 @@ class Runner:
         new = set(self.ctx.installed) - set(self.ctx.installed_before)
         self.ctx.pulled_in = sorted(new | set(self.ctx.pulled_in))
         log.info("Installed %d packages: %s", len(new), " ".join(sorted(new)))
-        return True
+        return self.hook("post_install")
 
-    def install_debs(self, step_name: str) -> bool:
+    def install_debs(self, step_name: str, first: bool = True) -> bool:
         """Install the tested .debs and --apt names (copied in for the purpose)."""
         targets = [self.chroot.copy_in(deb.path, DEBS_DIR) for deb in self.subject.debs]
-        return self.install(step_name, targets + list(self.subject.apt_names))
+        return self.install(step_name, targets + list(self.subject.apt_names), first)
 
     def remove(self, step_name: str = "remove") -> bool:
-        """``apt-get remove`` of the tested packages."""
+        """``apt-get remove`` of the tested packages, between the pre_remove and post_remove hooks."""
+        if not self.hook("pre_remove"):
+            return False
         step = self.outcome.step(step_name)
         result = self.outcome.run(step, self.chroot, [*APT, "remove", *self.subject.packages],
                                   timeout=self.settings.timeout)
-        return result.ok or self._fail(step_name, explain_failure(result, step_name))
+        if not result.ok:
+            return self._fail(step_name, explain_failure(result, step_name))
+        return self.hook("post_remove")
 
     def purge(self, step_name: str = "purge") -> bool:
         """Purge the tested packages (dpkg: a removed local .deb has no apt
@@ -138,12 +165,13 @@ class Runner:
             result = self.outcome.run(step, self.chroot, argv, timeout=self.settings.timeout)
             if not result.ok:
                 return self._fail(step_name, explain_failure(result, step_name))
-        return True
+        return self.hook("post_purge")
 
     def finish(self) -> ScenarioResult:
-        """The checks' last look, after the purge; the scenario's result."""
+        """The post_test hooks, then the checks' last look; the scenario's result."""
         shutil.rmtree(self.chroot.path(DEBS_DIR), ignore_errors=True)
-        self.observe("after_purge")
+        if self.hook("post_test"):
+            self.observe("after_purge")
         return self.outcome
 
     def _fail(self, step_name: str, message: str) -> bool:

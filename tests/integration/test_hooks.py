@@ -1,0 +1,70 @@
+"""--scriptsdir: piuparts' hook names, order and environment; Debian's own hook directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.debs import CLEAN, LEFTOVER
+from tests.integration.helpers import leaks, piuparts
+
+pytestmark = [pytest.mark.root, pytest.mark.network]
+
+DEBIAN_HOOKS = Path("/etc/piuparts/scripts")
+
+
+def scripts(directory: Path, **bodies: str) -> Path:
+    directory.mkdir()
+    for name, body in bodies.items():
+        (directory / name).write_text("#!/bin/sh\n" + body + "\n")
+        (directory / name).chmod(0o755)
+    return directory
+
+
+def test_hooks_run_in_order_with_piuparts_environment(cache_dir, debs, tmp_path):
+    log = "/tmp/hooks.log"  # inside the instance (ignored scratch space): the last hook checks the order
+    hooks = scripts(tmp_path / "hooks", **{
+        f"{phase}_record": f'echo "{phase} $PIUPARTS_OBJECTS $PIUPARTS_TEST $PIUPARTS_PHASE" >> {log}'
+        for phase in ("pre_test", "pre_install", "post_install", "pre_remove", "post_remove", "post_purge")},
+        post_test_verify=f"""printf '%s\\n' "pre_test pp-clean install install" "pre_install pp-clean install install" \
+"post_install pp-clean install install" "pre_remove pp-clean install install" \
+"post_remove pp-clean install install" "post_purge pp-clean install install" | diff - {log} >&2
+[ "$PIUPARTS_DISTRIBUTION" = "$(. /etc/os-release; echo $VERSION_CODENAME)" ] || exit 3
+rm {log}""")
+    run = piuparts(cache_dir, tmp_path, "--scriptsdir", str(hooks), "--no-upgrade-test", str(debs(CLEAN)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.findings() == []
+
+
+def test_failing_hook_fails_the_scenario(cache_dir, debs, tmp_path):
+    hooks = scripts(tmp_path / "hooks", post_install_broken='echo "broken hook" >&2; exit 4')
+    run = piuparts(cache_dir, tmp_path, "--scriptsdir", str(hooks), "--no-upgrade-test", str(debs(CLEAN)))
+    assert run.returncode == 1
+    assert [(f["check"], f["subject"], f["message"]) for f in run.findings()] == [
+        ("hooks", "post_install_broken", "post_install_broken exited with 4: broken hook")]
+    assert leaks(cache_dir) == []
+
+
+@pytest.mark.parametrize("status, code, verdict", [(1, 0, "SKIP"), (2, 1, "FAIL")])
+def test_is_testable_skips_or_fails(cache_dir, debs, tmp_path, status, code, verdict):
+    hooks = scripts(tmp_path / "hooks", is_testable_no=f'echo "not today"; exit {status}')
+    run = piuparts(cache_dir, tmp_path, "--scriptsdir", str(hooks), str(debs(CLEAN)))
+    assert run.returncode == code, run.stdout + run.stderr
+    assert [(s["name"], s["verdict"]) for s in run.report["scenarios"]] == [("is-testable", verdict)]
+
+
+def test_missing_scriptsdir_is_a_usage_error(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "--scriptsdir", str(tmp_path / "nope"), str(debs(CLEAN)))
+    assert run.returncode == 2
+    assert run.stderr.strip() == f"piuparts: error: --scriptsdir {tmp_path}/nope: no such directory"
+
+
+@pytest.mark.skipif(not DEBIAN_HOOKS.is_dir(), reason="Debian's piuparts is not installed (./bootstrap installs it)")
+@pytest.mark.parametrize("spec, code", [(CLEAN, 0), (LEFTOVER, 1)])
+def test_debian_piuparts_hook_directory_runs_unchanged(cache_dir, debs, tmp_path, spec, code):
+    run = piuparts(cache_dir, tmp_path, "--scriptsdir", str(DEBIAN_HOOKS), str(debs(spec)))
+    assert run.returncode == code, run.stdout + run.stderr
+    assert "Running pre_remove scripts: pre_remove_40_find_missing_md5sums" in run.stdout
+    expected = {("/etc/x/", "not owned"), ("/etc/x/generated.conf", "not owned")} if code else set()
+    assert {(f["subject"], f["owner"]) for f in run.findings()} == expected
