@@ -5,6 +5,10 @@ is the order in which they run and report.
 """
 
 from piuparts.checks.base import SKIP, Check, Context, make_checks
-from piuparts.checks import processes, purge_status, leftovers  # noqa: F401  (register themselves)
+# Each module registers the checks it defines.
+from piuparts.checks import (  # noqa: F401
+    processes, purge_status, leftovers, symlinks, diversions, alternatives, users, others_files, conffiles,
+    cron_logrotate,
+)
 
 __all__ = ["SKIP", "Check", "Context", "make_checks"]

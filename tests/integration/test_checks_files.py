@@ -1,0 +1,176 @@
+"""End to end: the others-files, conffiles and cron-logrotate checks on fixture .debs."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.debs import DebSpec
+from tests.integration.helpers import leaks, piuparts
+
+pytestmark = [pytest.mark.root, pytest.mark.network]
+
+
+@dataclass(frozen=True)
+class LocalDeb(DebSpec):
+    """A DebSpec with conffiles and executable files (DebSpec has neither)."""
+
+    conffiles: tuple[str, ...] = ()
+    executables: tuple[str, ...] = ()
+
+    def build(self, outdir: Path) -> Path:
+        """Build with DebSpec, then unpack, add DEBIAN/conffiles and modes, and build again."""
+        deb = super().build(outdir)
+        tree = outdir / f"{self.name}-{self.version}.local"
+        subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True, capture_output=True)
+        if self.conffiles:
+            (tree / "DEBIAN/conffiles").write_text("".join(path + "\n" for path in self.conffiles))
+        for path in self.executables:
+            (tree / path.lstrip("/")).chmod(0o755)
+        subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(deb)],
+                       check=True, capture_output=True)
+        return deb
+
+
+# others-files: a file and a conffile of base-files changed by the postinst (and
+# put back by the postrm, so that only the check after the install sees them).
+MODIFIES_OTHERS = DebSpec("pp-modifies-others", scripts={
+    "postinst": 'if [ "$1" = configure ]; then echo "# pp" >> /usr/lib/os-release; '
+                'echo "# pp" >> /etc/issue.net; fi',
+    "postrm": 'if [ "$1" = remove ]; then sed -i "$ d" /usr/lib/os-release /etc/issue.net; fi'})
+# others-files: a file of apt removed; dpkg lists it as /lib/..., it lives in /usr/lib/... (usrmerge).
+REMOVES_OTHERS = DebSpec("pp-removes-others", scripts={
+    "postinst": "rm -f /lib/systemd/system/apt-daily.timer"})
+# conffiles: dpkg deletes the conffile on purge, then the postrm writes it again.
+CONFFILE_LEFT = LocalDeb(
+    "pp-conffile-left", files={"/etc/pp-conffile-left/settings.conf": "# shipped\n"},
+    conffiles=("/etc/pp-conffile-left/settings.conf",),
+    scripts={"postrm": 'if [ "$1" = purge ]; then mkdir -p /etc/pp-conffile-left; '
+                       'echo "# regenerated" > /etc/pp-conffile-left/settings.conf; fi'})
+# The clean counterpart of all three file checks: it changes its own conffile and
+# file (not another package's), and dpkg's purge removes its conffile.
+OWN_FILES = LocalDeb(
+    "pp-own-files", files={"/etc/pp-own-files/settings.conf": "# shipped\n",
+                           "/usr/share/pp-own-files/data": "data\n"},
+    conffiles=("/etc/pp-own-files/settings.conf",),
+    scripts={"postinst": 'if [ "$1" = configure ]; then echo "# local" >> /etc/pp-own-files/settings.conf; '
+                         'echo more >> /usr/share/pp-own-files/data; fi'})
+
+CRON_FILES = ("/etc/cron.daily/ppcron", "/etc/cron.d/ppcron", "/etc/logrotate.d/ppcron")
+TOOL = {"/usr/bin/ppcron-tool": "#!/bin/sh\nexit 0\n"}
+# cron-logrotate: every job runs the package's tool without checking it is still there.
+CRON_UNGUARDED = LocalDeb("pp-cron", files={
+    **TOOL,
+    "/etc/cron.daily/ppcron": "#!/bin/sh\n/usr/bin/ppcron-tool daily\n",
+    "/etc/cron.d/ppcron": "MAILTO=root\n17 * * * * root /usr/bin/ppcron-tool hourly\n",
+    "/etc/logrotate.d/ppcron": "/var/log/ppcron.log {\n\tmissingok\n\tpostrotate\n"
+                               "\t\t/usr/bin/ppcron-tool reopen-logs\n\tendscript\n}\n"},
+    conffiles=CRON_FILES, executables=("/usr/bin/ppcron-tool", "/etc/cron.daily/ppcron"))
+CRON_GUARDED = LocalDeb("pp-cron-guarded", files={
+    **TOOL,
+    "/etc/cron.daily/ppcron": "#!/bin/sh\n[ -x /usr/bin/ppcron-tool ] || exit 0\n/usr/bin/ppcron-tool daily\n",
+    "/etc/cron.d/ppcron": "17 * * * * root test -x /usr/bin/ppcron-tool && /usr/bin/ppcron-tool hourly\n"
+                          "@daily nobody [ ! -x /usr/bin/ppcron-tool ] || /usr/bin/ppcron-tool daily\n",
+    "/etc/logrotate.d/ppcron": "/var/log/ppcron.log {\n\tmissingok\n\tpostrotate\n"
+                               "\t\t[ ! -x /usr/bin/ppcron-tool ] || /usr/bin/ppcron-tool reopen-logs\n"
+                               "\tendscript\n}\n"},
+    conffiles=CRON_FILES, executables=("/usr/bin/ppcron-tool", "/etc/cron.daily/ppcron"))
+# cron-logrotate with logrotate installed (pulled in): ``logrotate -f`` runs the config;
+# without missingok a log that does not exist is an error.
+ROTATE = "/var/log/pp-logrotate.log {\n\tpostrotate\n\t\t/usr/bin/pp-tool reopen\n\tendscript\n}\n"
+LOGROTATE_STRICT = LocalDeb("pp-logrotate-strict", depends="logrotate",
+                            files={"/etc/logrotate.d/pp-logrotate-strict": ROTATE},
+                            conffiles=("/etc/logrotate.d/pp-logrotate-strict",))
+LOGROTATE_MISSINGOK = LocalDeb("pp-logrotate-missingok", depends="logrotate",
+                               files={"/etc/logrotate.d/pp-logrotate-missingok": ROTATE.replace("{\n", "{\n\tmissingok\n")},
+                               conffiles=("/etc/logrotate.d/pp-logrotate-missingok",))
+
+
+def found(run, *checks: str) -> set[tuple[str, ...]]:
+    """(check, subject, owner, blame, message) of the findings of ``checks`` (of all checks if none)."""
+    return {(f["check"], f["subject"], f["owner"], f["blame"], f["message"])
+            for f in run.findings() if not checks or f["check"] in checks}
+
+
+def test_files_of_other_packages_modified_after_install(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(MODIFIES_OTHERS)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert found(run) == {
+        ("others-files", "/usr/lib/os-release", "owned by base-files", "pp-modifies-others", "modified after install"),
+        ("others-files", "/etc/issue.net", "owned by base-files", "pp-modifies-others", "conffile modified after install")}
+    assert "others-files" in run.report["scenarios"][0]["timings"]
+    assert leaks(cache_dir) == []
+
+
+def test_file_of_another_package_removed_is_reported_where_it_lives(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(REMOVES_OTHERS)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert found(run, "others-files") == {("others-files", "/usr/lib/systemd/system/apt-daily.timer", "owned by apt",
+                                           "pp-removes-others", "removed after install")}
+    # Still gone after the purge: leftovers says so too, others-files does not repeat itself.
+    assert [f["subject"] for f in run.findings("leftovers")] == ["/usr/lib/systemd/system/apt-daily.timer"]
+    assert leaks(cache_dir) == []
+
+
+def test_conffile_recreated_after_purge(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(CONFFILE_LEFT)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert found(run, "conffiles") == {("conffiles", "/etc/pp-conffile-left/settings.conf", "not owned",
+                                        "pp-conffile-left", "conffile not removed by purge")}
+    assert {f["subject"] for f in run.findings("leftovers")} == {
+        "/etc/pp-conffile-left/", "/etc/pp-conffile-left/settings.conf"}
+    assert leaks(cache_dir) == []
+
+
+def test_package_changing_only_its_own_files_passes(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(OWN_FILES)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.findings() == []
+    assert leaks(cache_dir) == []
+
+
+def test_cron_and_logrotate_files_failing_with_the_package_removed(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(CRON_UNGUARDED)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    findings = {f["subject"]: f for f in run.findings("cron-logrotate")}
+    assert sorted(findings) == sorted(CRON_FILES)
+    assert {(f["owner"], f["blame"], f["severity"]) for f in findings.values()} == {("owned by pp-cron", "pp-cron", "fail")}
+    assert findings["/etc/cron.daily/ppcron"]["message"] == (
+        "cron.daily script exited 127 with the package removed: "
+        "/etc/cron.daily/ppcron: 2: /usr/bin/ppcron-tool: not found")
+    assert findings["/etc/cron.d/ppcron"]["message"] == (
+        "line 2 (root) exited 127 with the package removed: /bin/sh: 1: /usr/bin/ppcron-tool: not found")
+    assert findings["/etc/logrotate.d/ppcron"]["message"] == (
+        "postrotate script exited 127 with the package removed: logrotate_script: 1: /usr/bin/ppcron-tool: not found")
+    assert [f["check"] for f in run.findings()] == ["cron-logrotate"] * 3
+    assert leaks(cache_dir) == []
+
+
+def test_guarded_cron_and_logrotate_files_pass(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(CRON_GUARDED)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.findings() == []
+    assert "line 1 exited 1 without output (cron ignores the exit status)" in run.stdout
+    assert leaks(cache_dir) == []
+
+
+def test_cron_check_can_be_skipped(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "--severity", "cron-logrotate=skip", str(debs(CRON_UNGUARDED)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.findings() == []
+
+
+@pytest.mark.parametrize("spec, expected", [
+    (LOGROTATE_STRICT, {("cron-logrotate", "/etc/logrotate.d/pp-logrotate-strict", "owned by pp-logrotate-strict",
+                         "pp-logrotate-strict", "logrotate -f exited 1 with the package removed: "
+                         "error: stat of /var/log/pp-logrotate.log failed: No such file or directory")}),
+    (LOGROTATE_MISSINGOK, set())])
+def test_logrotate_runs_the_config_when_installed(cache_dir, debs, tmp_path, spec, expected):
+    # Only this check's findings: cron, which logrotate pulls in, leaves things of its own after purge.
+    run = piuparts(cache_dir, tmp_path, str(debs(spec)))
+    assert found(run, "cron-logrotate") == expected, run.stdout + run.stderr
+    assert "/usr/sbin/logrotate -f -s /tmp/piuparts-ng-logrotate.state /etc/logrotate.d/" + spec.name in run.stdout
+    assert leaks(cache_dir) == []

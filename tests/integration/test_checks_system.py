@@ -1,0 +1,215 @@
+"""End to end: the symlinks, diversions, alternatives and users checks on fixture .debs.
+
+Each check has a fixture that trips it with exactly the expected findings
+and a clean counterpart, doing the matching cleanup, that passes the whole
+run with no finding at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from piuparts import aptsources
+from piuparts.backends import Backend, BaseSpec
+from piuparts.checks import Context
+from piuparts.checks.symlinks import Symlinks
+from piuparts.options import conf_dir, host_architecture
+from piuparts.state import Ignores
+from tests.debs import DebSpec
+from tests.integration.helpers import Run, leaks, piuparts
+
+pytestmark = [pytest.mark.root, pytest.mark.network]
+
+
+@dataclass(frozen=True)
+class LinkSpec(DebSpec):
+    """A :class:`DebSpec` that also ships symlinks (path -> target)."""
+
+    links: dict[str, str] = field(default_factory=dict)
+
+    def build(self, outdir: Path) -> Path:
+        """Put the links in the tree that :meth:`DebSpec.build` packs, then build."""
+        tree = outdir / f"{self.name}-{self.version}.tree"
+        for path, target in self.links.items():
+            link = tree / path.lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target)
+        deb = super().build(outdir)
+        listing = subprocess.run(["dpkg-deb", "-c", str(deb)], check=True, capture_output=True, text=True).stdout
+        assert all(f".{path} -> {target}" in listing for path, target in self.links.items()), listing
+        return deb
+
+
+# A path that exists on the host but not in the instance: a link to it is broken there.
+HOST_ONLY = str(Path(__file__).resolve())
+
+BROKEN_LINKS = LinkSpec("pp-brokenlinks", links={
+    "/usr/share/pp-brokenlinks/missing": "../pp-brokenlinks/nothing-here",
+    "/usr/share/pp-brokenlinks/host-only": HOST_ONLY,
+    "/usr/share/pp-brokenlinks/good": "/usr/bin/true",
+}, scripts={
+    "postinst": 'if [ "$1" = configure ]; then ln -sf /nonexistent/pp /etc/pp-brokenlinks.conf; fi',
+    "postrm": 'if [ "$1" = purge ]; then rm -f /etc/pp-brokenlinks.conf; fi'})
+GOOD_LINKS = LinkSpec("pp-goodlinks", links={
+    "/usr/share/pp-goodlinks/relative": "../doc/pp-goodlinks/README",
+    "/usr/share/pp-goodlinks/absolute": "/usr/share/doc/pp-goodlinks/README",
+    "/usr/share/pp-goodlinks/chain": "relative",
+    "/usr/share/pp-goodlinks/via-usrmerge": "/bin/true",
+    "/usr/share/pp-goodlinks/dir": "../../lib/../share/pp-goodlinks",
+    "/usr/share/pp-goodlinks/runtime": "/run/pp-goodlinks/socket",
+}, scripts={
+    "postinst": 'if [ "$1" = configure ]; then ln -sf /usr/bin/true /etc/pp-goodlinks.conf; fi',
+    "postrm": 'if [ "$1" = purge ]; then rm -f /etc/pp-goodlinks.conf; fi'})
+
+DIVERT = "dpkg-divert --add --rename --divert /usr/bin/pp-foo.real /usr/bin/pp-foo"
+DIVERT_LEFT = DebSpec("pp-divert", scripts={"postinst": f'if [ "$1" = configure ]; then {DIVERT}; fi'})
+DIVERT_CLEAN = DebSpec("pp-divert-clean", scripts={
+    "postinst": f'if [ "$1" = configure ]; then {DIVERT}; fi',
+    "postrm": 'if [ "$1" = remove ]; then dpkg-divert --remove --rename --divert /usr/bin/pp-foo.real '
+              '/usr/bin/pp-foo; fi'})
+# Takes away a diversion the base has (dash's, of sh(1)), without moving files.
+# Without DPKG_MAINTSCRIPT_ARCH dpkg-divert does not take the request (made
+# from an Architecture: all package) for a Multi-Arch shared diversion.
+UNDIVERT_BASE = DebSpec("pp-undivert", scripts={
+    "postinst": 'if [ "$1" = configure ]; then env -u DPKG_MAINTSCRIPT_ARCH '
+                'dpkg-divert --package dash --no-rename --remove /usr/share/man/man1/sh.1.gz; fi'})
+
+ALTERNATIVE = "update-alternatives --install /usr/bin/ppalt ppalt /usr/bin/true 10"
+ALTERNATIVE_LEFT = DebSpec("pp-alt", scripts={"postinst": f'if [ "$1" = configure ]; then {ALTERNATIVE}; fi'})
+ALTERNATIVE_CLEAN = DebSpec("pp-alt-clean", scripts={
+    "postinst": f'if [ "$1" = configure ]; then {ALTERNATIVE}; fi',
+    "postrm": 'if [ "$1" = remove ]; then update-alternatives --remove ppalt /usr/bin/true; fi'})
+
+ADD_USER = "getent passwd ppuser >/dev/null || useradd --system ppuser"
+USER_LEFT = DebSpec("pp-user", scripts={"postinst": f'if [ "$1" = configure ]; then {ADD_USER}; fi'})
+USER_CLEAN = DebSpec("pp-user-clean", scripts={
+    "postinst": f'if [ "$1" = configure ]; then {ADD_USER}; fi',
+    "postrm": 'if [ "$1" = purge ]; then userdel ppuser; fi'})
+
+
+def found(run: Run) -> set[tuple[str, str, str, str, str | None, str | None]]:
+    """Every finding as (check, severity, subject, message, owner, blame)."""
+    return {(f["check"], f["severity"], f["subject"], f["message"], f["owner"], f["blame"]) for f in run.findings()}
+
+
+def assert_clean(run: Run) -> None:
+    """The run passed with no finding at all."""
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.report["verdict"] == "PASS"
+    assert run.findings() == []
+
+
+def test_broken_symlinks_are_blamed_on_their_owner(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(BROKEN_LINKS)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert found(run) == {
+        ("symlinks", "fail", "/etc/pp-brokenlinks.conf",
+         "broken symlink -> /nonexistent/pp (/nonexistent does not exist)", "not owned", "pp-brokenlinks"),
+        ("symlinks", "fail", "/usr/share/pp-brokenlinks/host-only",
+         f"broken symlink -> {HOST_ONLY} (/{HOST_ONLY.split('/')[1]} does not exist)",
+         "owned by pp-brokenlinks", "pp-brokenlinks"),
+        ("symlinks", "fail", "/usr/share/pp-brokenlinks/missing",
+         "broken symlink -> ../pp-brokenlinks/nothing-here (/usr/share/pp-brokenlinks/nothing-here does not exist)",
+         "owned by pp-brokenlinks", "pp-brokenlinks")}
+    assert "FAIL: pp-brokenlinks_1.0-1" in run.stdout
+    assert leaks(cache_dir) == []
+
+
+def test_broken_symlinks_can_be_made_a_warning(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "--severity", "symlinks=warn", str(debs(BROKEN_LINKS)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert {(f["check"], f["severity"]) for f in run.findings()} == {("symlinks", "warn")}
+    assert len(run.findings()) == 3
+    assert leaks(cache_dir) == []
+
+
+def test_good_symlinks_pass(cache_dir, debs, tmp_path):
+    assert_clean(piuparts(cache_dir, tmp_path, str(debs(GOOD_LINKS))))
+    assert leaks(cache_dir) == []
+
+
+def test_diversion_left_after_purge_fails(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(DIVERT_LEFT)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert found(run) == {("diversions", "fail", "/usr/bin/pp-foo",
+                           "diverted to /usr/bin/pp-foo.real by pp-divert, not removed by the purge",
+                           None, "pp-divert")}
+    assert leaks(cache_dir) == []
+
+
+def test_diversion_of_the_base_removed_fails(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(UNDIVERT_BASE)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert found(run) == {("diversions", "fail", "/usr/share/man/man1/sh.1.gz",
+                           "diversion to /usr/share/man/man1/sh.distrib.1.gz by dash (there before the install) "
+                           "was removed", None, "pp-undivert")}
+    assert leaks(cache_dir) == []
+
+
+def test_diversion_removed_by_postrm_passes(cache_dir, debs, tmp_path):
+    assert_clean(piuparts(cache_dir, tmp_path, str(debs(DIVERT_CLEAN))))
+    assert leaks(cache_dir) == []
+
+
+def test_alternative_left_after_purge_fails(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(ALTERNATIVE_LEFT)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    # The registration is the alternatives check's; its links are files left behind.
+    assert found(run) == {
+        ("alternatives", "fail", "ppalt",
+         "alternative left after purge: /usr/bin/ppalt -> /usr/bin/true (auto; choices /usr/bin/true 10)",
+         None, "pp-alt"),
+        ("leftovers", "fail", "/etc/alternatives/ppalt", "left behind after purge", "not owned", "pp-alt"),
+        ("leftovers", "fail", "/usr/bin/ppalt", "left behind after purge", "not owned", "pp-alt")}
+    assert leaks(cache_dir) == []
+
+
+def test_alternative_removed_by_postrm_passes(cache_dir, debs, tmp_path):
+    assert_clean(piuparts(cache_dir, tmp_path, str(debs(ALTERNATIVE_CLEAN))))
+    assert leaks(cache_dir) == []
+
+
+def test_user_left_after_purge_is_a_warning(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(USER_LEFT)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.report["verdict"] == "PASS"
+    assert found(run) == {
+        ("users", "warn", "user ppuser",
+         "added and left after purge (uid 999, gid 999, home /home/ppuser, shell /bin/sh)", None, "pp-user"),
+        ("users", "warn", "group ppuser", "added and left after purge (gid 999)", None, "pp-user")}
+    assert "WARN: user ppuser: added and left after purge" in run.stdout
+    assert leaks(cache_dir) == []
+
+
+def test_user_removed_by_postrm_passes(cache_dir, debs, tmp_path):
+    assert_clean(piuparts(cache_dir, tmp_path, str(debs(USER_CLEAN))))
+    assert leaks(cache_dir) == []
+
+
+def test_symlinks_from_the_upper_dir_and_the_full_walk_agree(cache_dir, debs):
+    """Both ways of finding new symlinks give the same findings on a real install."""
+    dist, mirror = aptsources.default_distribution_and_mirror(aptsources.read_host_sources(),
+                                                              aptsources.host_codename())
+    backend = Backend.create("debootstrap", BaseSpec(dist, mirror, host_architecture()), cache_dir)
+    ignores = Ignores.load(conf_dir() / "ignores.conf")
+    try:
+        with backend.instance() as chroot:
+            walked = dataclasses.replace(chroot, upper=None, lower=None)
+            contexts = [Context(c, ["pp-brokenlinks"], ignores, "pp-brokenlinks") for c in (chroot, walked)]
+            checks = [Symlinks(), Symlinks()]
+            for check, ctx in zip(checks, contexts):
+                check.before_install(ctx)
+            target = chroot.copy_in(debs(BROKEN_LINKS), "/tmp/piuparts-debs")
+            assert chroot.run(["apt-get", "-y", "install", target]).ok
+            by_upper, by_walk = (check.after_install(ctx) for check, ctx in zip(checks, contexts))
+    finally:
+        backend.close()
+    assert by_upper == by_walk
+    assert sorted(f.subject for f in by_walk) == ["/etc/pp-brokenlinks.conf", "/usr/share/pp-brokenlinks/host-only",
+                                                  "/usr/share/pp-brokenlinks/missing"]
+    assert leaks(cache_dir) == []
