@@ -9,11 +9,11 @@ options, or it is skipped; checks never print.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from piuparts.chroot import Chroot
 from piuparts.findings import FAIL, Finding
-from piuparts.state import Ignores
+from piuparts.state import Diff, Ignores
 
 SKIP = "skip"
 
@@ -29,7 +29,15 @@ class Context:
     installed_before: dict[str, str] = field(default_factory=dict)
     installed: dict[str, str] = field(default_factory=dict)
     pulled_in: list[str] = field(default_factory=list)
+    #: Packages installed in a step of their own before the tested ones.
+    dependencies: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    #: Tree snapshots the runner took: "before", "dependencies", "tested purged", "after".
+    snapshots: dict[str, Any] = field(default_factory=dict)
+    #: Compares two snapshots (ignored paths left out); set by the runner.
+    compare: Callable[[Any, Any], Diff] | None = None
+    #: Paths (as displayed) a check already reported; the leftovers check skips them.
+    claimed: set[str] = field(default_factory=set)
 
 
 class Check:
@@ -39,6 +47,11 @@ class Check:
     name: ClassVar[str]
     #: The severity when the options say nothing.
     default_severity: ClassVar[str] = FAIL
+    #: Checks run (and report) in this order; equal ones in registration order.
+    order: ClassVar[int] = 50
+    #: When true, the paths this check reports are claimed: later checks
+    #: (leftovers) do not report them again.
+    claims_paths: ClassVar[bool] = False
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -77,4 +90,5 @@ def make_checks(severities: dict[str, str]) -> list[Check]:
     if unknown:
         from piuparts.errors import UsageError
         raise UsageError(f"unknown check {sorted(unknown)[0]!r}; known checks: {', '.join(Check.registry)}")
-    return [cls(severities.get(name)) for name, cls in Check.registry.items() if severities.get(name) != SKIP]
+    chosen = [cls for name, cls in Check.registry.items() if severities.get(name) != SKIP]
+    return [cls(severities.get(cls.name)) for cls in sorted(chosen, key=lambda c: c.order)]

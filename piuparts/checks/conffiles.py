@@ -40,6 +40,8 @@ def declared_conffiles(chroot: Chroot, packages: list[str]) -> dict[str, str]:
 class Conffiles(Check, name=NAME):
     """A finding for each conffile of a tested package that exists after the purge."""
 
+    claims_paths = True
+
     def before_install(self, ctx: Context) -> None:
         self.declared: dict[str, str] = {}
 

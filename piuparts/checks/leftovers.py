@@ -1,19 +1,19 @@
 """Files and directories left, removed or changed after purge, with their owners.
 
-The snapshot before the install and the one after the purge are taken the
-fastest way the backend allows (see :class:`piuparts.scenarios.TreeWatcher`).
+The runner takes the snapshots (before the install, after the dependencies,
+after the tested packages' purge, after the dependencies' purge) the fastest
+way the backend allows (see :class:`piuparts.scenarios.TreeWatcher`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from pathlib import Path
-from typing import Any
+from dataclasses import replace
+from typing import Callable
 
 from piuparts.checks.base import Check, Context
 from piuparts.chroot import Chroot
-from piuparts.findings import FAIL, Finding
+from piuparts.findings import FAIL, WARN, Finding
 from piuparts.state import Diff, display
 
 log = logging.getLogger("piuparts")
@@ -61,27 +61,57 @@ def check(changes: Diff, owners: dict[str, list[str]], blame: str, severity: str
     return findings
 
 
-class Leftovers(Check, name=NAME):
-    """The tree after the purge against the tree before the install."""
+def split_changes(ctx: Context) -> tuple[Diff, set[str]]:
+    """All changes after the purge, and the paths the tested packages changed.
 
-    def before_install(self, ctx: Context) -> None:
-        from piuparts.scenarios import TreeWatcher  # scenarios import checks
-        start = time.monotonic()
-        self.watcher = TreeWatcher(ctx.chroot, ctx.ignores)
-        self.before: Any = self.watcher.take()
-        ctx.timings["snapshot"] = round(time.monotonic() - start, 3)
+    When the dependencies were installed in a step of their own, what
+    changed between that point and the purge of the tested packages is
+    theirs; what else stays changed after the dependencies' purge was left
+    by the dependencies' maintainer scripts.
+    """
+    assert ctx.compare is not None
+    changes = ctx.compare(ctx.snapshots["before"], ctx.snapshots["after"])
+    if not ctx.dependencies:
+        return changes, _paths(changes)
+    tested = ctx.compare(ctx.snapshots["dependencies"], ctx.snapshots["tested purged"])
+    return changes, _paths(tested)
+
+
+def _paths(changes: Diff) -> set[str]:
+    return set(changes.added) | set(changes.removed) | set(changes.modified)
+
+
+def _only(changes: Diff, keep: Callable[[str], bool]) -> Diff:
+    return Diff({p: e for p, e in changes.added.items() if keep(p)},
+                {p: e for p, e in changes.removed.items() if keep(p)},
+                {p: e for p, e in changes.modified.items() if keep(p)})
+
+
+class Leftovers(Check, name=NAME):
+    """The tree after the purge against the tree before the install: what the
+    tested packages left, removed or changed."""
+
+    order = 90  # after the checks that claim paths
 
     def after_purge(self, ctx: Context) -> list[Finding]:
-        start = time.monotonic()
-        after = self.watcher.take()
-        middle = time.monotonic()
-        changes = self.watcher.compare(self.before, after)
-        ctx.timings["snapshot"] = round(ctx.timings.get("snapshot", 0) + middle - start, 3)
-        ctx.timings["diff"] = round(time.monotonic() - middle, 3)
-        log.info("Snapshots took %.3f s, the diff %.3f s", ctx.timings["snapshot"], ctx.timings["diff"])
-        return check(changes, dpkg_owners(ctx.chroot), ctx.blame, self.severity)
+        changes, mine = split_changes(ctx)
+        ours = _only(changes, lambda p: p in mine)
+        findings = check(ours, dpkg_owners(ctx.chroot), ctx.blame, self.severity)
+        return [f for f in findings if f.subject not in ctx.claimed]
 
 
-def read_owners(root: Path) -> dict[str, list[str]]:
-    """:func:`dpkg_owners` for a plain root directory (tests, tools)."""
-    return dpkg_owners(Chroot(root, ("chroot", str(root))))
+class DependencyLeftovers(Check, name="dependency-leftovers"):
+    """What the dependencies' maintainer scripts left: blamed on them, a
+    warning by default (their own test is where they fail)."""
+
+    order = 91
+    default_severity = WARN
+
+    def after_purge(self, ctx: Context) -> list[Finding]:
+        if not ctx.dependencies:
+            return []
+        changes, mine = split_changes(ctx)
+        theirs = _only(changes, lambda p: p not in mine)
+        findings = check(theirs, dpkg_owners(ctx.chroot), ", ".join(ctx.dependencies), self.severity)
+        return [replace(f, check=self.name, message=f"{f.message}, by a dependency's maintainer scripts")
+                for f in findings if f.subject not in ctx.claimed]

@@ -140,6 +140,8 @@ def _lower_layer(ctx: Context) -> Resolver | None:
 class OthersFiles(Check, name=NAME):
     """Files and conffiles of packages installed before the test, against dpkg's md5sums."""
 
+    claims_paths = True
+
     def before_install(self, ctx: Context) -> None:
         with timed(ctx.timings, NAME):
             self.reported: set[str] = set()

@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 from piuparts.checks import Context, make_checks
 from piuparts.checks.purge_status import installed_packages
@@ -23,8 +24,8 @@ from piuparts import hooks
 from piuparts.findings import FAIL, Finding
 from piuparts.hooks import Hooks
 from piuparts.inputs import TestSubject
-from piuparts.scenarios import ScenarioResult
-from piuparts.state import Ignores
+from piuparts.scenarios import ScenarioResult, TreeWatcher
+from piuparts.state import Diff, Ignores
 
 log = logging.getLogger("piuparts")
 
@@ -36,6 +37,7 @@ _FETCH_FAILED = re.compile(r"^(E|W): (Failed to fetch|Unable to fetch|Some index
 _NO_SUCH_PACKAGE = re.compile(r"^E: (Unable to locate package (?P<a>\S+)|Package '(?P<b>[^']+)' has no "
                               r"installation candidate|Version '[^']+' for '(?P<c>[^']+)' was not found)", re.M)
 _UNMET = re.compile(r"unmet dependencies", re.I)
+_SIMULATED_INSTALL = re.compile(r"^Inst (\S+)", re.M)
 _CONFFILE_PROMPT = re.compile(r"^Configuration file '([^']+)'", re.M)
 # dpkg's reason line: " installed foo package post-installation script subprocess returned error exit status 1"
 _DPKG_REASONS = (re.compile(r"^ .*\bscript subprocess .*$", re.M), re.compile(r"^dpkg: error processing .*$", re.M))
@@ -92,9 +94,25 @@ class Runner:
         self.settings = settings
         self.checks = make_checks(settings.severities)
         self.ctx = Context(chroot, subject.packages, settings.ignores, ", ".join(subject.packages),
-                           timings=self.outcome.timings)
+                           timings=self.outcome.timings, compare=self._compare)
+        self.watcher = TreeWatcher(chroot, settings.ignores)
+        self._diffs: dict[tuple[int, int], Diff] = {}
         #: PIUPARTS_TEST and PIUPARTS_PHASE for the hook scripts.
         self.test, self.phase = test, "install"
+
+    def snapshot(self, name: str) -> None:
+        """Take the tree snapshot ``name`` for the checks."""
+        start = time.monotonic()
+        self.ctx.snapshots[name] = self.watcher.take()
+        self.outcome.timed("snapshot", start)
+
+    def _compare(self, before: Any, after: Any) -> Diff:
+        key = (id(before), id(after))
+        if key not in self._diffs:
+            start = time.monotonic()
+            self._diffs[key] = self.watcher.compare(before, after)
+            self.outcome.timed("diff", start)
+        return self._diffs[key]
 
     def hook(self, phase: str) -> bool:
         """Run the ``phase`` hook scripts; a failing one fails the scenario."""
@@ -111,6 +129,7 @@ class Runner:
         log.info("Scenario %s: %s", self.outcome.name, self.subject.label)
         if not (self.hook("pre_test") and self.hook("pre_install")):
             return False
+        self.snapshot("before")
         for check in self.checks:
             check.before_install(self.ctx)
         self.ctx.installed_before = installed_packages(self.chroot)
@@ -119,13 +138,18 @@ class Runner:
     def observe(self, point: str) -> None:
         """Collect the checks' findings at ``point`` (after_install, after_remove, after_purge)."""
         for check in self.checks:
-            self.outcome.findings += getattr(check, point)(self.ctx)
+            findings = getattr(check, point)(self.ctx)
+            if check.claims_paths:
+                self.ctx.claimed.update(f.subject for f in findings)
+            self.outcome.findings += findings
 
     def install(self, step_name: str, targets: Sequence[str], first: bool = True) -> bool:
         """``apt-get install`` of ``targets`` (paths inside or NAME[=VERSION]),
         with the pre_install hooks (unless ``first``: start() ran them) and
         the post_install hooks."""
         if not first and not self.hook("pre_install"):
+            return False
+        if first and not self._install_dependencies(targets):
             return False
         step = self.outcome.step(step_name)
         result = self.outcome.run(step, self.chroot, [*APT, "install", *targets], timeout=self.settings.timeout)
@@ -136,6 +160,26 @@ class Runner:
         self.ctx.pulled_in = sorted(new | set(self.ctx.pulled_in))
         log.info("Installed %d packages: %s", len(new), " ".join(sorted(new)))
         return self.hook("post_install")
+
+    def _install_dependencies(self, targets: Sequence[str]) -> bool:
+        """Install what ``targets`` need in a step of their own, then snapshot.
+
+        What the tested packages' own scripts do is then told apart from
+        what their dependencies' scripts do (see the leftovers checks).
+        """
+        simulated = self.chroot.run([*APT, "install", "--simulate", *targets], level=logging.DEBUG)
+        needed = [name for name in _SIMULATED_INSTALL.findall(simulated.output)
+                  if name.split(":", 1)[0] not in self.subject.packages]
+        if simulated.ok and needed:
+            step = self.outcome.step("install dependencies")
+            result = self.outcome.run(step, self.chroot, [*APT, "install", *needed], timeout=self.settings.timeout)
+            if not result.ok:
+                return self._fail(step.name, classify_install_failure(result, self.subject, step.name))
+            self.ctx.dependencies = sorted(set(installed_packages(self.chroot)) - set(self.ctx.installed_before))
+            self.snapshot("dependencies")
+        else:
+            self.ctx.snapshots["dependencies"] = self.ctx.snapshots["before"]
+        return True
 
     def install_debs(self, step_name: str, first: bool = True) -> bool:
         """Install the tested .debs and --apt names (copied in for the purpose)."""
@@ -157,12 +201,14 @@ class Runner:
         """Purge the tested packages (dpkg: a removed local .deb has no apt
         candidate), then everything the installs pulled in (apt)."""
         step = self.outcome.step(step_name)
-        commands = [["eatmydata", "dpkg", "--purge", *self.subject.packages]]
+        result = self.outcome.run(step, self.chroot, ["eatmydata", "dpkg", "--purge", *self.subject.packages],
+                                  timeout=self.settings.timeout)
+        if not result.ok:
+            return self._fail(step_name, explain_failure(result, step_name))
+        self.snapshot("tested purged")
         dependencies = [p for p in self.ctx.pulled_in if p.split(":", 1)[0] not in self.subject.packages]
         if dependencies:
-            commands.append([*APT, "purge", *dependencies])
-        for argv in commands:
-            result = self.outcome.run(step, self.chroot, argv, timeout=self.settings.timeout)
+            result = self.outcome.run(step, self.chroot, [*APT, "purge", *dependencies], timeout=self.settings.timeout)
             if not result.ok:
                 return self._fail(step_name, explain_failure(result, step_name))
         return self.hook("post_purge")
@@ -171,7 +217,10 @@ class Runner:
         """The post_test hooks, then the checks' last look; the scenario's result."""
         shutil.rmtree(self.chroot.path(DEBS_DIR), ignore_errors=True)
         if self.hook("post_test"):
+            self.snapshot("after")
             self.observe("after_purge")
+            timings = self.outcome.timings
+            log.info("Snapshots took %.3f s, the diffs %.3f s", timings["snapshot"], timings.get("diff", 0.0))
         return self.outcome
 
     def _fail(self, step_name: str, message: str) -> bool:

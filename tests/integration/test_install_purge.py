@@ -52,7 +52,9 @@ def test_archive_package_passes(cache_dir, tmp_path):
     run = piuparts(cache_dir, tmp_path, "--apt", "python3-oslo.i18n")
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.report["verdict"] == "PASS"
-    install = run.report["scenarios"][0]["steps"][0]
+    steps = run.report["scenarios"][0]["steps"]
+    assert [s["name"] for s in steps] == ["install dependencies", "install", "remove", "purge"]
+    install = steps[1]
     assert install["commands"][0]["cmdline"].endswith("apt-get -y install python3-oslo.i18n")
     assert install["commands"][0]["returncode"] == 0
     assert leaks(cache_dir) == []

@@ -87,3 +87,32 @@ def test_contradicting_options_are_a_usage_error(cache_dir, debs, tmp_path):
     assert run.returncode == 2
     assert run.stderr.strip() == ("piuparts: error: --install-remove-install and --install-purge-install "
                                   "contradict each other; pick one")
+
+
+DEP_LEAVER = DebSpec("pp-depleaver", scripts={
+    "postinst": 'if [ "$1" = configure ]; then mkdir -p /etc/pp-depleaver; echo on > /etc/pp-depleaver/state; fi'})
+USES_DEP = DebSpec("pp-usesdep", depends="pp-depleaver")
+USES_DEP_AND_LEAVES = DebSpec("pp-usesdep-leaves", depends="pp-depleaver", scripts={
+    "postinst": 'if [ "$1" = configure ]; then echo mine > /etc/pp-usesdep-leaves.conf; fi'})
+
+
+def test_leftover_of_a_dependency_is_blamed_on_the_dependency(cache_dir, debs, tmp_path):
+    repo = make_repo(tmp_path / "repo", [debs(DEP_LEAVER)])
+    run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, "--no-upgrade-test", str(debs(USES_DEP)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [name for name, _ in steps(run, "install-purge")] == [
+        "install dependencies", "install", "remove", "purge"]
+    assert {(f["check"], f["severity"], f["subject"], f["blame"]) for f in run.findings()} == {
+        ("dependency-leftovers", "warn", "/etc/pp-depleaver/", "pp-depleaver"),
+        ("dependency-leftovers", "warn", "/etc/pp-depleaver/state", "pp-depleaver")}
+
+
+def test_own_and_dependency_leftovers_are_told_apart(cache_dir, debs, tmp_path):
+    repo = make_repo(tmp_path / "repo", [debs(DEP_LEAVER)])
+    run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, "--no-upgrade-test", "--severity",
+                   "dependency-leftovers=fail", str(debs(USES_DEP_AND_LEAVES)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert {(f["check"], f["subject"], f["blame"]) for f in run.findings()} == {
+        ("leftovers", "/etc/pp-usesdep-leaves.conf", "pp-usesdep-leaves"),
+        ("dependency-leftovers", "/etc/pp-depleaver/", "pp-depleaver"),
+        ("dependency-leftovers", "/etc/pp-depleaver/state", "pp-depleaver")}
