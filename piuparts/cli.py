@@ -83,6 +83,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ignores", action="store_true", help="do not use the default ignore lists")
     p.add_argument("--severity", action="append", metavar="CHECK=LEVEL",
                    help="make a check fail, warn or skip (repeatable); checks: " + ", ".join(Check.registry))
+    for flag, meaning in opts.PIUPARTS_SEVERITY_OPTIONS.items():
+        p.add_argument(*flag.split("|"), action="store_true",
+                       help="as in piuparts: " + ", ".join(f"{c}={lvl}" for c, lvl in meaning))
     p.add_argument("--json", metavar="FILE", help="write the result as JSON to FILE")
     p.add_argument("--junit", metavar="FILE", help="write the result as JUnit XML to FILE (GitLab, Jenkins)")
     p.add_argument("-l", "--log-file", metavar="FILE", help="also write the log to FILE")

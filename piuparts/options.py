@@ -94,11 +94,26 @@ def build_ignores(args: argparse.Namespace, distribution: str) -> Ignores:
 
 LEVELS = ("fail", "warn", "skip")
 
+#: piuparts' option names for check severities ("-N|--no-symlinks" is two spellings).
+PIUPARTS_SEVERITY_OPTIONS: dict[str, tuple[tuple[str, str], ...]] = {
+    "--fail-on-broken-symlinks": (("symlinks", "fail"),),
+    "-N|--no-symlinks": (("symlinks", "skip"),),
+    "--no-diversions": (("diversions", "skip"),),
+    "--warn-on-leftovers-after-purge": (("leftovers", "warn"), ("conffiles", "warn")),
+    "--warn-on-debsums-errors": (("others-files", "warn"),),
+    "--warn-on-others": (("dependency-leftovers", "warn"),),
+    "--skip-cronfiles-test": (("cron-logrotate", "skip"),),
+    "--skip-logrotatefiles-test": (("cron-logrotate", "skip"),),
+}
+
 
 def severities(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     """``--severity CHECK=LEVEL`` options, checked against the known checks."""
     from piuparts.checks import Check
-    result = []
+    result: list[tuple[str, str]] = []
+    for flag, meaning in PIUPARTS_SEVERITY_OPTIONS.items():
+        if getattr(args, flag.split("|")[-1].lstrip("-").replace("-", "_")):
+            result += meaning
     for item in args.severity or ():
         name, _, level = item.partition("=")
         if name not in Check.registry or level not in LEVELS:

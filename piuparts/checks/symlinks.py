@@ -21,7 +21,7 @@ from pathlib import Path
 
 from piuparts.checks.base import Check, Context
 from piuparts.checks.leftovers import NOT_OWNED, dpkg_owners, owner_of
-from piuparts.findings import Finding
+from piuparts.findings import WARN, Finding
 from piuparts.state import Ignores
 
 log = logging.getLogger("piuparts")
@@ -103,6 +103,9 @@ def _blame(owner: str, ctx: Context) -> str:
 
 class Symlinks(Check, name="symlinks"):
     """A finding for each new or changed symlink whose target does not resolve inside the instance."""
+
+    # As in piuparts: a warning unless --fail-on-broken-symlinks.
+    default_severity = WARN
 
     def _top(self, ctx: Context) -> Path:
         return ctx.chroot.upper if ctx.chroot.upper is not None else ctx.chroot.root

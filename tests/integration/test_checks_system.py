@@ -105,7 +105,7 @@ def assert_clean(run: Run) -> None:
 
 
 def test_broken_symlinks_are_blamed_on_their_owner(cache_dir, debs, tmp_path):
-    run = piuparts(cache_dir, tmp_path, str(debs(BROKEN_LINKS)))
+    run = piuparts(cache_dir, tmp_path, "--fail-on-broken-symlinks", str(debs(BROKEN_LINKS)))
     assert run.returncode == 1, run.stdout + run.stderr
     assert found(run) == {
         ("symlinks", "fail", "/etc/pp-brokenlinks.conf",
@@ -120,12 +120,18 @@ def test_broken_symlinks_are_blamed_on_their_owner(cache_dir, debs, tmp_path):
     assert leaks(cache_dir) == []
 
 
-def test_broken_symlinks_can_be_made_a_warning(cache_dir, debs, tmp_path):
-    run = piuparts(cache_dir, tmp_path, "--severity", "symlinks=warn", str(debs(BROKEN_LINKS)))
+def test_broken_symlinks_are_a_warning_by_default_as_in_piuparts(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(BROKEN_LINKS)))
     assert run.returncode == 0, run.stdout + run.stderr
     assert {(f["check"], f["severity"]) for f in run.findings()} == {("symlinks", "warn")}
     assert len(run.findings()) == 3
     assert leaks(cache_dir) == []
+
+
+def test_no_symlinks_skips_the_check(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "-N", str(debs(BROKEN_LINKS)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.findings() == []
 
 
 def test_good_symlinks_pass(cache_dir, debs, tmp_path):
