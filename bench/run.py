@@ -57,7 +57,7 @@ from piuparts import aptsources, resources  # noqa: E402
 from piuparts import log as logsetup  # noqa: E402
 from piuparts.backends import Backend, BaseSpec  # noqa: E402
 from piuparts.options import host_architecture  # noqa: E402
-from piuparts.scenarios.install_purge import installed_packages  # noqa: E402
+from piuparts.checks.purge_status import installed_packages  # noqa: E402
 from tests.debs import CLEAN, DebSpec  # noqa: E402
 
 OURS = ROOT / ".venv/bin/piuparts"
@@ -455,7 +455,7 @@ class Bench:
     def run_ours(self, subject: Subject, tag: str) -> dict[str, Any]:
         json_path = self.scratch / "json" / f"{tag}.json"
         argv = [str(OURS), "--cache-dir", str(self.cache), "-d", self.dist, "-m", self.mirror,
-                "--arch", self.arch, "--json", str(json_path), *subject.args()]
+                "--arch", self.arch, "--no-upgrade-test", "--json", str(json_path), *subject.args()]
         out = run_streamed(argv, self.scratch / "logs" / f"{tag}.log", self.opts.timeout)
         try:
             doc = json.loads(json_path.read_text())
@@ -552,7 +552,7 @@ class Bench:
                  *([] if opts.with_adequate else ["--no-adequate"]), "[--apt] PACKAGE"])
         res["commands"]["ours"] = self.redact.argv(
             [str(OURS), "--cache-dir", str(self.cache), "-d", self.dist, "-m", self.mirror, "--arch", self.arch,
-             "--json", "F", "[--apt] PACKAGE"])
+             "--no-upgrade-test", "--json", "F", "[--apt] PACKAGE"])
         res["commands"]["floor"] = "eatmydata apt-get -y install PACKAGE; eatmydata apt-get -y purge --autoremove PACKAGE"
 
         runners: dict[str, Callable[[Subject, str], dict[str, Any]]] = {

@@ -75,6 +75,10 @@ def parser() -> argparse.ArgumentParser:
                    help="rebuild a cached base older than this (default: %(default)s)")
     p.add_argument("--lists-max-age", type=float, default=24.0, metavar="HOURS",
                    help="refresh the cached base's apt lists when older than this (default: %(default)s)")
+    p.add_argument("--tmpfs-size", default="50%", metavar="SIZE",
+                   help="size limit of the tmpfs that holds an instance's changes (default: %(default)s of memory)")
+    p.add_argument("--no-tmpfs", action="store_true",
+                   help="keep an instance's changes on disk under the cache directory (for very large packages)")
     p.add_argument("--max-command-runtime", type=float, default=1800.0, metavar="SECONDS",
                    help="time limit of each apt or dpkg step (default: %(default)s)")
     p.add_argument("-i", "--ignore", action="append", metavar="PATH", help="ignore this exact path (repeatable)")
@@ -120,7 +124,7 @@ def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any
     require_root()
     spec = BaseSpec(options.distribution, options.mirror, options.architecture, options.components)
     backend = Backend.create("debootstrap", spec, options.cache_dir, max_age=options.base_max_age,
-                             lists_max_age=options.lists_max_age)
+                             lists_max_age=options.lists_max_age, tmpfs_size=options.tmpfs_size)
     info: dict[str, Any] = {"subject": subject.label, "packages": subject.packages,
                             "distribution": spec.distribution, "mirror": spec.mirror,
                             "architecture": spec.architecture, "backend": backend.name}

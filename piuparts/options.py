@@ -49,6 +49,7 @@ class Options:
     extra_repos: tuple[str, ...] = ()
     bindmounts: tuple[Path, ...] = ()
     scriptsdirs: tuple[Path, ...] = ()
+    tmpfs_size: str | None = "50%"
     install_purge_test: bool = True
     upgrade_test: bool = True
     install_remove_install: bool = False
@@ -136,6 +137,8 @@ def from_args(args: argparse.Namespace) -> Options:
         raise UsageError(f"-d {distribution!r}: not a distribution name (use a codename such as bookworm)")
     for line in args.extra_repo or ():
         repos.parse_extra_repo(line)
+    if not re.fullmatch(r"[0-9]+[kmgKMG%]?", args.tmpfs_size):
+        raise UsageError(f"--tmpfs-size {args.tmpfs_size!r}: a size such as 8g, 512m or 50% (of memory)")
     for directory in args.scriptsdir or ():
         if not Path(directory).is_dir():
             raise UsageError(f"--scriptsdir {directory}: no such directory")
@@ -153,5 +156,6 @@ def from_args(args: argparse.Namespace) -> Options:
         extra_repos=tuple(args.extra_repo or ()),
         bindmounts=tuple(repos.check_bindmount(d) for d in args.bindmount or ()),
         scriptsdirs=tuple(Path(d).absolute() for d in args.scriptsdir or ()),
+        tmpfs_size=None if args.no_tmpfs else args.tmpfs_size,
         install_purge_test=not args.no_install_purge_test, upgrade_test=not args.no_upgrade_test,
         install_remove_install=args.install_remove_install, install_purge_install=args.install_purge_install)

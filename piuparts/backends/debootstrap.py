@@ -56,10 +56,11 @@ class DebootstrapBackend(Backend, name="debootstrap"):
     capabilities = Capabilities(host_root=True, upper_dir=True)
 
     def __init__(self, spec: BaseSpec, cache_dir: Path, max_age: float = 7 * 86400,
-                 lists_max_age: float = 86400) -> None:
+                 lists_max_age: float = 86400, tmpfs_size: str | None = "50%") -> None:
         super().__init__(spec, cache_dir)
         self.max_age = max_age
         self.lists_max_age = lists_max_age
+        self.tmpfs_size = tmpfs_size
         self.base_dir = cache_dir / "bases" / spec.key()
         self._lock: IO[str] | None = None
 
@@ -138,7 +139,7 @@ class DebootstrapBackend(Backend, name="debootstrap"):
         log.info("Built base %s in %.1f s", self.base_dir, time.monotonic() - start)
 
     def _do_instance(self) -> ContextManager[Chroot]:
-        return overlay_instance(self.root, self.cache_dir)
+        return overlay_instance(self.root, self.cache_dir, self.tmpfs_size)
 
     def close(self) -> None:
         if self._lock is not None:

@@ -87,16 +87,26 @@ def _copy_resolv_conf(root: Path) -> None:
 
 
 @contextmanager
-def overlay_instance(lower: Path, cache_dir: Path) -> Iterator[Chroot]:
-    """Mount an overlay over ``lower`` and yield a Chroot; remove it all afterwards."""
+def overlay_instance(lower: Path, cache_dir: Path, tmpfs_size: str | None = "50%") -> Iterator[Chroot]:
+    """Mount an overlay over ``lower`` and yield a Chroot; remove it all afterwards.
+
+    With ``tmpfs_size`` the upper layer lives in a tmpfs of that size
+    (dpkg on an overlay whose upper layer is on disk is about 30 % slower);
+    with None, on disk under the cache directory.
+    """
     start = time.monotonic()
     top = resources.make_owned_dir(cache_dir / "instances")
     unshare: subprocess.Popen[bytes] | None = None
     try:
         with resources.signals_deferred():
-            upper, work, root = top / "upper", top / "work", top / "root"
-            for path in (upper, work, root):
-                path.mkdir()
+            changes, root = top / "rw", top / "root"
+            changes.mkdir()
+            root.mkdir()
+            if tmpfs_size:
+                _mount("-t", "tmpfs", "-o", f"size={tmpfs_size},mode=0755", "tmpfs", str(changes))
+            upper, work = changes / "upper", changes / "work"
+            upper.mkdir()
+            work.mkdir()
             _mount("-t", "overlay", "overlay", "-o",
                    f"lowerdir={lower},upperdir={upper},workdir={work},{OVERLAY_OPTIONS}", str(root))
             enter, holder, unshare = _start_pid_namespace(root)

@@ -70,6 +70,9 @@ def explain_failure(result: Result, what: str) -> str:
 
 def classify_install_failure(result: Result, subject: TestSubject, what: str) -> str:
     """Raise for what is not the package's fault; return the message otherwise."""
+    if "No space left on device" in result.output:
+        raise TestbedError(f"{what}: the instance ran out of space ({result.tail(1).strip()}); "
+                           "give it more with --tmpfs-size or keep it on disk with --no-tmpfs")
     if _FETCH_FAILED.search(result.output):
         raise TestbedError(f"downloading packages failed (mirror or network): {result.tail(1).strip()}")
     missing = _NO_SUCH_PACKAGE.search(result.output)

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 
 from tests.conftest import PIUPARTS
-from tests.debs import CLEAN
+from tests.debs import CLEAN, DebSpec
 from tests.integration.helpers import leaks, piuparts
 
 
@@ -91,3 +91,23 @@ def test_unwritable_cache_dir(tmp_path):
     assert one_error_line(run.stderr) == (
         f"piuparts: error: cannot write to the cache directory {tmp_path}/file-not-dir/cache (Not a directory); "
         "free some space or choose another with --cache-dir")
+
+
+@pytest.mark.root
+@pytest.mark.network
+def test_instance_out_of_space_is_a_testbed_failure(cache_dir, tmp_path):
+    big = DebSpec("pp-big", files={"/usr/share/pp-big/blob": "x" * (4 * 1024 * 1024)}).build(tmp_path)
+    run = piuparts(cache_dir, tmp_path, "--tmpfs-size", "2m", "--no-upgrade-test", str(big))
+    assert run.returncode == 3, run.stdout + run.stderr
+    line = one_error_line(run.stderr)
+    assert line.startswith("piuparts: error: install: the instance ran out of space (")
+    assert line.endswith("); give it more with --tmpfs-size or keep it on disk with --no-tmpfs")
+    assert leaks(cache_dir) == []
+
+
+@pytest.mark.root
+@pytest.mark.network
+def test_instance_on_disk_with_no_tmpfs(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "--no-tmpfs", "--no-upgrade-test", str(debs(CLEAN)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert leaks(cache_dir) == []
