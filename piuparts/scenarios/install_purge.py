@@ -28,9 +28,4 @@ def run(chroot: Chroot, subject: TestSubject, settings: Settings) -> ScenarioRes
         again_ok = runner.remove() and (not settings.install_purge_install or runner.purge())
         if not (again_ok and runner.install_debs("install again", first=False)):
             return runner.outcome
-    if not runner.remove():
-        return runner.outcome
-    runner.observe("after_remove")
-    if not runner.purge():
-        return runner.outcome
-    return runner.finish()
+    return runner.remove_and_purge()

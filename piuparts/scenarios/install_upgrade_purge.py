@@ -68,9 +68,4 @@ def run(chroot: Chroot, subject: TestSubject, settings: Settings) -> ScenarioRes
     if not runner.install_debs("upgrade", first=False):
         return runner.outcome
     runner.observe("after_install")
-    if not runner.remove():
-        return runner.outcome
-    runner.observe("after_remove")
-    if not runner.purge():
-        return runner.outcome
-    return runner.finish()
+    return runner.remove_and_purge()

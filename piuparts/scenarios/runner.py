@@ -216,6 +216,14 @@ class Runner:
                 return self._fail(step_name, explain_failure(result, step_name))
         return self.hook("post_purge")
 
+    def remove_and_purge(self) -> ScenarioResult:
+        """The end every scenario shares: remove, purge, the checks' last look."""
+        if self.remove():
+            self.observe("after_remove")
+            if self.purge():
+                self.finish()
+        return self.outcome
+
     def finish(self) -> ScenarioResult:
         """The post_test hooks, then the checks' last look; the scenario's result."""
         shutil.rmtree(self.chroot.path(DEBS_DIR), ignore_errors=True)
