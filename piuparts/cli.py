@@ -141,6 +141,9 @@ def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any
             return [untestable], info
         results = []
         for scenario in scenarios(options):
+            if scenario is install_upgrade_purge and not subject.debs:
+                results.append(ScenarioResult(scenario.NAME, skipped=install_upgrade_purge.NO_DEBS))
+                continue  # no instance needed to know that
             with backend.instance() as chroot:
                 prepare_instance(chroot, options, hooks)
                 results.append(run_scenario(scenario, chroot, subject, settings))
@@ -150,14 +153,17 @@ def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any
 
 
 def prepare_instance(chroot: Chroot, options: opts.Options, hooks: Hooks) -> None:
-    """Extra repositories, bind mounts and the setup hooks of a new instance."""
+    """The setup hooks, extra repositories and bind mounts of a new instance."""
     hooks.install(chroot)
-    for phase in ("post_chroot_unpack", "post_setup"):
-        failed = hooks_mod.failures(hooks.run(chroot, phase))
-        if failed:
-            raise TestbedError(f"a {phase} hook script failed: {failed[0]}")
-        if phase == "post_chroot_unpack":
-            repos.set_up(chroot, options.extra_repos, options.bindmounts, options.max_command_runtime)
+    _setup_hooks(chroot, hooks, "post_chroot_unpack")
+    repos.set_up(chroot, options.extra_repos, options.bindmounts, options.max_command_runtime)
+    _setup_hooks(chroot, hooks, "post_setup")
+
+
+def _setup_hooks(chroot: Chroot, hooks: Hooks, phase: str) -> None:
+    failed = hooks_mod.failures(hooks.run(chroot, phase))
+    if failed:
+        raise TestbedError(f"a {phase} hook script failed: {failed[0]}")
 
 
 def is_testable(backend: Backend, options: opts.Options, hooks: Hooks) -> ScenarioResult | None:
@@ -173,7 +179,8 @@ def is_testable(backend: Backend, options: opts.Options, hooks: Hooks) -> Scenar
         results = hooks.run(chroot, "is_testable")
     status = 0
     for _, result in results:
-        status |= result.returncode if result.returncode > 0 else 1 if not result.ok else 0
+        if not result.ok:  # a signal or a timeout counts as a plain "no" (1)
+            status |= result.returncode if result.returncode > 0 else 1
     if status == 0:
         return None
     reason = "; ".join(hooks_mod.failures(results))

@@ -21,6 +21,7 @@ from piuparts.scenarios.runner import Runner, Settings
 log = logging.getLogger("piuparts")
 
 NAME = "install-upgrade-purge"
+NO_DEBS = "packages named with --apt are not upgraded to anything"
 
 
 def parse_madison(output: str) -> dict[str, list[str]]:
@@ -49,7 +50,7 @@ def older_versions(chroot: Chroot, debs: tuple[Deb, ...]) -> dict[str, str]:
 def skip_reason(chroot: Chroot, subject: TestSubject) -> str | None:
     """Why there is no upgrade to test, if there is none."""
     if not subject.debs:
-        return "packages named with --apt are not upgraded to anything"
+        return NO_DEBS
     if not older_versions(chroot, subject.debs):
         return "apt knows no older version of " + ", ".join(d.package for d in subject.debs)
     return None
