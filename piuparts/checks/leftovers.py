@@ -7,7 +7,6 @@ way the backend allows (see :class:`piuparts.scenarios.TreeWatcher`).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 from typing import Callable
 
@@ -15,8 +14,6 @@ from piuparts.checks.base import Check, Context
 from piuparts.chroot import Chroot
 from piuparts.findings import FAIL, WARN, Finding
 from piuparts.state import Diff, display
-
-log = logging.getLogger("piuparts")
 
 NAME = "leftovers"
 NOT_OWNED = "not owned"
