@@ -44,6 +44,15 @@ other commands:
 """
 
 
+def list_backends() -> str:
+    """One line a backend: its name and whether it can run on this machine."""
+    lines = []
+    for name, backend in sorted(Backend.registry.items()):
+        why_not = backend.unavailable()
+        lines.append(f"{name:12} {'yes' if why_not is None else 'no: ' + why_not}")
+    return "\n".join(lines)
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser; option names follow Debian's piuparts."""
     p = argparse.ArgumentParser(
@@ -69,6 +78,22 @@ def parser() -> argparse.ArgumentParser:
                    help="install, remove and install again before the final purge")
     p.add_argument("--install-purge-install", action="store_true",
                    help="install, purge and install again before the final purge")
+    g = p.add_argument_group("where the chroot comes from (default: a cached debootstrap base)")
+    g.add_argument("-b", "--basetgz", metavar="TARBALL", help="a base tarball (piuparts' or pbuilder's)")
+    g.add_argument("-p", "--pbuilder", action="store_true",
+                   help="pbuilder's base tarball (BASETGZ of pbuilderrc, default /var/cache/pbuilder/base.tgz)")
+    g.add_argument("-s", "--save", metavar="TARBALL", help="write the prepared base to TARBALL, for -b")
+    g.add_argument("--schroot", metavar="NAME", help="sessions of this schroot (with a union type; "
+                   "see 'piuparts schroot-setup')")
+    g.add_argument("--lvm-volume", metavar="VG/LV", help="snapshots of this LVM volume that holds a base")
+    g.add_argument("--lvm-snapshot-size", default="1G", metavar="SIZE",
+                   help="size of the LVM snapshots (default: %(default)s)")
+    g.add_argument("-e", "--existing-chroot", metavar="DIR",
+                   help="an existing Debian tree (never changed: instances are overlays over it)")
+    g.add_argument("--hard-link", action="store_true",
+                   help="with -e: copy the tree with hard links instead of an overlay, as piuparts does")
+    g.add_argument("--list-backends", action="store_true",
+                   help="list the backends, whether each can run here, and why not")
     p.add_argument("--cache-dir", default=str(opts.DEFAULT_CACHE_DIR),
                    help="where bases and instances live (default: %(default)s)")
     p.add_argument("--base-max-age", type=float, default=7.0, metavar="DAYS",
@@ -81,6 +106,8 @@ def parser() -> argparse.ArgumentParser:
                    help="keep an instance's changes on disk under the cache directory (for very large packages)")
     p.add_argument("--max-command-runtime", type=float, default=1800.0, metavar="SECONDS",
                    help="time limit of each apt or dpkg step (default: %(default)s)")
+    p.add_argument("--prompt-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="fail a step that waits this long for an answer on its terminal (default: %(default)s)")
     p.add_argument("-i", "--ignore", action="append", metavar="PATH", help="ignore this exact path (repeatable)")
     p.add_argument("-I", "--ignore-regex", action="append", metavar="REGEX",
                    help="ignore paths the anchored REGEX matches whole (repeatable)")
@@ -123,8 +150,11 @@ def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any
     subject = inputs.subject_from_args(options.packages, options.apt)
     require_root()
     spec = BaseSpec(options.distribution, options.mirror, options.architecture, options.components)
-    backend = Backend.create("debootstrap", spec, options.cache_dir, max_age=options.base_max_age,
-                             lists_max_age=options.lists_max_age, tmpfs_size=options.tmpfs_size)
+    backend_class = Backend.registry[options.backend]
+    why_not = backend_class.unavailable()
+    if why_not is not None:
+        raise UsageError(f"the {options.backend} backend cannot run here: {why_not}")
+    backend = backend_class.from_options(spec, options)
     info: dict[str, Any] = {"subject": subject.label, "packages": subject.packages,
                             "distribution": spec.distribution, "mirror": spec.mirror,
                             "architecture": spec.architecture, "backend": backend.name}
@@ -136,6 +166,8 @@ def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any
         start = time.monotonic()
         backend.prepare()
         info["base_prepare_seconds"] = round(time.monotonic() - start, 3)
+        if options.save_tarball:
+            backend.save(options.save_tarball)
         untestable = is_testable(backend, options, hooks)
         if untestable is not None:
             return [untestable], info
@@ -229,7 +261,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["cleanup"]:
             return cleanup(argv[1:])
+        if argv[:1] and argv[0] in Backend.subcommands:
+            return Backend.subcommands[argv[0]](argv[1:])
         args = parser().parse_args(argv)
+        if args.list_backends:
+            print(list_backends())
+            return 0
         logsetup.setup(args.verbose, logfile=args.log_file)
         json_path = Path(args.json) if args.json else None
         options = opts.from_args(args)

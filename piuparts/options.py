@@ -34,7 +34,8 @@ class Options:
 
     packages: tuple[str, ...]
     apt: bool
-    distribution: str
+    #: -d: the first is where the test runs; more make the distupgrade scenario.
+    distributions: tuple[str, ...]
     mirror: str
     components: tuple[str, ...]
     architecture: str
@@ -54,6 +55,21 @@ class Options:
     upgrade_test: bool = True
     install_remove_install: bool = False
     install_purge_install: bool = False
+    #: Which backend makes the chroots, and its settings (piuparts' option names).
+    backend: str = "debootstrap"
+    basetgz: Path | None = None
+    save_tarball: Path | None = None
+    schroot: str | None = None
+    lvm_volume: str | None = None
+    lvm_snapshot_size: str = "1G"
+    existing_chroot: Path | None = None
+    hard_link: bool = False
+    prompt_timeout: float = 60.0
+
+    @property
+    def distribution(self) -> str:
+        """The distribution the test starts in."""
+        return self.distributions[0]
 
 
 def host_architecture() -> str:
@@ -124,6 +140,47 @@ def severities(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     return tuple(result)
 
 
+#: Option -> backend it selects; at most one may be given.
+BACKEND_OPTIONS = {"basetgz": ("-b", "tarball"), "pbuilder": ("-p", "tarball"),
+                   "schroot": ("--schroot", "schroot"), "lvm_volume": ("--lvm-volume", "lvm"),
+                   "existing_chroot": ("-e", "existing")}
+
+
+def pbuilder_basetgz() -> Path:
+    """pbuilder's BASETGZ: the last setting in /etc/pbuilderrc then ~/.pbuilderrc, else its default."""
+    found = Path("/var/cache/pbuilder/base.tgz")
+    for rc in (Path("/etc/pbuilderrc"), Path.home() / ".pbuilderrc"):
+        try:
+            text = rc.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            match = re.match(r"""^\s*(?:export\s+)?BASETGZ=["']?([^"'\s]+)["']?\s*$""", line)
+            if match:
+                found = Path(match[1])
+    return found
+
+
+def backend_choice(args: argparse.Namespace) -> tuple[str, Path | None]:
+    """The backend the options select, and the base tarball when it is the tarball one."""
+    given = [(flag, name) for attr, (flag, name) in BACKEND_OPTIONS.items() if getattr(args, attr, None)]
+    if len(given) > 1:
+        raise UsageError(f"{given[0][0]} and {given[1][0]} contradict each other: each says where the "
+                         "chroot comes from; give only one")
+    if args.hard_link and not args.existing_chroot:
+        raise UsageError("--hard-link only applies to -e/--existing-chroot")
+    if not given:
+        return "debootstrap", None
+    name = given[0][1]
+    if name != "tarball":
+        return name, None
+    tarball = Path(args.basetgz) if args.basetgz else pbuilder_basetgz()
+    if not tarball.is_file():
+        hint = " (make one with 'pbuilder create')" if args.pbuilder else ""
+        raise UsageError(f"{'-p' if args.pbuilder else '-b'}: the base tarball {tarball} does not exist{hint}")
+    return name, tarball.absolute()
+
+
 def from_args(args: argparse.Namespace) -> Options:
     """Check the parsed command line and fill in the host's defaults."""
     mirror, components = _mirror_and_components(args.mirror, ("main",))
@@ -144,10 +201,18 @@ def from_args(args: argparse.Namespace) -> Options:
             raise UsageError(f"--scriptsdir {directory}: no such directory")
     if args.install_remove_install and args.install_purge_install:
         raise UsageError("--install-remove-install and --install-purge-install contradict each other; pick one")
-    if min(args.base_max_age, args.lists_max_age, args.max_command_runtime) <= 0:
-        raise UsageError("--base-max-age, --lists-max-age and --max-command-runtime must be positive")
+    if min(args.base_max_age, args.lists_max_age, args.max_command_runtime, args.prompt_timeout) <= 0:
+        raise UsageError("--base-max-age, --lists-max-age, --max-command-runtime and --prompt-timeout "
+                         "must be positive")
+    distributions = (distribution, *(args.distribution or [])[1:])
+    for name in distributions[1:]:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", name):
+            raise UsageError(f"-d {name!r}: not a distribution name (use a codename such as trixie)")
+    backend, basetgz = backend_choice(args)
+    if args.existing_chroot and not Path(args.existing_chroot, "var/lib/dpkg/status").is_file():
+        raise UsageError(f"-e {args.existing_chroot}: not a Debian system (no var/lib/dpkg/status in it)")
     return Options(
-        packages=tuple(args.packages), apt=args.apt, distribution=distribution, mirror=mirror,
+        packages=tuple(args.packages), apt=args.apt, distributions=distributions, mirror=mirror,
         components=components, architecture=args.arch or host_architecture(),
         cache_dir=Path(args.cache_dir).absolute(), base_max_age=args.base_max_age * 86400,
         lists_max_age=args.lists_max_age * 3600,
@@ -158,4 +223,8 @@ def from_args(args: argparse.Namespace) -> Options:
         scriptsdirs=tuple(Path(d).absolute() for d in args.scriptsdir or ()),
         tmpfs_size=None if args.no_tmpfs else args.tmpfs_size,
         install_purge_test=not args.no_install_purge_test, upgrade_test=not args.no_upgrade_test,
-        install_remove_install=args.install_remove_install, install_purge_install=args.install_purge_install)
+        install_remove_install=args.install_remove_install, install_purge_install=args.install_purge_install,
+        backend=backend, basetgz=basetgz, save_tarball=Path(args.save).absolute() if args.save else None,
+        schroot=args.schroot, lvm_volume=args.lvm_volume, lvm_snapshot_size=args.lvm_snapshot_size,
+        existing_chroot=Path(args.existing_chroot).absolute() if args.existing_chroot else None,
+        hard_link=args.hard_link, prompt_timeout=args.prompt_timeout)

@@ -7,10 +7,17 @@ run makes lies under it.  When its owner is dead, :func:`reap` ends the
 processes rooted inside, unmounts everything below (deepest first, found
 in /proc/self/mountinfo) and only then removes the directory, refusing to
 cross a mount point.
+
+Resources that do not live under the directory (a schroot session, an LVM
+snapshot) are written down in it *before* they are made, as an undo record:
+the command that removes the resource, and one that tells whether it still
+exists.  :func:`remove_tree` runs them, newest first, after the processes
+are ended and the mounts below the directory are gone.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -114,12 +121,66 @@ def unmount_all(path: Path) -> None:
         raise TestbedError(f"could not unmount {left[0]}; run 'piuparts cleanup' once it is no longer busy")
 
 
+def record_undo(top: Path, argv: list[str], exists: list[str] | None = None,
+                root: Path | None = None) -> Path:
+    """Write down, in the owned directory ``top``, how to undo what is about to be made.
+
+    ``argv`` removes the resource; ``exists`` (if given) exits 0 while it
+    still exists, so a failing ``argv`` is fine once the resource is gone
+    (say the run was killed before it was made); ``root`` is a directory
+    outside ``top`` whose processes must be ended first (a schroot
+    session's mount point).  Returns the record, for :func:`forget_undo`.
+    """
+    undo = top / "undo"
+    undo.mkdir(exist_ok=True)
+    record = undo / f"{time.time_ns():020d}.json"
+    tmp = record.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"argv": argv, "exists": exists, "root": str(root) if root else None}))
+    os.rename(tmp, record)
+    return record
+
+
+def forget_undo(record: Path) -> None:
+    """Drop an undo record whose resource was removed by other means."""
+    record.unlink(missing_ok=True)
+
+
+def _undo_records(top: Path) -> list[tuple[Path, dict]]:
+    records = []
+    for record in sorted((top / "undo").glob("*.json"), reverse=True):  # newest first
+        try:
+            records.append((record, json.loads(record.read_text())))
+        except (OSError, ValueError):
+            log.warning("Ignoring the unreadable undo record %s", record)
+    return records
+
+
+def _run_undo(record: Path, data: dict) -> None:
+    result = command.run(data["argv"], timeout=300, level=logging.DEBUG)
+    if not result.ok and data.get("exists") and command.run(data["exists"], timeout=60,
+                                                            level=logging.DEBUG).ok:
+        raise TestbedError(f"could not undo {' '.join(data['argv'])}: {result.tail(1).strip()}; "
+                           "run 'piuparts cleanup' again once it is no longer busy")
+    record.unlink()
+
+
 def remove_tree(path: Path) -> None:
-    """Remove ``path`` after unmounting what is below it; never crosses a mount."""
+    """Remove ``path`` and what its undo records name; never crosses a mount.
+
+    Order: end the processes rooted in ``path`` or in a recorded root,
+    unmount everything below ``path``, run the undo records newest first,
+    then remove the directory.
+    """
     if not path.exists():
         return
+    records = _undo_records(path)
     kill_processes_under(path)
+    for _, data in records:
+        if data.get("root"):
+            kill_processes_under(Path(data["root"]))
     unmount_all(path)
+    for record, data in records:
+        _run_undo(record, data)
     if mounts_under(path):  # re-checked right before removal
         raise TestbedError(f"refusing to remove {path}: something is mounted below it")
     shutil.rmtree(path)

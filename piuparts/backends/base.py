@@ -17,10 +17,13 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 from piuparts.chroot import Chroot
 from piuparts.errors import UsageError
+
+if TYPE_CHECKING:
+    from piuparts.options import Options
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,9 @@ class Backend(ABC):
     """Makes a base once and throwaway instances of it."""
 
     registry: ClassVar[dict[str, type["Backend"]]] = {}
+    #: Commands a backend adds to the command line (``piuparts schroot-setup ...``):
+    #: name -> function of the remaining argv returning the exit code.
+    subcommands: ClassVar[dict[str, Callable[[list[str]], int]]] = {}
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
 
@@ -82,6 +88,16 @@ class Backend(ABC):
             raise UsageError(f"unknown backend {name!r}; known backends: {known}") from None
         return backend_class(spec, cache_dir, **options)
 
+    @classmethod
+    def from_options(cls, spec: BaseSpec, options: "Options") -> "Backend":
+        """The backend as the command line asks for it (backends with options override this)."""
+        return cls(spec, options.cache_dir)
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """None when this backend can run on this machine, else why not (for --list-backends)."""
+        return None
+
     def prepare(self) -> None:
         """Make sure the base exists and is fresh (slow the first time)."""
         ensure_writable(self.cache_dir)
@@ -98,6 +114,10 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release what the backend holds (locks on its base)."""
+
+    def save(self, tarball: Path) -> None:
+        """Write the prepared base as a tarball that ``-b`` takes (``-s/--save``)."""
+        raise UsageError(f"-s/--save: the {self.name} backend cannot save its base as a tarball")
 
     @abstractmethod
     def _do_prepare(self) -> None: ...

@@ -16,13 +16,16 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import IO, Any, ContextManager
+from typing import IO, TYPE_CHECKING, Any, ContextManager
 
 from piuparts import command, resources
 from piuparts.backends.base import Backend, BaseSpec, Capabilities
 from piuparts.backends.overlay import api_mounted, overlay_instance
 from piuparts.chroot import Chroot
 from piuparts.errors import TestbedError, UsageError
+
+if TYPE_CHECKING:
+    from piuparts.options import Options
 
 log = logging.getLogger("piuparts")
 
@@ -63,6 +66,17 @@ class DebootstrapBackend(Backend, name="debootstrap"):
         self.tmpfs_size = tmpfs_size
         self.base_dir = cache_dir / "bases" / spec.key()
         self._lock: IO[str] | None = None
+
+    @classmethod
+    def from_options(cls, spec: BaseSpec, options: "Options") -> "DebootstrapBackend":
+        return cls(spec, options.cache_dir, max_age=options.base_max_age,
+                   lists_max_age=options.lists_max_age, tmpfs_size=options.tmpfs_size)
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        if not SCRIPTS.is_dir():
+            return "debootstrap is not installed (apt-get install debootstrap)"
+        return None
 
     @property
     def root(self) -> Path:

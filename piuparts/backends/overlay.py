@@ -14,7 +14,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from piuparts import command, resources
 from piuparts.chroot import Chroot
@@ -87,17 +87,63 @@ def _copy_resolv_conf(root: Path) -> None:
 
 
 @contextmanager
-def overlay_instance(lower: Path, cache_dir: Path, tmpfs_size: str | None = "50%") -> Iterator[Chroot]:
-    """Mount an overlay over ``lower`` and yield a Chroot; remove it all afterwards.
-
-    With ``tmpfs_size`` the upper layer lives in a tmpfs of that size
-    (dpkg on an overlay whose upper layer is on disk is about 30 % slower);
-    with None, on disk under the cache directory.
-    """
-    start = time.monotonic()
+def owned_instance_dir(cache_dir: Path) -> Iterator[Path]:
+    """A new instance directory under ``cache_dir/instances``, recorded as this
+    run's; at the end it is removed with every mount and undo record in it."""
     top = resources.make_owned_dir(cache_dir / "instances")
+    try:
+        yield top
+    finally:
+        with resources.signals_deferred():
+            stop = time.monotonic()
+            resources.remove_tree(top)
+            log.info("Instance removed in %.3f s", time.monotonic() - stop)
+
+
+API_MOUNTS = ("dev/shm", "dev/ptmx", "dev/pts", "proc")
+
+
+@contextmanager
+def booted(root: Path, upper: Path | None = None, lower: Path | None = None) -> Iterator[Chroot]:
+    """Bring the mounted root filesystem ``root`` to life and yield its Chroot.
+
+    It gets a PID namespace of its own, the API filesystems (proc of that
+    namespace, a private devpts, /dev/shm) and the host's resolv.conf.  At
+    the end every process in it is ended and those mounts are undone (the
+    root itself is the caller's).
+    """
     unshare: subprocess.Popen[bytes] | None = None
     try:
+        with resources.signals_deferred():
+            enter, holder, unshare = _start_pid_namespace(root)
+            _mount_api(root, enter)
+            _copy_resolv_conf(root)
+        yield Chroot(root, (*enter, "chroot", str(root)), upper=upper, lower=lower, helpers=(holder,))
+    finally:
+        with resources.signals_deferred():
+            resources.kill_processes_under(root)  # the holder too, so unshare exits
+            if unshare is not None:
+                unshare.wait(timeout=10)
+            mounted = set(resources.mounts_under(root))
+            for inner in API_MOUNTS:
+                if str(root / inner) in mounted:
+                    command.run(["umount", str(root / inner)], error=TestbedError,
+                                what=f"unmounting {inner}", level=logging.DEBUG)
+
+
+@contextmanager
+def overlay_instance(lower: Path | Sequence[Path], cache_dir: Path,
+                     tmpfs_size: str | None = "50%") -> Iterator[Chroot]:
+    """Mount an overlay over ``lower`` and yield a Chroot; remove it all afterwards.
+
+    ``lower`` is one directory or several, topmost first (a cached layer
+    over the base).  With ``tmpfs_size`` the upper layer lives in a tmpfs
+    of that size (dpkg on an overlay whose upper layer is on disk is about
+    30 % slower); with None, on disk under the cache directory.
+    """
+    start = time.monotonic()
+    lowers = [lower] if isinstance(lower, Path) else list(lower)
+    with owned_instance_dir(cache_dir) as top:
         with resources.signals_deferred():
             changes, root = top / "rw", top / "root"
             changes.mkdir()
@@ -107,17 +153,14 @@ def overlay_instance(lower: Path, cache_dir: Path, tmpfs_size: str | None = "50%
             upper, work = changes / "upper", changes / "work"
             upper.mkdir()
             work.mkdir()
+            lowerdir = ":".join(str(p) for p in lowers)
             _mount("-t", "overlay", "overlay", "-o",
-                   f"lowerdir={lower},upperdir={upper},workdir={work},{OVERLAY_OPTIONS}", str(root))
-            enter, holder, unshare = _start_pid_namespace(root)
-            _mount_api(root, enter)
-            _copy_resolv_conf(root)
-        log.info("Instance %s started in %.3f s", root, time.monotonic() - start)
-        yield Chroot(root, (*enter, "chroot", str(root)), upper=upper, lower=lower, helpers=(holder,))
-    finally:
-        with resources.signals_deferred():
-            stop = time.monotonic()
-            resources.remove_tree(top)  # ends the holder, so unshare exits too
-            if unshare is not None:
-                unshare.wait(timeout=10)
-            log.info("Instance removed in %.3f s", time.monotonic() - stop)
+                   f"lowerdir={lowerdir},upperdir={upper},workdir={work},{OVERLAY_OPTIONS}", str(root))
+            merged = lowers[0]
+            if len(lowers) > 1:  # the diff reads one lower tree: a read-only view of the layers
+                merged = top / "lower"
+                merged.mkdir()
+                _mount("-t", "overlay", "overlay", "-o", f"lowerdir={lowerdir},{OVERLAY_OPTIONS}", str(merged))
+        with booted(root, upper=upper, lower=merged) as chroot:
+            log.info("Instance %s started in %.3f s", root, time.monotonic() - start)
+            yield chroot
