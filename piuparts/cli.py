@@ -161,7 +161,8 @@ def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any
     log.info("Testing %s on %s (%s) from %s", subject.label, spec.distribution, spec.architecture, spec.mirror)
     hooks = Hooks.from_dirs(options.scriptsdirs, subject.objects, spec.distribution)
     settings = Settings(options.ignores, options.max_command_runtime, dict(options.severities),
-                        options.install_remove_install, options.install_purge_install, hooks)
+                        options.install_remove_install, options.install_purge_install, hooks,
+                        prompt_timeout=options.prompt_timeout)
     try:
         start = time.monotonic()
         backend.prepare()

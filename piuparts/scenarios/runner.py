@@ -54,6 +54,8 @@ class Settings:
     install_remove_install: bool = False
     install_purge_install: bool = False
     hooks: Hooks | None = None
+    #: A step that waits this long for an answer on its terminal fails.
+    prompt_timeout: float = 60.0
 
 
 def explain_failure(result: Result, what: str) -> str:
