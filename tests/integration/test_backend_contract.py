@@ -47,19 +47,32 @@ def case(request, cache_dir, tmp_path_factory) -> BackendCase:
 def _nothing_left(case: BackendCase, cache_dir: Path) -> None:
     assert leaks(cache_dir) == []
     assert case.leaks() == []
-    assert _processes("sleep 60") == []
     case.source_unchanged()
 
 
-def _processes(cmdline: str) -> list[int]:
+def _processes(cmdline: str, ancestor: int | None = None) -> list[int]:
+    """PIDs of the processes running ``cmdline`` (descendants of ``ancestor`` if given)."""
+    parents: dict[int, int] = {}
     found = []
     for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip() == cmdline.encode():
-                found.append(int(entry.name))
-        except OSError:
+        if not entry.name.isdigit():
             continue
-    return found
+        try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if (entry / "cmdline").read_bytes().replace(b"\0", b" ").strip() == cmdline.encode():
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    if ancestor is None:
+        return found
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == ancestor:
+                return True
+        return False
+    return [pid for pid in found if descends(pid)]
 
 
 def test_clean_fixture_passes(case, cache_dir, debs, tmp_path):
@@ -96,7 +109,7 @@ def test_ctrl_c_during_the_install_leaves_nothing(case, cache_dir, debs, tmp_pat
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300
-        while not _processes("sleep 60"):  # the postinst runs
+        while not (sleepers := _processes("sleep 60", ancestor=proc.pid)):  # its postinst runs
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
             time.sleep(0.1)
         proc.send_signal(signal.SIGINT)
@@ -108,3 +121,4 @@ def test_ctrl_c_during_the_install_leaves_nothing(case, cache_dir, debs, tmp_pat
     assert proc.returncode == 130, output
     assert "piuparts: error: interrupted" in output
     _nothing_left(case, cache_dir)
+    assert [pid for pid in sleepers if Path(f"/proc/{pid}").exists()] == []
