@@ -2,8 +2,9 @@
 
 Backends differ only by how the root comes to be and by the argv prefix
 that runs a command in it (``chroot DIR``, ``schroot -r -c SESSION --``).
-Whatever the backend, commands get the same clean environment: no
-terminal, no host variables, apt and dpkg non-interactive.
+Whatever the backend, commands get the same clean environment: no host
+variables, apt and dpkg non-interactive, and no terminal except the one
+the harness gives maintainer-script steps to catch their prompts.
 """
 
 from __future__ import annotations
@@ -59,12 +60,16 @@ class Chroot:
         what: str | None = None,
         level: int | None = None,
         env: dict[str, str] | None = None,
+        terminal: bool = False,
+        prompt_timeout: float = 60.0,
     ) -> command.Result:
-        """Run ``argv`` inside; see :func:`piuparts.command.run`.  ``env`` adds variables."""
+        """Run ``argv`` inside; see :func:`piuparts.command.run`.  ``env`` adds
+        variables; ``terminal`` runs it under a terminal that catches prompts."""
         shown = {**SHOWN_ENV, **self.env, **(env or {})}
         return command.run(
             [*self.prefix, *argv], env={**BASE_ENV, **shown}, shown_env=shown, timeout=timeout or self.timeout,
-            error=error, what=what, level=logging.INFO if level is None else level)
+            error=error, what=what, level=logging.INFO if level is None else level, terminal=terminal,
+            prompt_timeout=prompt_timeout)
 
     def path(self, inner: str) -> Path:
         """The host path of ``inner`` (only where ``host_root``)."""

@@ -6,12 +6,22 @@ terminal: a maintainer script can never reach the caller's terminal), the
 output captured with a cap, and a time limit that ends the whole process
 group (SIGTERM, a grace period, then SIGKILL).  Each command is logged so
 that it can be pasted into a shell, with its exit code and duration.
+
+Maintainer-script steps run with ``terminal=True``: under a pseudo-terminal
+of the harness's own (pexpect), as they would for a person at a console.
+A script that asks a question there and waits is caught: when one of the
+command's processes is blocked reading that terminal and nothing has been
+written for ``prompt_timeout`` seconds (at once for dpkg's conffile
+prompt), the command is killed and its :class:`Result` quotes the prompt.
 """
 
 from __future__ import annotations
 
+import array
+import fcntl
 import logging
 import os
+import re
 import selectors
 import shlex
 import signal
@@ -19,6 +29,8 @@ import subprocess
 import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
+
+import pexpect
 
 from piuparts.errors import PiupartsError, TestbedError
 
@@ -42,11 +54,13 @@ class Result:
     timed_out: bool = False
     dropped: int = 0  # bytes of output left out by the cap
     timeout: float | None = None
+    #: The question a step was waiting to have answered on its terminal.
+    prompt: str | None = None
 
     @property
     def ok(self) -> bool:
-        """True when the command exited 0 within its time limit."""
-        return self.returncode == 0 and not self.timed_out
+        """True when the command exited 0 within its time limit, asking nothing."""
+        return self.returncode == 0 and not self.timed_out and self.prompt is None
 
     @property
     def cmdline(self) -> str:
@@ -81,6 +95,43 @@ class _Capture:
     def text(self) -> str:
         marker = f"\n[... {self.dropped} bytes left out ...]\n".encode() if self.dropped else b""
         return bytes(self.head + marker + self.tail).decode("utf-8", "replace")
+
+    def last_line(self) -> str:
+        """The last non-empty line written so far (a terminal's carriage returns resolved)."""
+        lines = _terminal_text(bytes(self.tail or self.head).decode("utf-8", "replace")).splitlines()
+        return next((line.strip() for line in reversed(lines) if line.strip()), "")
+
+
+def _terminal_text(text: str) -> str:
+    """What a terminal would show of ``text``: CRLF as newlines, a line
+    rewritten after a carriage return (progress counters) kept last only."""
+    return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.replace("\r\n", "\n").split("\n"))
+
+
+#: Prompts known to wait for an answer: caught without waiting for the prompt timeout.
+KNOWN_PROMPTS = re.compile(r"\(Y/I/N/O/D/Z\) \[default=N\] \?\s*$|"  # dpkg's conffile question
+                           r"^\*\*\* \S+ \(Y/I/N/O/D/Z\)", re.M)
+#: ioctl asking a pseudo-terminal master for its number (Linux; not in termios).
+_TIOCGPTN = 0x80045430
+#: x86-64 and generic syscall numbers of read(2) and readv(2).
+_READ_SYSCALLS = {"0", "19", "63", "65"}
+
+
+def _reading_terminal(session: int, terminal: str) -> bool:
+    """True when a process of ``session`` is blocked in read(2) on ``terminal``."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{entry.name}/stat").read()  # noqa: SIM115 - short read
+            if int(stat.rsplit(")", 1)[1].split()[3]) != session:
+                continue
+            call = open(f"/proc/{entry.name}/syscall").read().split()
+            if call and call[0] in _READ_SYSCALLS and os.readlink(f"/proc/{entry.name}/fd/{int(call[1], 16)}") == terminal:
+                return True
+        except (OSError, ValueError, IndexError):
+            continue
+    return False
 
 
 def _start(argv: tuple[str, ...], env: Mapping[str, str] | None, cwd: str | None) -> subprocess.Popen[bytes]:
@@ -156,6 +207,8 @@ def run(
     output_cap: int = OUTPUT_CAP,
     grace: float = 5.0,
     level: int = logging.INFO,
+    terminal: bool = False,
+    prompt_timeout: float = 60.0,
 ) -> Result:
     """Run ``argv`` and return its :class:`Result`.
 
@@ -164,10 +217,17 @@ def run(
     ``level`` is the log level of the command lines (DEBUG for chatter).
     ``shown_env`` (part of ``env``) is logged as ``NAME=value`` assignments
     before the command, so that the logged line can be pasted into a shell.
+    ``terminal`` runs it under a pseudo-terminal with prompt detection.
     """
     argv = tuple(str(a) for a in argv)
     assignments = [f"{name}={shlex.quote(value)}" for name, value in (shown_env or {}).items()]
     log.log(level, "$ %s", " ".join([*assignments, shlex.join(argv)]))
+    if terminal:
+        result = _run_terminal(argv, env, cwd, timeout, prompt_timeout, output_cap, grace)
+        _log_result(result, level)
+        if error is not None and not result.ok:
+            raise error(failure_message(result, what or argv[0]))
+        return result
     start = time.monotonic()
     proc = _start(argv, env, cwd)
     cap = _Capture(output_cap)
@@ -195,6 +255,79 @@ def run(
     return result
 
 
+def _run_terminal(argv: tuple[str, ...], env: Mapping[str, str] | None, cwd: str | None,
+                  timeout: float | None, prompt_timeout: float, output_cap: int, grace: float) -> Result:
+    """:func:`run` under a pseudo-terminal: the command is a session leader
+    whose controlling terminal is ours; a prompt it waits on ends it."""
+    if cwd is not None and not os.path.isdir(cwd):
+        raise TestbedError(f"cannot run {argv[0]} in {cwd}: no such directory")
+    start = time.monotonic()
+    deadline = None if timeout is None else start + timeout
+    try:
+        child = pexpect.spawn(argv[0], list(argv[1:]), env={**(env or os.environ), "TERM": "dumb"},
+                              cwd=cwd, echo=False, dimensions=(24, 200), encoding=None)
+    except pexpect.ExceptionPexpect as err:
+        raise TestbedError(f"{argv[0]}: cannot be run ({err})") from None
+    terminal = _terminal_name(child.child_fd)
+    cap = _Capture(output_cap)
+    timed_out, prompt = False, None
+    last_output, exited_at = start, None
+    try:
+        while True:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                timed_out = child.isalive()  # not late for the sake of a daemon holding the terminal
+                break
+            wait = 0.2 if deadline is None else min(0.2, deadline - now)
+            try:
+                data = child.read_nonblocking(65536, timeout=wait)
+            except pexpect.TIMEOUT:
+                if exited_at is None and not child.isalive():
+                    exited_at = time.monotonic()
+                if exited_at is not None:
+                    if time.monotonic() - exited_at > DRAIN_AFTER_EXIT:
+                        break  # a daemon it left holds the terminal open
+                    continue
+                silent = time.monotonic() - last_output
+                known = KNOWN_PROMPTS.search(_terminal_text(cap.text()[-400:]))
+                if (silent >= prompt_timeout or (known and silent >= 0.5)) \
+                        and _reading_terminal(child.pid, terminal):
+                    prompt = cap.last_line()
+                    break
+                continue
+            except pexpect.EOF:
+                break
+            cap.add(data)
+            last_output = time.monotonic()
+    finally:
+        if exited_at is None and child.isalive():
+            _kill_session(child, grace if timed_out else 0.5)
+        child.close(force=True)
+    returncode = child.exitstatus if child.exitstatus is not None else -(child.signalstatus or 0)
+    return Result(argv, returncode, _terminal_text(cap.text()), time.monotonic() - start, timed_out,
+                  cap.dropped, timeout, prompt)
+
+
+def _terminal_name(master: int) -> str:
+    """/dev/pts/N of the pseudo-terminal whose master end is ``master``."""
+    number = array.array("I", [0])
+    fcntl.ioctl(master, _TIOCGPTN, number)
+    return f"/dev/pts/{number[0]}"
+
+
+def _kill_session(child: pexpect.spawn, grace: float) -> None:
+    """SIGTERM the child's process group, give the leader ``grace`` seconds,
+    then SIGKILL whatever of the group is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(child.pid, sig)
+        except ProcessLookupError:
+            return
+        end = time.monotonic() + grace
+        while sig == signal.SIGTERM and child.isalive() and time.monotonic() < end:
+            time.sleep(0.05)
+
+
 def spawn(argv: Sequence[str], *, level: int = logging.DEBUG) -> subprocess.Popen[bytes]:
     """Start a long-lived helper (a namespace holder) in its own session.
 
@@ -211,6 +344,8 @@ def spawn(argv: Sequence[str], *, level: int = logging.DEBUG) -> subprocess.Pope
 
 def failure_message(result: Result, what: str) -> str:
     """One line saying how ``what`` failed, with the last output line."""
+    if result.prompt is not None:
+        return f"{what} waited for an answer on the terminal and was killed; the question: {result.prompt!r}"
     if result.timed_out:
         how = f"did not finish within {result.timeout:g} s and was killed"
     else:

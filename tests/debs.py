@@ -88,3 +88,6 @@ def make_repo(directory: Path, debs: list[Path]) -> str:
         "Origin: piuparts-tests\nLabel: piuparts-tests\nSuite: tests\nCodename: tests\n"
         f"SHA256:\n {hashlib.sha256(data).hexdigest()} {len(data)} Packages\n")
     return f"deb [trusted=yes] file://{directory} ./"
+# Asks on the terminal and waits for the answer, as a careless postinst does.
+ASKING_POSTINST = DebSpec("pp-askpostinst", scripts={
+    "postinst": 'if [ "$1" = configure ]; then printf "Really configure pp-askpostinst? [y/N] "; read answer; fi'})

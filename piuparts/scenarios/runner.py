@@ -24,7 +24,7 @@ from piuparts import hooks
 from piuparts.findings import FAIL, Finding
 from piuparts.hooks import Hooks
 from piuparts.inputs import TestSubject
-from piuparts.scenarios import ScenarioResult, TreeWatcher
+from piuparts.scenarios import ScenarioResult, Step, TreeWatcher
 from piuparts.state import Diff, Ignores
 
 log = logging.getLogger("piuparts")
@@ -119,6 +119,12 @@ class Runner:
             self.outcome.timed("diff", start)
         return self._diffs[key]
 
+    def run_scripts(self, step: Step, argv: Sequence[str]) -> Result:
+        """Run an apt or dpkg command that runs maintainer scripts, as part of
+        ``step``: under a terminal that catches prompts, within the time limit."""
+        return self.outcome.run(step, self.chroot, argv, timeout=self.settings.timeout, terminal=True,
+                                prompt_timeout=self.settings.prompt_timeout)
+
     def hook(self, phase: str) -> bool:
         """Run the ``phase`` hook scripts; a failing one fails the scenario."""
         if self.settings.hooks is None:
@@ -157,7 +163,7 @@ class Runner:
         if first and not self._install_dependencies(targets):
             return False
         step = self.outcome.step(step_name)
-        result = self.outcome.run(step, self.chroot, [*APT, "install", *targets], timeout=self.settings.timeout)
+        result = self.run_scripts(step, [*APT, "install", *targets])
         if not result.ok:
             return self._fail(step_name, classify_install_failure(result, self.subject, step_name))
         self.ctx.installed = installed_packages(self.chroot)
@@ -177,7 +183,7 @@ class Runner:
                   if name.split(":", 1)[0] not in self.subject.packages]
         if simulated.ok and needed:
             step = self.outcome.step("install dependencies")
-            result = self.outcome.run(step, self.chroot, [*APT, "install", *needed], timeout=self.settings.timeout)
+            result = self.run_scripts(step, [*APT, "install", *needed])
             if not result.ok:
                 return self._fail(step.name, classify_install_failure(result, self.subject, step.name))
             self.ctx.dependencies = sorted(set(installed_packages(self.chroot)) - set(self.ctx.installed_before))
@@ -196,8 +202,7 @@ class Runner:
         if not self.hook("pre_remove"):
             return False
         step = self.outcome.step(step_name)
-        result = self.outcome.run(step, self.chroot, [*APT, "remove", *self.subject.packages],
-                                  timeout=self.settings.timeout)
+        result = self.run_scripts(step, [*APT, "remove", *self.subject.packages])
         if not result.ok:
             return self._fail(step_name, explain_failure(result, step_name))
         return self.hook("post_remove")
@@ -206,14 +211,13 @@ class Runner:
         """Purge the tested packages (dpkg: a removed local .deb has no apt
         candidate), then everything the installs pulled in (apt)."""
         step = self.outcome.step(step_name)
-        result = self.outcome.run(step, self.chroot, ["eatmydata", "dpkg", "--purge", *self.subject.packages],
-                                  timeout=self.settings.timeout)
+        result = self.run_scripts(step, ["eatmydata", "dpkg", "--purge", *self.subject.packages])
         if not result.ok:
             return self._fail(step_name, explain_failure(result, step_name))
         self.snapshot("tested purged")
         dependencies = [p for p in self.ctx.pulled_in if p.split(":", 1)[0] not in self.subject.packages]
         if dependencies:
-            result = self.outcome.run(step, self.chroot, [*APT, "purge", *dependencies], timeout=self.settings.timeout)
+            result = self.run_scripts(step, [*APT, "purge", *dependencies])
             if not result.ok:
                 return self._fail(step_name, explain_failure(result, step_name))
         return self.hook("post_purge")

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from piuparts import resources
-from tests.debs import CLEAN, DAEMON, FAILING_POSTINST, LEFTOVER, PIDNS_PROBE, SLOW_POSTINST
+from tests.debs import ASKING_POSTINST, CLEAN, DAEMON, FAILING_POSTINST, LEFTOVER, PIDNS_PROBE, SLOW_POSTINST
 from tests.integration.helpers import leaks, piuparts
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
@@ -107,6 +107,19 @@ def test_hung_postinst_is_killed_at_the_time_limit(cache_dir, debs, tmp_path):
     assert (step["name"], step["ok"], step["commands"][0]["timed_out"]) == ("install", False, True)
     assert step["message"].startswith("install did not finish within 5 s and was killed")
     assert 5 <= step["elapsed"] < 20
+    assert resources.processes_under(cache_dir) == []
+    assert leaks(cache_dir) == []
+
+
+def test_postinst_asking_on_the_terminal_fails_fast_quoting_the_question(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "--prompt-timeout", "3", str(debs(ASKING_POSTINST)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    [step] = run.report["scenarios"][0]["steps"]
+    assert (step["name"], step["ok"], step["commands"][0]["timed_out"]) == ("install", False, False)
+    assert step["message"] == ("install waited for an answer on the terminal and was killed; "
+                               "the question: 'Really configure pp-askpostinst? [y/N]'")
+    assert 3 <= step["elapsed"] < 15
+    assert "FAIL: pp-askpostinst_1.0-1" in run.stdout
     assert resources.processes_under(cache_dir) == []
     assert leaks(cache_dir) == []
 

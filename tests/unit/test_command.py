@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from piuparts import command
 from piuparts.command import run
 from piuparts.errors import TestbedError, UsageError
 
@@ -331,3 +332,49 @@ def test_logged_line_with_shown_env_can_be_pasted_into_a_shell(piuparts_log):
     assert line.startswith("$ ")
     pasted = subprocess.run(["sh", "-c", line[2:]], capture_output=True, text=True)
     assert pasted.stdout == "a b\n"
+
+
+# --- under a terminal (maintainer-script steps) ---
+
+def test_terminal_prompt_is_caught_and_quoted():
+    result = command.run(["sh", "-c", "echo working; printf 'Your name? '; read name; echo never"],
+                         terminal=True, prompt_timeout=1)
+    assert result.prompt == "Your name?"
+    assert not result.ok and not result.timed_out
+    assert result.output == "working\nYour name? "
+    assert command.failure_message(result, "install") == (
+        "install waited for an answer on the terminal and was killed; the question: 'Your name?'")
+
+
+def test_terminal_silence_without_a_read_is_not_a_prompt():
+    result = command.run(["sh", "-c", "printf 'thinking? '; sleep 2; echo done"], terminal=True, prompt_timeout=1)
+    assert result.ok and result.prompt is None
+    assert result.output == "thinking? done\n"
+
+
+def test_terminal_dpkg_conffile_question_is_caught_at_once():
+    script = ("printf \"Configuration file '/etc/foo'\\n *** foo (Y/I/N/O/D/Z) [default=N] ? \"; read answer")
+    result = command.run(["sh", "-c", script], terminal=True, prompt_timeout=60)
+    assert result.prompt == "*** foo (Y/I/N/O/D/Z) [default=N] ?"
+    assert result.elapsed < 10
+
+
+def test_terminal_output_is_what_a_terminal_would_show():
+    result = command.run(["sh", "-c", "for i in 1 2 3; do printf 'step %s\\r' $i; done; echo; exit 3"],
+                         terminal=True)
+    assert (result.returncode, result.output) == (3, "step 3\n")
+
+
+def test_terminal_timeout_kills_the_group():
+    result = command.run(["sh", "-c", "sleep 100 & sleep 100"], terminal=True, timeout=1, grace=0.5)
+    assert result.timed_out and not result.ok
+    assert result.elapsed < 5
+
+
+def test_terminal_daemon_holding_the_terminal_does_not_hang_the_step():
+    result = command.run(["sh", "-c", "setsid sleep 30 & echo $!"], terminal=True, timeout=20)
+    daemon = int(result.output)
+    try:
+        assert result.ok and result.elapsed < 5
+    finally:
+        os.kill(daemon, signal.SIGKILL)
