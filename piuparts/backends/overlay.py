@@ -104,13 +104,16 @@ API_MOUNTS = ("dev/shm", "dev/ptmx", "dev/pts", "proc")
 
 
 @contextmanager
-def booted(root: Path, upper: Path | None = None, lower: Path | None = None) -> Iterator[Chroot]:
+def booted(root: Path, upper: Path | None = None, lower: Path | None = None,
+           run: Sequence[str] | None = None) -> Iterator[Chroot]:
     """Bring the mounted root filesystem ``root`` to life and yield its Chroot.
 
     It gets a PID namespace of its own, the API filesystems (proc of that
     namespace, a private devpts, /dev/shm) and the host's resolv.conf.  At
     the end every process in it is ended and those mounts are undone (the
-    root itself is the caller's).
+    root itself is the caller's).  ``run`` is the argv prefix that enters
+    the root, run inside the namespace (default ``chroot ROOT``; the schroot
+    backend's is ``schroot --run-session ...``).
     """
     unshare: subprocess.Popen[bytes] | None = None
     try:
@@ -118,7 +121,8 @@ def booted(root: Path, upper: Path | None = None, lower: Path | None = None) -> 
             enter, holder, unshare = _start_pid_namespace(root)
             _mount_api(root, enter)
             _copy_resolv_conf(root)
-        yield Chroot(root, (*enter, "chroot", str(root)), upper=upper, lower=lower, helpers=(holder,))
+        entering = tuple(run) if run is not None else ("chroot", str(root))
+        yield Chroot(root, (*enter, *entering), upper=upper, lower=lower, helpers=(holder,))
     finally:
         with resources.signals_deferred():
             resources.kill_processes_under(root)  # the holder too, so unshare exits
