@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
 
 from piuparts.chroot import Chroot
 from piuparts.errors import UsageError
@@ -48,11 +48,14 @@ class Capabilities:
     """What a backend's instances offer, as data.
 
     ``host_root``: the instance's files are visible from the host;
-    ``upper_dir``: its changes can be read from an overlay upper directory.
+    ``upper_dir``: its changes can be read from an overlay upper directory;
+    ``layers``: its instances take extra lower layers (see piuparts.layers).
     """
 
     host_root: bool
     upper_dir: bool
+    #: Instances can stack cached read-only layers over the base (overlays).
+    layers: bool = False
 
 
 class Backend(ABC):
@@ -105,11 +108,14 @@ class Backend(ABC):
         self._prepared = True
 
     @contextmanager
-    def instance(self) -> Iterator[Chroot]:
-        """A throwaway instance of the base, removed when the block ends."""
+    def instance(self, layers: Sequence[Path] = ()) -> Iterator[Chroot]:
+        """A throwaway instance of the base, removed when the block ends;
+        ``layers`` (topmost first) lie over the base where ``capabilities.layers``."""
         if not self._prepared:
             self.prepare()
-        with self._do_instance() as chroot:
+        if layers and not self.capabilities.layers:
+            raise TypeError(f"the {self.name} backend does not stack layers")
+        with (self._do_instance(layers) if layers else self._do_instance()) as chroot:
             yield chroot
 
     def close(self) -> None:
@@ -123,7 +129,9 @@ class Backend(ABC):
     def _do_prepare(self) -> None: ...
 
     @abstractmethod
-    def _do_instance(self) -> Any: ...
+    def _do_instance(self, *layers: Any) -> Any:
+        """A context manager yielding a new instance (backends that stack
+        layers take them as one sequence argument)."""
 
 
 def ensure_writable(directory: Path) -> None:

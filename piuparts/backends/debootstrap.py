@@ -16,9 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from piuparts import command
 from piuparts.backends.base import BaseSpec
-from piuparts.backends.common import CachedBaseBackend
-# Also importable from here, where they used to live:
-from piuparts.backends.common import APT_CONF, DPKG_CFG, POLICY_RC_D, configure_base  # noqa: F401
+
+# APT_CONF, DPKG_CFG, POLICY_RC_D and configure_base lived here first: still importable from here.
+from piuparts.backends.common import (  # noqa: F401
+    APT_CONF,
+    DPKG_CFG,
+    POLICY_RC_D,
+    CachedBaseBackend,
+    configure_base,
+)
 from piuparts.errors import TestbedError, UsageError
 
 if TYPE_CHECKING:
