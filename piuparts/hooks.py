@@ -8,8 +8,9 @@ there, sorted, at their phase: ``post_chroot_unpack_``, ``post_setup_``,
 ``pre_distupgrade_``, ``post_distupgrade_``.  They see
 ``PIUPARTS_OBJECTS`` (the tested packages), ``PIUPARTS_TEST`` (install,
 upgrade), ``PIUPARTS_PHASE`` (install, upgrade) and
-``PIUPARTS_DISTRIBUTION`` (with ``_PREV`` and ``_NEXT`` in dist-upgrades),
-as with Debian's piuparts, so its hook directories run unchanged.
+``PIUPARTS_DISTRIBUTION`` (with ``_PREV`` and ``_NEXT`` in dist-upgrades,
+see :func:`distupgrade_env`), as with Debian's piuparts, so its hook
+directories run unchanged.
 """
 
 from __future__ import annotations
@@ -72,6 +73,19 @@ class Hooks:
         if names:
             log.info("Running %s scripts: %s", phase, " ".join(names))
         return [(name, chroot.run([f"{INSIDE}/{name}"], env={**self.env, **env})) for name in names]
+
+
+def distupgrade_env(current: str, target: str, done: bool) -> dict[str, str]:
+    """What the dist-upgrade hooks see of an upgrade from ``current`` to ``target``.
+
+    Before it (``pre_distupgrade_``), PIUPARTS_DISTRIBUTION is still
+    ``current`` and PIUPARTS_DISTRIBUTION_NEXT is ``target``; once ``done``
+    (``post_distupgrade_``), PIUPARTS_DISTRIBUTION is ``target`` and
+    PIUPARTS_DISTRIBUTION_PREV is ``current``, as piuparts documents it.
+    """
+    if done:
+        return {"PIUPARTS_DISTRIBUTION": target, "PIUPARTS_DISTRIBUTION_PREV": current}
+    return {"PIUPARTS_DISTRIBUTION": current, "PIUPARTS_DISTRIBUTION_NEXT": target}
 
 
 def failures(results: list[tuple[str, Result]]) -> list[str]:

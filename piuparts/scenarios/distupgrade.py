@@ -1,0 +1,395 @@
+"""install in the first distribution -> dist-upgrade to each next one -> purge.
+
+With ``-d A -d B [-d C...]``: in an instance of A's base the tested
+packages are installed (for .debs: the archive's version of the same
+package names, as piuparts does; with no such version the scenario is
+skipped).  Then, for each next distribution: the ``pre_distupgrade_``
+hooks, the suites of ``/etc/apt/sources.list`` renamed to it (same mirror,
+same components), ``apt-get update``, ``apt-get dist-upgrade``, the tested
+packages installed again where it has them (as piuparts does, for a
+dist-upgrade that kept them back), the ``post_distupgrade_`` hooks.  At the
+end the .debs are installed (an upgrade), then the tested packages and
+everything that is here and not in the reference are removed and purged.
+
+The end state is compared not with the state before the install but with
+a *reference*: the same base taken through the same dist-upgrades (same
+setup, extra repositories and hooks) without the packages, then rid of the
+packages the last distribution no longer has (so that it does not depend
+on which upgrade path removed them, as Debian's base_cleanup hook does).
+The reference is kept in the cache as an overlay layer: the upper
+directory of the instance that made it, i.e. what the dist-upgrades
+changed in the base.  Stored that way it is the exact counterpart of the
+test instance's own upper directory over the same base, so the tree
+comparison is the usual overlay diff of two upper directories; and stacked
+over the base it is a live system again, where the checks that ask the
+system (alternatives, diversions, users, other packages' files, symlinks)
+take their "before" look.  A TreeState snapshot alone could not serve
+those checks.  The layer is only valid over the base it was made on, so a
+rebuilt base makes it stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+from piuparts import command, resources
+from piuparts.backends import Backend
+from piuparts.checks.purge_status import installed_packages
+from piuparts.chroot import Chroot
+from piuparts.command import Result, failure_message
+from piuparts.errors import TestbedError, UsageError
+from piuparts.hooks import Hooks, distupgrade_env, failures
+from piuparts.inputs import TestSubject
+from piuparts.scenarios import ScenarioResult
+from piuparts.scenarios.install_upgrade_purge import parse_madison
+from piuparts.scenarios.runner import APT, Runner, Settings, classify_install_failure
+from piuparts.state import snapshot_upper
+
+if TYPE_CHECKING:
+    from piuparts.options import Options
+
+log = logging.getLogger("piuparts")
+
+NAME = "distupgrade"
+SOURCES_LIST = "/etc/apt/sources.list"
+#: Changes when the way a reference is made changes (a new key: old ones are not used).
+FORMAT = 1
+
+
+def title(distributions: tuple[str, ...]) -> str:
+    """The scenario's name in reports: ``distupgrade bookworm -> trixie``."""
+    return f"{NAME} {' -> '.join(distributions)}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the scenario needs from the run besides its instance."""
+
+    options: "Options"
+    backend: Backend
+    #: Sets up a new instance as the run does (hooks, extra repositories, bind mounts).
+    setup: Callable[[Chroot], None]
+
+
+def rewrite_sources(text: str, current: str, target: str) -> tuple[str, int]:
+    """One-line apt sources with the suite ``current`` (and its pockets such as
+    ``current-updates``) renamed to ``target``; and how many entries changed."""
+    entry = re.compile(rf"^(\s*deb(?:-src)?\s+(?:\[[^\]]*\]\s+)?\S+\s+){re.escape(current)}(?=-\S*\s|\s|$)", re.M)
+    return entry.subn(lambda match: match[1] + target, text)
+
+
+def switch_sources(chroot: Chroot, current: str, target: str) -> None:
+    """Point the instance's apt sources at ``target`` instead of ``current``."""
+    path = chroot.path(SOURCES_LIST)
+    text = path.read_text() if path.is_file() else ""
+    new, count = rewrite_sources(text, current, target)
+    if not count:
+        raise TestbedError(f"{SOURCES_LIST} of the instance has no '{current}' entry to move to {target} "
+                           "(the dist-upgrade renames the suite of the base's own entries)")
+    path.write_text(new)
+
+
+def check_update(result: Result, target: str) -> None:
+    """Raise when ``apt-get update`` for ``target`` failed: a name the mirror
+    does not have is a usage error, anything else the test bed's."""
+    if result.ok:
+        return
+    if "does not have a Release file" in result.output:
+        raise UsageError(f"-d {target}: the mirror has no distribution of that name "
+                         "(apt-get update found no Release file for it)")
+    raise TestbedError(failure_message(result, f"apt-get update for {target}"))
+
+
+def _pairs(distributions: tuple[str, ...]) -> list[tuple[str, str]]:
+    return list(zip(distributions, distributions[1:]))
+
+
+def skip_reason(chroot: Chroot, subject: TestSubject, distribution: str) -> str | None:
+    """Why the .debs cannot be tested here: apt knows no version of a package to start from."""
+    if not subject.debs:
+        return None
+    names = sorted({deb.package for deb in subject.debs})
+    known = known_packages(chroot, names)
+    missing = [name for name in names if name not in known]
+    if missing:
+        return f"apt knows no version of {', '.join(missing)} in {distribution} to install before the dist-upgrade"
+    return None
+
+
+def known_packages(chroot: Chroot, names: list[str]) -> list[str]:
+    """Those of ``names`` that apt can install from its sources."""
+    if not names:
+        return []
+    known = parse_madison(chroot.run(["apt-cache", "madison", *names], level=logging.DEBUG).output)
+    return [name for name in names if name in known]
+
+
+def obsolete_packages(chroot: Chroot) -> list[str]:
+    """Installed packages (or their left configuration) that no source has any more."""
+    listing = chroot.run(["apt", "list", "?or(?obsolete,?config-files)"], error=TestbedError,
+                         what="listing obsolete packages", level=logging.DEBUG)
+    return sorted(match[1] for match in re.finditer(r"^([a-z0-9][a-z0-9+.:-]*)/\S+ ", listing.output, re.M))
+
+
+def base_signature(base: Path) -> str:
+    """What changes when the base is rebuilt: the identity of its root and of its dpkg status."""
+    root, status = os.stat(base), os.stat(base / "var/lib/dpkg/status")
+    return f"{root.st_ino}:{status.st_ino}:{status.st_mtime_ns}"
+
+
+def prune(parent: Path, max_age: float, keep: Path) -> None:
+    """Remove the references no run uses that are older than ``max_age``
+    (a run would make them again); their lock files stay, for runs that
+    may be opening them."""
+    for directory in sorted(parent.iterdir()):
+        if directory == keep or not directory.is_dir() or directory.name.startswith("."):
+            continue
+        try:
+            created = json.loads((directory / "meta.json").read_text())["created"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if time.time() - created <= max_age:
+            continue
+        with open(f"{directory}.lock", "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # in use
+            log.info("Removing the reference %s, %.1f days old", directory, (time.time() - created) / 86400)
+            with resources.signals_deferred():
+                resources.remove_tree(directory)
+
+
+class Reference:
+    """The cached reference layer of one base and one chain of distributions.
+
+    It lives in ``CACHE/references/KEY/layer`` with a ``meta.json``; it is
+    built under a temporary name and renamed into place under an exclusive
+    lock, and held under a shared lock while a test compares with it, as
+    the debootstrap backend does with its bases.
+    """
+
+    def __init__(self, plan: Plan, settings: Settings, base: Path) -> None:
+        self.plan, self.settings, self.base = plan, settings, base
+        options = plan.options
+        hooks = settings.hooks.scripts if settings.hooks else {}
+        material = {
+            "format": FORMAT, "backend": plan.backend.name, "base": plan.backend.spec.key(), "base_root": str(base),
+            "distributions": list(options.distributions), "extra_repos": list(options.extra_repos),
+            "bindmounts": [str(p) for p in options.bindmounts],
+            "hooks": {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in sorted(hooks.items())},
+            # The hooks see the tested packages (Debian's keep an obsolete base package when it is tested).
+            "objects": settings.hooks.env.get("PIUPARTS_OBJECTS", "") if hooks and settings.hooks else "",
+        }
+        digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
+        self.material = material
+        self.dir = options.cache_dir / "references" / (
+            f"{'-'.join(options.distributions)}-{plan.backend.spec.architecture}-{digest}")
+
+    @property
+    def layer(self) -> Path:
+        """The upper directory of the reference instance: what the dist-upgrades changed."""
+        return self.dir / "layer"
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[Path]:
+        """The layer, fresh (built if needed), kept from being rebuilt until the block ends.
+
+        Runs that find it fresh share it (a shared lock); a rebuild takes the
+        lock exclusively, so it waits for the runs that use the old one.
+        """
+        parent = self.dir.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        resources.reap(parent, ".build-*")
+        prune(parent, self.plan.options.base_max_age, keep=self.dir)
+        lock = open(f"{self.dir}.lock", "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            if not self._fresh():
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not self._fresh():  # another run may have made it meanwhile
+                    self._build()
+                fcntl.flock(lock, fcntl.LOCK_SH)
+            yield self.layer
+        finally:
+            lock.close()
+
+    def _fresh(self) -> bool:
+        try:
+            meta = json.loads((self.dir / "meta.json").read_text())
+        except (OSError, ValueError):
+            return False
+        age = time.time() - meta["created"]
+        if meta.get("base_signature") != base_signature(self.base):
+            log.info("Reference %s was made on another build of the base", self.dir)
+            return False
+        if age > self.plan.options.base_max_age:
+            log.info("Reference %s is %.1f days old", self.dir, age / 86400)
+            return False
+        log.info("Using cached reference %s (%.1f hours old)", self.dir, age / 3600)
+        return True
+
+    def _build(self) -> None:
+        distributions = self.plan.options.distributions
+        log.info("Building the reference: %s without the tested packages", " -> ".join(distributions))
+        start = time.monotonic()
+        tmp = resources.make_owned_dir(self.dir.parent, prefix=".build-")
+        try:
+            with self.plan.backend.instance() as chroot:
+                self.plan.setup(chroot)
+                for current, target in _pairs(distributions):
+                    self._upgrade(chroot, current, target)
+                obsolete = obsolete_packages(chroot)
+                if obsolete:  # as Debian's post_distupgrade_base_cleanup hook does
+                    log.info("Purging from the reference what %s no longer has: %s", distributions[-1],
+                             " ".join(obsolete))
+                    chroot.run(["eatmydata", "dpkg", "--purge", *obsolete], error=TestbedError,
+                               what="purging the obsolete packages of the reference")
+                chroot.run(["apt-get", "clean"], level=logging.DEBUG)
+                assert chroot.upper is not None, "checked by run()"
+                command.run(["cp", "-a", str(chroot.upper), str(tmp / "layer")], error=TestbedError,
+                            what="copying the reference layer", level=logging.DEBUG)
+            meta = {**self.material, "created": time.time(), "base_signature": base_signature(self.base)}
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            (tmp / "owner").unlink()
+            with resources.signals_deferred():
+                if self.dir.exists():
+                    resources.remove_tree(self.dir)
+                os.rename(tmp, self.dir)
+        except BaseException:
+            with resources.signals_deferred():
+                resources.remove_tree(tmp)
+            raise
+        log.info("Built reference %s in %.1f s", self.dir, time.monotonic() - start)
+
+    def _upgrade(self, chroot: Chroot, current: str, target: str) -> None:
+        """One dist-upgrade of the reference; any failure is the test bed's, not the package's."""
+        self._hooks(chroot, "pre_distupgrade", distupgrade_env(current, target, done=False))
+        switch_sources(chroot, current, target)
+        timeout = self.settings.timeout
+        check_update(chroot.run(["apt-get", "update"], timeout=timeout), target)
+        chroot.run([*APT, "dist-upgrade"], timeout=timeout, error=TestbedError, terminal=True,
+                   prompt_timeout=self.settings.prompt_timeout,
+                   what=f"the dist-upgrade of the reference to {target} (without the tested packages)")
+        self._hooks(chroot, "post_distupgrade", distupgrade_env(current, target, done=True))
+
+    def _hooks(self, chroot: Chroot, phase: str, env: dict[str, str]) -> None:
+        if self.settings.hooks is None:
+            return
+        # As in piuparts, PIUPARTS_PHASE is empty while the reference is made.
+        failed = failures(self.settings.hooks.run(chroot, phase, PIUPARTS_TEST=NAME, PIUPARTS_PHASE="", **env))
+        if failed:
+            raise TestbedError(f"a {phase} hook script failed while making the reference: {failed[0]}")
+
+
+class DistupgradeRunner(Runner):
+    """The runner's steps plus the dist-upgrades and the switch to the reference."""
+
+    def __init__(self, chroot: Chroot, subject: TestSubject, settings: Settings,
+                 distributions: tuple[str, ...]) -> None:
+        # The hooks' environment follows the upgrades: this run gets a copy of its own.
+        hooks = settings.hooks and Hooks(settings.hooks.scripts, dict(settings.hooks.env))
+        super().__init__(title(distributions), chroot, subject, replace(settings, hooks=hooks), test=NAME)
+        #: The tested packages' names, without versions.
+        self.names = [deb.package for deb in subject.debs] + [name.split("=", 1)[0] for name in subject.apt_names]
+
+    def _hook_with(self, phase: str, env: dict[str, str]) -> bool:
+        """The ``phase`` hooks with ``env`` added for them alone."""
+        hooks = self.settings.hooks
+        if hooks is None:
+            return True
+        saved = dict(hooks.env)
+        hooks.env.update(env)
+        try:
+            return self.hook(phase)
+        finally:
+            hooks.env.clear()
+            hooks.env.update(saved)
+
+    def distupgrade(self, current: str, target: str) -> bool:
+        """Hooks, sources switched to ``target``, ``apt-get update`` and ``dist-upgrade``, hooks."""
+        if not self._hook_with("pre_distupgrade", distupgrade_env(current, target, done=False)):
+            return False
+        name = f"dist-upgrade to {target}"
+        step = self.outcome.step(name)
+        switch_sources(self.chroot, current, target)
+        check_update(self.outcome.run(step, self.chroot, ["apt-get", "update"], timeout=self.settings.timeout),
+                     target)
+        result = self.run_scripts(step, [*APT, "dist-upgrade"])
+        if not result.ok:
+            return self._fail(name, classify_install_failure(result, self.subject, name))
+        if self.settings.hooks is not None:
+            self.settings.hooks.env["PIUPARTS_DISTRIBUTION"] = target
+        # As piuparts: install them again where the new distribution has them,
+        # for a dist-upgrade that kept them back (or removed them).
+        self.phase = NAME
+        self.ctx.installed_before = installed_packages(self.chroot)  # so the log counts what this install adds
+        again = known_packages(self.chroot, self.names)
+        if again and not self.install(f"install again in {target}", again, first=False):
+            return False
+        return self._hook_with("post_distupgrade", distupgrade_env(current, target, done=True))
+
+    def compare_with(self, reference: Chroot) -> None:
+        """Make the reference the "before" of every check: its tree, its
+        packages, and each check's own first look, taken in ``reference``."""
+        assert reference.upper is not None
+        start = time.monotonic()
+        self.ctx.snapshots["before"] = snapshot_upper(reference.upper, prune=self.settings.ignores)
+        self.outcome.timed("snapshot", start)
+        own, self.ctx.chroot = self.ctx.chroot, reference
+        try:
+            for check in self.checks:
+                check.before_install(self.ctx)
+            self.ctx.installed_before = installed_packages(reference)
+        finally:
+            self.ctx.chroot = own
+        # From here on, "pulled in" is what is here and not in the reference.
+        installed = installed_packages(self.chroot)
+        self.ctx.pulled_in = sorted(set(installed) - set(self.ctx.installed_before))
+
+    def run_chain(self, distributions: tuple[str, ...], layer: Path, backend: Backend) -> ScenarioResult:
+        """The whole scenario, the reference ``layer`` made ready."""
+        first = [deb.package for deb in self.subject.debs] + list(self.subject.apt_names)
+        if not (self.start() and self.install("install", first)):
+            return self.outcome
+        for current, target in _pairs(distributions):
+            if not self.distupgrade(current, target):
+                return self.outcome
+        base = self.chroot.lower
+        assert base is not None
+        with backend.instance([layer]) as reference:
+            self.compare_with(replace(reference, upper=layer, lower=base))
+        if self.subject.debs:
+            self.phase = "upgrade"
+            if not self.install_debs("upgrade", first=False):
+                return self.outcome
+        self.observe("after_install")
+        return self.remove_and_purge()
+
+
+def run(chroot: Chroot, subject: TestSubject, settings: Settings, plan: Plan) -> ScenarioResult:
+    """Install in the first distribution, dist-upgrade, purge; compare with the reference."""
+    distributions = plan.options.distributions
+    name = title(distributions)
+    if not plan.backend.capabilities.layers or chroot.upper is None or chroot.lower is None:
+        raise UsageError(f"the distupgrade test (more than one -d) keeps its reference as an overlay layer "
+                         f"over the base; the {plan.backend.name} backend cannot stack layers")
+    reason = skip_reason(chroot, subject, distributions[0])
+    if reason:
+        log.info("Skipping %s: %s", name, reason)
+        return ScenarioResult(name, skipped=reason)
+    runner = DistupgradeRunner(chroot, subject, settings, distributions)
+    start = time.monotonic()
+    with Reference(plan, settings, chroot.lower).held() as layer:
+        runner.outcome.timed("reference", start)
+        return runner.run_chain(distributions, layer, plan.backend)
