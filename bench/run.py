@@ -65,7 +65,10 @@ DEBIAN_PIUPARTS = Path("/usr/sbin/piuparts")
 DEFAULT_PACKAGES = ["fixture", "python3-oslo.i18n", "python3-oslo.config", "python3-keystoneclient", "keystone"]
 #: The fixture: a tiny clean package built with dpkg-deb (tests/debs.py).
 FIXTURE: DebSpec = CLEAN
-TOOLS = ("ours", "piuparts", "floor")
+#: "ours" is a cold run (no .deb cache, no dependency layer: both are
+#: emptied first); "ours-warm" runs after an untimed run of the same package,
+#: as in a maintainer's loop.
+TOOLS = ("ours", "ours-warm", "piuparts", "floor")
 COMPONENTS = ("main",)
 BASE_MAX_AGE = 7 * 86400
 LISTS_MAX_AGE = 86400
@@ -307,6 +310,7 @@ def parse_ours(lines: list[tuple[float, str]], doc: dict[str, Any], wall: float)
         "apt_dpkg": round(sum(s.get("elapsed", 0.0) for s in steps), 3),
         "snapshots_diff": round(timings.get("snapshot", 0.0) + timings.get("diff", 0.0), 3),
         "cleanup": float(removed[1]) if removed else None,
+        "dependency_layer": (doc.get("dependency_layer") or {}).get("seconds", 0.0),
         "base_prepare": doc.get("base_prepare_seconds"),
     }
     known = sum(v for k, v in split.items() if v is not None and k != "base_prepare")
@@ -452,6 +456,12 @@ class Bench:
 
     # ---- the three kinds of run
 
+    def run_ours_cold(self, subject: Subject, tag: str) -> dict[str, Any]:
+        """Our run with the package and its dependencies never seen: caches emptied first."""
+        for kept in ("debs", "layers"):
+            resources.remove_tree(self.cache / kept)
+        return self.run_ours(subject, tag)
+
     def run_ours(self, subject: Subject, tag: str) -> dict[str, Any]:
         json_path = self.scratch / "json" / f"{tag}.json"
         argv = [str(OURS), "--cache-dir", str(self.cache), "-d", self.dist, "-m", self.mirror,
@@ -539,7 +549,7 @@ class Bench:
             "bases": {},
             "packages": {},
         }
-        if "ours" in opts.tools or "floor" in opts.tools:
+        if {"ours", "ours-warm", "floor"} & set(opts.tools):
             print("Preparing our cached base...", flush=True)
             res["bases"]["ours"] = self.prepare_ours()
             print(f"  {res['bases']['ours']}", flush=True)
@@ -556,10 +566,15 @@ class Bench:
         res["commands"]["floor"] = "eatmydata apt-get -y install PACKAGE; eatmydata apt-get -y purge --autoremove PACKAGE"
 
         runners: dict[str, Callable[[Subject, str], dict[str, Any]]] = {
-            "ours": self.run_ours, "piuparts": self.run_piuparts, "floor": self.run_floor}
+            "ours": self.run_ours_cold, "ours-warm": self.run_ours, "piuparts": self.run_piuparts,
+            "floor": self.run_floor}
         round_start = time.monotonic()
         for subject in subjects:
             entry = res["packages"].setdefault(subject.label, {"name": subject.name, "runs": {t: [] for t in opts.tools}})
+            if "ours-warm" in opts.tools:  # the untimed run that makes the next ones warm
+                tag = f"{re.sub(r'[^A-Za-z0-9.+-]', '_', subject.label)}-prime"
+                entry["prime"] = self.run_ours(subject, tag)
+                print(f"  {subject.label} priming run  {fmt(entry['prime'].get('wall'), '8.2f')} s", flush=True)
             for rnd in range(opts.rounds):
                 order = list(opts.tools[rnd % len(opts.tools):]) + list(opts.tools[:rnd % len(opts.tools)])
                 for tool in order:
@@ -616,15 +631,20 @@ class Bench:
         return report
 
 
+#: Our split's columns.
+SPLIT = ("instance_start", "dependency_layer", "apt_dpkg", "snapshots_diff", "cleanup", "other")
+
+
 def medians(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     """Medians over rounds of everything the table shows."""
     ours, pp, floor = runs.get("ours", []), runs.get("piuparts", []), runs.get("floor", [])
     m: dict[str, Any] = {}
-    if ours:
-        m["ours"] = median([r.get("wall") for r in ours])
-        m["ours_split"] = {k: median([r.get("split", {}).get(k) for r in ours])
-                           for k in ("instance_start", "apt_dpkg", "snapshots_diff", "cleanup", "other")}
-        m["ours_exit_codes"] = [r.get("exit_code", "error") for r in ours]
+    for tool, key in (("ours", "ours"), ("ours-warm", "ours_warm")):
+        mine = runs.get(tool, [])
+        if mine:
+            m[key] = median([r.get("wall") for r in mine])
+            m[f"{key}_split"] = {k: median([r.get("split", {}).get(k) for r in mine]) for k in SPLIT}
+            m[f"{key}_exit_codes"] = [r.get("exit_code", "error") for r in mine]
     if pp:
         m["piuparts"] = median([r.get("wall") for r in pp])
         m["piuparts_phases"] = {k: median([r.get("phases", {}).get(k) for r in pp]) for k in PP_PHASES}
@@ -632,10 +652,12 @@ def medians(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     if floor:
         m["floor"] = median([r.get("apt") for r in floor])
         m["floor_ok"] = all(r.get("ok") for r in floor)
-    if ours and pp:
-        pairs = {r["round"]: r.get("wall") for r in pp}
-        m["ratio_ours_piuparts"] = median([r["wall"] / pairs[r["round"]] for r in ours
-                                           if r.get("wall") is not None and pairs.get(r["round"])])
+    pairs = {r["round"]: r.get("wall") for r in pp}
+    for tool, key in (("ours", "ratio_ours_piuparts"), ("ours-warm", "ratio_warm_piuparts")):
+        mine = runs.get(tool, [])
+        if mine and pp:
+            m[key] = median([r["wall"] / pairs[r["round"]] for r in mine
+                             if r.get("wall") is not None and pairs.get(r["round"])])
     if m.get("ours") is not None and m.get("floor") is not None:
         m["overhead"] = round(m["ours"] - m["floor"], 3)
         m["overhead_pct"] = round(100 * m["overhead"] / m["ours"], 1) if m["ours"] else None
@@ -653,31 +675,35 @@ def fmt(value: Any, spec: str = ".2f") -> str:
 def table(res: dict[str, Any]) -> str:
     """Markdown tables: the comparison, our split, Debian piuparts' split."""
     out = []
-    head = ["package", "ours", "piuparts", "ours/piuparts", "floor", "overhead (ours-floor)",
-            "ours exit", "piuparts exit"]
+    head = ["package", "ours cold", "ours warm", "piuparts", "cold/piuparts", "warm/piuparts", "floor",
+            "overhead (cold-floor)", "exit cold,warm", "piuparts exit"]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
     for label, entry in res["packages"].items():
         m = entry.get("medians", {})
         overhead = "-" if m.get("overhead") is None else f"{m['overhead']:.2f} ({fmt(m.get('overhead_pct'), '.0f')}%)"
         out.append("| " + " | ".join([
-            label, fmt(m.get("ours")), fmt(m.get("piuparts")), fmt(m.get("ratio_ours_piuparts"), ".3f"),
+            label, fmt(m.get("ours")), fmt(m.get("ours_warm")), fmt(m.get("piuparts")),
+            fmt(m.get("ratio_ours_piuparts"), ".3f"), fmt(m.get("ratio_warm_piuparts"), ".3f"),
             fmt(m.get("floor")), overhead,
-            ",".join(str(c) for c in m.get("ours_exit_codes", [])) or "-",
+            ",".join(str(c) for c in m.get("ours_exit_codes", []) + m.get("ours_warm_exit_codes", [])) or "-",
             ",".join(str(c) for c in m.get("piuparts_exit_codes", [])) or "-"]) + " |")
-    if any(e.get("medians", {}).get("ours_split") for e in res["packages"].values()):
+    if any(e.get("medians", {}).get(k) for e in res["packages"].values() for k in ("ours_split", "ours_warm_split")):
         out.append("")
-        head = ["package", "instance start", "apt/dpkg", "snapshots+diff", "cleanup", "other"]
+        head = ["package", "run", "instance start", "dependency layer", "apt/dpkg", "snapshots+diff", "cleanup",
+                "other"]
         out.append("Our split (medians, seconds):")
         out.append("")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for label, entry in res["packages"].items():
-            s = entry.get("medians", {}).get("ours_split")
-            if s:
-                out.append("| " + " | ".join([label, fmt(s["instance_start"], ".3f"), fmt(s["apt_dpkg"]),
-                                              fmt(s["snapshots_diff"], ".3f"), fmt(s["cleanup"], ".3f"),
-                                              fmt(s["other"])]) + " |")
+            for key, run in (("ours_split", "cold"), ("ours_warm_split", "warm")):
+                s = entry.get("medians", {}).get(key)
+                if s:
+                    out.append("| " + " | ".join([label, run, fmt(s["instance_start"], ".3f"),
+                                                  fmt(s["dependency_layer"]), fmt(s["apt_dpkg"]),
+                                                  fmt(s["snapshots_diff"], ".3f"), fmt(s["cleanup"], ".3f"),
+                                                  fmt(s["other"])]) + " |")
     if any(e.get("medians", {}).get("piuparts_phases") for e in res["packages"].values()):
         out.append("")
         out.append("Debian piuparts' split (medians, seconds):")

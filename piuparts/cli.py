@@ -8,6 +8,7 @@ by signal N (130 for Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import fcntl
 import logging
 import os
 import signal
@@ -17,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
-from piuparts import __version__, inputs, log as logsetup, options as opts, repos, resources
+from piuparts import __version__, aptsources, inputs, layers, log as logsetup, options as opts, repos, resources
 from piuparts.backends import Backend, BaseSpec
 from piuparts.checks import Check
 from piuparts import hooks as hooks_mod
@@ -26,7 +27,7 @@ from piuparts.findings import FAIL, Finding
 from piuparts.hooks import Hooks
 from piuparts.report import json as json_report, junit as junit_report, text as text_report
 from piuparts.chroot import Chroot
-from piuparts.scenarios import ScenarioResult, install_purge, install_upgrade_purge
+from piuparts.scenarios import ScenarioResult, distupgrade, install_purge, install_upgrade_purge
 from piuparts.scenarios.runner import Settings
 
 log = logging.getLogger("piuparts")
@@ -40,7 +41,9 @@ exit codes:
   130  interrupted (Ctrl-C); 128+N for signal N
 
 other commands:
-  piuparts cleanup [--cache-dir DIR]   remove what killed runs left behind
+  piuparts cleanup [--cache-dir DIR]       remove what killed runs left behind
+  piuparts schroot-setup NAME [-d DIST]    make a schroot chroot for --schroot NAME
+  piuparts lvm-setup VG/LV [-d DIST]       fill an LVM volume with a base for --lvm-volume
 """
 
 
@@ -61,7 +64,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("packages", nargs="*", metavar="PACKAGE", help=".deb or .changes files; package names with --apt")
     p.add_argument("--apt", action="store_true", help="the PACKAGE arguments are names (NAME or NAME=VERSION) from the archive")
     p.add_argument("-d", "--distribution", action="append", metavar="NAME",
-                   help="distribution codename (default: the host's, from its apt sources)")
+                   help="distribution codename (default: the host's, from its apt sources); given more than "
+                        "once, only the distupgrade test runs: install in the first, dist-upgrade to each next one, "
+                        "purge, and compare with the same dist-upgrades made without the packages")
     p.add_argument("-m", "--mirror", metavar="'URL [COMPONENT...]'",
                    help="Debian mirror (default: the one the host's apt sources name)")
     p.add_argument("--arch", help="architecture of the chroot (default: the host's)")
@@ -74,6 +79,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-install-purge-test", action="store_true", help="skip the install -> purge scenario")
     p.add_argument("--no-upgrade-test", action="store_true",
                    help="skip the install -> upgrade -> purge scenario (run when apt knows an older version)")
+    p.add_argument("--purge-dependencies", action="store_true",
+                   help="install the dependencies in each test and purge them again, checking what they leave "
+                        "(slower: by default they come from a cached layer and stay)")
     p.add_argument("--install-remove-install", action="store_true",
                    help="install, remove and install again before the final purge")
     p.add_argument("--install-purge-install", action="store_true",
@@ -156,16 +164,18 @@ def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any
         raise UsageError(f"the {options.backend} backend cannot run here: {why_not}")
     backend = backend_class.from_options(spec, options)
     info: dict[str, Any] = {"subject": subject.label, "packages": subject.packages,
-                            "distribution": spec.distribution, "mirror": spec.mirror,
+                            "distribution": spec.distribution, "distributions": list(options.distributions),
+                            "mirror": spec.mirror,
                             "architecture": spec.architecture, "backend": backend.name}
-    log.info("Testing %s on %s (%s) from %s", subject.label, spec.distribution, spec.architecture, spec.mirror)
+    log.info("Testing %s on %s (%s) from %s", subject.label, " -> ".join(options.distributions),
+             spec.architecture, spec.mirror)
     hooks = Hooks.from_dirs(options.scriptsdirs, subject.objects, spec.distribution)
     settings = Settings(options.ignores, options.max_command_runtime, dict(options.severities),
                         options.install_remove_install, options.install_purge_install, hooks,
-                        prompt_timeout=options.prompt_timeout)
+                        prompt_timeout=options.prompt_timeout, deb_cache=options.cache_dir / "debs")
     try:
         start = time.monotonic()
-        backend.prepare()
+        prepare(backend)
         info["base_prepare_seconds"] = round(time.monotonic() - start, 3)
         if options.save_tarball:
             backend.save(options.save_tarball)
@@ -173,16 +183,38 @@ def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any
         if untestable is not None:
             return [untestable], info
         results = []
+        plan = distupgrade.Plan(options, backend, lambda chroot: prepare_instance(chroot, options, hooks))
         for scenario in scenarios(options):
             if scenario is install_upgrade_purge and not subject.debs:
                 results.append(ScenarioResult(scenario.NAME, skipped=install_upgrade_purge.NO_DEBS))
                 continue  # no instance needed to know that
-            with backend.instance() as chroot:
+            stack: list[Path] = []
+            if scenario is install_purge and backend.capabilities.layers and not options.purge_dependencies:
+                stack, info["dependency_layer"] = layers.for_subject(
+                    backend, subject, lambda chroot: repos.set_up(chroot, options.extra_repos, options.bindmounts,
+                                                                  options.max_command_runtime),
+                    settings.deb_cache or options.cache_dir / "debs", options.max_command_runtime,
+                    options.prompt_timeout, options.extra_repos)
+            with backend.instance(stack) as chroot:
                 prepare_instance(chroot, options, hooks)
-                results.append(run_scenario(scenario, chroot, subject, settings))
+                results.append(run_scenario(scenario, chroot, subject, settings, plan))
     finally:
         backend.close()
     return results, info
+
+
+def prepare(backend: Backend) -> None:
+    """Prepare the backend's base; when that fails over the mirror, say
+    whether the mirror can be reached at all."""
+    try:
+        backend.prepare()
+    except TestbedError as err:
+        mirror = backend.spec.mirror
+        why = aptsources.unreachable(mirror) if mirror in str(err) else None
+        if why is None:
+            raise
+        raise TestbedError(f"cannot make the base system: the mirror {mirror} is unreachable ({why}); check the "
+                           "URL (-m, or the host's apt sources) and the network") from None
 
 
 def prepare_instance(chroot: Chroot, options: opts.Options, hooks: Hooks) -> None:
@@ -225,14 +257,22 @@ def is_testable(backend: Backend, options: opts.Options, hooks: Hooks) -> Scenar
 
 
 def scenarios(options: opts.Options) -> list[ModuleType]:
-    """The scenario modules the options ask for, in piuparts' order."""
+    """The scenario modules the options ask for, in piuparts' order.
+
+    As in piuparts, more than one distribution means the distupgrade test alone.
+    """
+    if len(options.distributions) > 1:
+        return [distupgrade]
     chosen = [install_purge] if options.install_purge_test else []
     return chosen + ([install_upgrade_purge] if options.upgrade_test else [])
 
 
 def run_scenario(scenario: ModuleType, chroot: Chroot, subject: inputs.TestSubject,
-                 settings: Settings) -> ScenarioResult:
+                 settings: Settings, plan: distupgrade.Plan | None = None) -> ScenarioResult:
     """Run one scenario, or record why it was skipped."""
+    if scenario is distupgrade:
+        assert plan is not None
+        return distupgrade.run(chroot, subject, settings, plan)
     if scenario is install_upgrade_purge:
         reason = install_upgrade_purge.skip_reason(chroot, subject)
         if reason:
@@ -248,16 +288,47 @@ def cleanup(argv: Sequence[str]) -> int:
     logsetup.setup(args.verbose)
     require_root()
     cache = Path(args.cache_dir).absolute()
-    removed = resources.reap(cache / "instances") + resources.reap(cache / "bases", ".build-*")
+    removed = resources.reap(cache / "instances")
+    for parent in sorted(cache.iterdir()) if cache.is_dir() else ():  # bases, layers, references
+        removed += resources.reap(parent, ".build-*")
     log.info("Removed %d leftover director%s", len(removed), "y" if len(removed) == 1 else "ies")
+    _unmount_unused_bases(cache / "bases")
     return 0
+
+
+def _unmount_unused_bases(bases: Path) -> None:
+    """Unmount what a run killed while it refreshed a cached base's apt lists
+    left mounted in the base (proc, devpts): only in a base no run holds."""
+    for lock_path in sorted(bases.glob("*.lock")):
+        base = lock_path.with_suffix("")
+        with open(lock_path, "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a run uses it: its mounts are that run's
+            if resources.mounts_under(base):
+                log.info("Unmounting what a run that is no longer running left mounted in %s", base)
+                resources.kill_processes_under(base)
+                resources.unmount_all(base)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``piuparts`` command; returns the exit code."""
+    owns_process = argv is None  # the command itself, not a caller in the same process
     argv = list(sys.argv[1:] if argv is None else argv)
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _raise_interrupted)
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        return _main(argv)
+    finally:
+        # A signal that comes once everything is done and said ends the
+        # process the default way, not with a traceback from its teardown.
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if owns_process:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _main(argv: list[str]) -> int:
     json_path: Path | None = None
     try:
         if argv[:1] == ["cleanup"]:
@@ -272,6 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         json_path = Path(args.json) if args.json else None
         options = opts.from_args(args)
         results, info = run_test(options)
+        return _report(results, info, json_path, args.junit)
     except PiupartsError as err:
         return _error(str(err), err.exit_code, json_path)
     except KeyboardInterrupt:
@@ -282,12 +354,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("internal error", exc_info=True)
         return _error(f"internal error: {type(err).__name__}: {err} (run with -v for the traceback "
                       "and report it)", 3, json_path)
+
+
+def _report(results: list[ScenarioResult], info: dict[str, Any], json_path: Path | None,
+            junit: str | None) -> int:
+    """The summary, the JSON and JUnit reports; the exit code of the verdict."""
     code = 0 if all(r.passed for r in results) else 1
     print(text_report.summary(results, info["subject"]), flush=True)
     if json_path:
         json_report.write(json_path, json_report.document(results, info, code))
-    if args.junit:
-        junit_report.write(Path(args.junit), results, info["packages"], f"piuparts {info['subject']}")
+    if junit:
+        junit_report.write(Path(junit), results, info["packages"], f"piuparts {info['subject']}")
     return code
 
 

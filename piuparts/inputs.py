@@ -21,6 +21,8 @@ class Deb:
     package: str
     version: str
     architecture: str
+    #: Its relations to other packages (Pre-Depends, Depends, Conflicts, Breaks), as written.
+    relations: str = ""
 
     @classmethod
     def read(cls, path: Path) -> "Deb":
@@ -29,15 +31,25 @@ class Deb:
             raise UsageError(f"{path}: no such file; give the path of a .deb or .changes file, or --apt NAME")
         try:
             deb = DebFile(str(path))
+        except Exception as err:  # python-debian raises many kinds for a broken archive
+            raise _invalid(path, " ".join(str(err).split())[:200] or type(err).__name__) from None
+        try:
             control = deb.debcontrol()
             deb.data.tgz().getmembers()  # reads the whole data member: a truncated file fails here
+        except Exception:  # tarfile's and the decompressors' many kinds, several lines long
+            raise _invalid(path, "its control or data member is truncated or corrupt") from None
+        finally:
             deb.close()
-        except Exception as err:  # python-debian raises many kinds for a broken archive
-            raise UsageError(f"{path}: not a valid Debian package (.deb): {err}; rebuild it or check the download") from None
         missing = [f for f in ("Package", "Version", "Architecture") if f not in control]
         if missing:
             raise UsageError(f"{path}: its control file has no {missing[0]} field")
-        return cls(path.resolve(), control["Package"], control["Version"], control["Architecture"])
+        relations = "\n".join(f"{field}: {control[field]}" for field in ("Pre-Depends", "Depends", "Conflicts", "Breaks")
+                              if field in control)
+        return cls(path.resolve(), control["Package"], control["Version"], control["Architecture"], relations)
+
+
+def _invalid(path: Path, reason: str) -> UsageError:
+    return UsageError(f"{path}: not a valid Debian package (.deb): {reason}; rebuild it or check the download")
 
 
 @dataclass(frozen=True)

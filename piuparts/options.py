@@ -65,6 +65,8 @@ class Options:
     existing_chroot: Path | None = None
     hard_link: bool = False
     prompt_timeout: float = 60.0
+    #: Install and purge the dependencies in each test instead of taking them from a cached layer.
+    purge_dependencies: bool = False
 
     @property
     def distribution(self) -> str:
@@ -227,4 +229,5 @@ def from_args(args: argparse.Namespace) -> Options:
         backend=backend, basetgz=basetgz, save_tarball=Path(args.save).absolute() if args.save else None,
         schroot=args.schroot, lvm_volume=args.lvm_volume, lvm_snapshot_size=args.lvm_snapshot_size,
         existing_chroot=Path(args.existing_chroot).absolute() if args.existing_chroot else None,
-        hard_link=args.hard_link, prompt_timeout=args.prompt_timeout)
+        hard_link=args.hard_link, prompt_timeout=args.prompt_timeout,
+        purge_dependencies=args.purge_dependencies)

@@ -13,6 +13,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from piuparts.checks import Context, make_checks
@@ -20,7 +21,7 @@ from piuparts.checks.purge_status import installed_packages
 from piuparts.chroot import Chroot
 from piuparts.command import Result, failure_message
 from piuparts.errors import TestbedError, UsageError
-from piuparts import hooks
+from piuparts import debcache, hooks
 from piuparts.findings import FAIL, Finding
 from piuparts.hooks import Hooks
 from piuparts.inputs import TestSubject
@@ -56,6 +57,8 @@ class Settings:
     hooks: Hooks | None = None
     #: A step that waits this long for an answer on its terminal fails.
     prompt_timeout: float = 60.0
+    #: The .deb cache shared by every run (see piuparts.debcache), if any.
+    deb_cache: Path | None = None
 
 
 def explain_failure(result: Result, what: str) -> str:
@@ -164,6 +167,7 @@ class Runner:
             return False
         step = self.outcome.step(step_name)
         result = self.run_scripts(step, [*APT, "install", *targets])
+        self._keep_debs()
         if not result.ok:
             return self._fail(step_name, classify_install_failure(result, self.subject, step_name))
         self.ctx.installed = installed_packages(self.chroot)
@@ -181,9 +185,12 @@ class Runner:
         simulated = self.chroot.run([*APT, "install", "--simulate", *targets], level=logging.DEBUG)
         needed = [name for name in _SIMULATED_INSTALL.findall(simulated.output)
                   if name.split(":", 1)[0] not in self.subject.packages]
+        if self.settings.deb_cache is not None and (needed or self.subject.apt_names):
+            debcache.fill(self.chroot, self.settings.deb_cache, APT, targets)  # else nothing to download
         if simulated.ok and needed:
             step = self.outcome.step("install dependencies")
             result = self.run_scripts(step, [*APT, "install", *needed])
+            self._keep_debs()
             if not result.ok:
                 return self._fail(step.name, classify_install_failure(result, self.subject, step.name))
             self.ctx.dependencies = sorted(set(installed_packages(self.chroot)) - set(self.ctx.installed_before))
@@ -239,6 +246,10 @@ class Runner:
             timings = self.outcome.timings
             log.info("Snapshots took %.3f s, the diffs %.3f s", timings["snapshot"], timings.get("diff", 0.0))
         return self.outcome
+
+    def _keep_debs(self) -> None:
+        if self.settings.deb_cache is not None:
+            debcache.keep(self.chroot, self.settings.deb_cache)
 
     def _fail(self, step_name: str, message: str) -> bool:
         step = self.outcome.steps[-1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -49,7 +50,7 @@ def test_failing_postinst_fails_the_install_step(cache_dir, debs, tmp_path):
 
 
 def test_archive_package_passes(cache_dir, tmp_path):
-    run = piuparts(cache_dir, tmp_path, "--apt", "python3-oslo.i18n")
+    run = piuparts(cache_dir, tmp_path, "--apt", "--purge-dependencies", "python3-oslo.i18n")
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.report["verdict"] == "PASS"
     steps = run.report["scenarios"][0]["steps"]
@@ -142,3 +143,16 @@ def test_a_check_can_be_skipped(cache_dir, debs, tmp_path):
     run = piuparts(cache_dir, tmp_path, "--severity", "leftovers=skip", str(debs(LEFTOVER)))
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.findings() == []
+
+
+def test_archive_package_again_downloads_nothing_and_reuses_its_dependency_layer(cache_dir, tmp_path):
+    first = piuparts(cache_dir, tmp_path, "--apt", "python3-oslo.i18n")
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = piuparts(cache_dir, tmp_path, "-v", "--apt", "python3-oslo.i18n")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [s["name"] for s in again.report["scenarios"][0]["steps"]] == ["install", "remove", "purge"]
+    assert again.report["dependency_layer"]["reused"] is True
+    assert again.report["dependency_layer"]["layer"] == first.report["dependency_layer"]["layer"]
+    assert "Took 1 of 1 packages from the .deb cache" in again.stdout
+    assert re.findall(r"\| Get:\d+ \S+", again.stdout) == []  # apt fetched nothing
+    assert leaks(cache_dir) == []

@@ -98,7 +98,8 @@ USES_DEP_AND_LEAVES = DebSpec("pp-usesdep-leaves", depends="pp-depleaver", scrip
 
 def test_leftover_of_a_dependency_is_blamed_on_the_dependency(cache_dir, debs, tmp_path):
     repo = make_repo(tmp_path / "repo", [debs(DEP_LEAVER)])
-    run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, "--no-upgrade-test", str(debs(USES_DEP)))
+    run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, "--no-upgrade-test", "--purge-dependencies",
+                   str(debs(USES_DEP)))
     assert run.returncode == 0, run.stdout + run.stderr
     assert [name for name, _ in steps(run, "install-purge")] == [
         "install dependencies", "install", "remove", "purge"]
@@ -109,10 +110,25 @@ def test_leftover_of_a_dependency_is_blamed_on_the_dependency(cache_dir, debs, t
 
 def test_own_and_dependency_leftovers_are_told_apart(cache_dir, debs, tmp_path):
     repo = make_repo(tmp_path / "repo", [debs(DEP_LEAVER)])
-    run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, "--no-upgrade-test", "--severity",
-                   "dependency-leftovers=fail", str(debs(USES_DEP_AND_LEAVES)))
+    run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, "--no-upgrade-test", "--purge-dependencies",
+                   "--severity", "dependency-leftovers=fail", str(debs(USES_DEP_AND_LEAVES)))
     assert run.returncode == 1, run.stdout + run.stderr
     assert {(f["check"], f["subject"], f["blame"]) for f in run.findings()} == {
         ("leftovers", "/etc/pp-usesdep-leaves.conf", "pp-usesdep-leaves"),
         ("dependency-leftovers", "/etc/pp-depleaver/", "pp-depleaver"),
         ("dependency-leftovers", "/etc/pp-depleaver/state", "pp-depleaver")}
+
+
+def test_dependencies_come_from_a_cached_layer_and_stay_out_of_the_verdict(cache_dir, debs, tmp_path):
+    repo = make_repo(tmp_path / "repo", [debs(DEP_LEAVER)])
+    args = ("--extra-repo", repo, "--no-upgrade-test", "--severity", "dependency-leftovers=fail",
+            str(debs(USES_DEP_AND_LEAVES)))
+    runs = [piuparts(cache_dir, tmp_path / str(n), *args) for n in (1, 2) if (tmp_path / str(n)).mkdir() is None]
+    for run in runs:
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert [name for name, _ in steps(run, "install-purge")] == ["install", "remove", "purge"]
+        assert {(f["check"], f["subject"], f["blame"]) for f in run.findings()} == {
+            ("leftovers", "/etc/pp-usesdep-leaves.conf", "pp-usesdep-leaves")}
+        assert run.report["dependency_layer"]["packages"] == 1
+    assert runs[0].report["dependency_layer"]["layer"] == runs[1].report["dependency_layer"]["layer"]
+    assert runs[1].report["dependency_layer"]["reused"] is True
