@@ -25,7 +25,6 @@ import hashlib
 import logging
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -81,22 +80,11 @@ def store(chroot: Chroot, cache_dir: Path, name: str, dependencies: Sequence[str
         if target.is_dir():
             for item in target.glob("*.deb"):
                 item.unlink()
-    parent = cache_dir / "layers"
-    tmp = resources.make_owned_dir(parent, prefix=".build-")
-    try:
+    layer = cache_dir / "layers" / name
+    with resources.building(layer, replace=False) as tmp:  # a run storing the same layer first wins
         command.run(["cp", "-a", "--", f"{chroot.upper}/.", str(tmp / "tree")], error=TestbedError,
                     what="keeping the dependency layer", level=logging.DEBUG)
         (tmp / "dependencies").write_text("".join(f"{dep}\n" for dep in dependencies))
-        (tmp / "owner").unlink()
-        layer = parent / name
-        try:
-            os.rename(tmp, layer)
-        except OSError:  # another run stored the same layer first
-            shutil.rmtree(tmp)
-    except BaseException:
-        with resources.signals_deferred():
-            resources.remove_tree(tmp)
-        raise
     log.info("Stored dependency layer %s in %.2f s", name, time.monotonic() - start)
     return layer / "tree"
 

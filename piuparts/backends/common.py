@@ -223,21 +223,12 @@ class CachedBaseBackend(Backend):
 
     def _build(self) -> None:
         start = time.monotonic()
-        tmp = resources.make_owned_dir(self.base_dir.parent, prefix=".build-")
-        try:
+        with resources.building(self.base_dir) as tmp:
             root = tmp / "root"
             meta = self._make_root(root)
             finish_base(root, self._packages())
             now = time.time()
             (tmp / "meta.json").write_text(json.dumps({"created": now, "lists_updated": now, **meta}))
-            (tmp / "owner").unlink()
-            if self.base_dir.exists():
-                resources.remove_tree(self.base_dir)
-            os.rename(tmp, self.base_dir)
-        except BaseException:
-            with resources.signals_deferred():
-                resources.remove_tree(tmp)
-            raise
         log.info("Made base %s in %.1f s", self.base_dir, time.monotonic() - start)
 
     def _do_instance(self, layers: Sequence[Path] = ()) -> ContextManager[Chroot]:

@@ -243,8 +243,7 @@ class Reference:
         distributions = self.plan.options.distributions
         log.info("Building the reference: %s without the tested packages", " -> ".join(distributions))
         start = time.monotonic()
-        tmp = resources.make_owned_dir(self.dir.parent, prefix=".build-")
-        try:
+        with resources.building(self.dir) as tmp:
             with self.plan.backend.instance() as chroot:
                 self.plan.setup(chroot)
                 for current, target in _pairs(distributions):
@@ -261,15 +260,6 @@ class Reference:
                             what="copying the reference layer", level=logging.DEBUG)
             meta = {**self.material, "created": time.time(), "base_signature": base_signature(self.base)}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-            (tmp / "owner").unlink()
-            with resources.signals_deferred():
-                if self.dir.exists():
-                    resources.remove_tree(self.dir)
-                os.rename(tmp, self.dir)
-        except BaseException:
-            with resources.signals_deferred():
-                resources.remove_tree(tmp)
-            raise
         log.info("Built reference %s in %.1f s", self.dir, time.monotonic() - start)
 
     def _upgrade(self, chroot: Chroot, current: str, target: str) -> None:
