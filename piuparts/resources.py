@@ -24,7 +24,9 @@ import re
 import shutil
 import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from piuparts import command
 from piuparts.errors import TestbedError
@@ -41,13 +43,49 @@ def _start_time(pid: int) -> str | None:
 
 
 def make_owned_dir(parent: Path, prefix: str = "") -> Path:
-    """A new directory under ``parent`` recorded as this process's."""
+    """A new directory under ``parent`` recorded as this process's.
+
+    A signal that comes while it is made is held, and if it stops the
+    run, the directory goes: the caller never had it to remove."""
     parent.mkdir(parents=True, exist_ok=True)
     pid = os.getpid()
     path = parent / f"{prefix}{pid}-{os.urandom(3).hex()}"
-    path.mkdir(mode=0o755)
-    (path / "owner").write_text(f"{pid} {_start_time(pid)}\n")
+    try:
+        with signals_deferred():
+            path.mkdir(mode=0o755)
+            (path / "owner").write_text(f"{pid} {_start_time(pid)}\n")
+    except BaseException:
+        with signals_deferred():
+            shutil.rmtree(path, ignore_errors=True)
+        raise
     return path
+
+
+_NAMED_PID = re.compile(r"(\d+)-[0-9a-f]+$")
+
+
+@contextmanager
+def building(final: Path, replace: bool = True) -> Iterator[Path]:
+    """A directory to build ``final`` in: an owned ``.build-*`` directory
+    beside it, renamed to ``final`` when the block ends well and removed
+    when it does not, so ``final`` is never seen half made.  An existing
+    ``final`` is replaced, or, with ``replace`` false, kept (another run
+    made the same thing first) and the new one dropped."""
+    tmp = make_owned_dir(final.parent, prefix=".build-")
+    try:
+        yield tmp
+        (tmp / "owner").unlink()
+        with signals_deferred():
+            if final.exists() and not replace:
+                remove_tree(tmp)
+                return
+            if final.exists():
+                remove_tree(final)
+            os.rename(tmp, final)
+    except BaseException:
+        with signals_deferred():
+            remove_tree(tmp)
+        raise
 
 
 def owner_alive(path: Path) -> bool:
@@ -55,7 +93,11 @@ def owner_alive(path: Path) -> bool:
     try:
         pid_text, start = (path / "owner").read_text().split()
     except (OSError, ValueError):
-        # No owner file yet: a run is between mkdir and writing it, or died there.
+        # No owner file (yet): a run is between mkdir and writing it, or was
+        # killed there.  The name holds its PID: dead is dead; else wait a minute.
+        named = _NAMED_PID.search(path.name)
+        if named and _start_time(int(named[1])) is None:
+            return False
         try:
             return time.time() - path.stat().st_mtime < 60
         except OSError:
@@ -93,6 +135,43 @@ def processes_under(root: Path) -> list[tuple[int, str]]:
         except OSError:
             continue
     return found
+
+
+def _under(link: str, top: str) -> bool:
+    return link == top or link.startswith(top + "/")
+
+
+def processes_using(path: Path) -> list[int]:
+    """PIDs (not this process) whose root or an open file is at or below
+    ``path``: those rooted inside, and host-side helpers of a dead run still
+    writing there (debootstrap keeps its log open in its target, in every
+    process it starts)."""
+    top = str(path).rstrip("/")
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            links = [os.readlink(f"/proc/{entry.name}/root")]
+            links += [os.readlink(fd.path) for fd in os.scandir(f"/proc/{entry.name}/fd")]
+        except OSError:  # gone, or a kernel thread
+            continue
+        if any(_under(link, top) for link in links):
+            found.append(int(entry.name))
+    return found
+
+
+def kill_processes_using(path: Path) -> None:
+    """SIGKILL every process :func:`processes_using` finds, again until none
+    is left (a shell may fork between two looks)."""
+    deadline = time.monotonic() + 10
+    while (victims := processes_using(path)) and time.monotonic() < deadline:
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
 
 
 def kill_processes_under(root: Path) -> list[tuple[int, str]]:
@@ -183,7 +262,16 @@ def remove_tree(path: Path) -> None:
         _run_undo(record, data)
     if mounts_under(path):  # re-checked right before removal
         raise TestbedError(f"refusing to remove {path}: something is mounted below it")
-    shutil.rmtree(path)
+    # The owner file goes last: a run killed halfway through leaves a
+    # directory that still says whose it was, for the next reap.
+    for entry in os.scandir(path):
+        if entry.name != "owner":
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+    (path / "owner").unlink(missing_ok=True)
+    path.rmdir()
 
 
 def reap(parent: Path, pattern: str = "*") -> list[Path]:
@@ -195,6 +283,7 @@ def reap(parent: Path, pattern: str = "*") -> list[Path]:
     for path in sorted(parent.glob(pattern)):
         if path.is_dir() and not path.is_symlink() and not owner_alive(path):
             log.info("Removing %s, left by a run that is no longer running", path)
+            kill_processes_using(path)  # what the dead run started on the host, too
             remove_tree(path)
             removed.append(path)
     return removed
