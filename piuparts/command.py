@@ -18,6 +18,7 @@ prompt), the command is killed and its :class:`Result` quotes the prompt.
 from __future__ import annotations
 
 import array
+import ctypes
 import fcntl
 import logging
 import os
@@ -28,7 +29,7 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import pexpect
 
@@ -134,13 +135,31 @@ def _reading_terminal(session: int, terminal: str) -> bool:
     return False
 
 
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None).prctl  # looked up here: the child after fork only calls it
+
+
+def _dies_with_us() -> Callable[[], None]:
+    """A ``preexec_fn``: the child is SIGKILLed when this process dies, so a
+    killed run leaves no command of its own running (what such a command
+    started is ended by the next reap: see piuparts.resources)."""
+    parent = os.getpid()
+
+    def preexec() -> None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # died before the prctl took effect
+            os._exit(137)
+    return preexec
+
+
 def _start(argv: tuple[str, ...], env: Mapping[str, str] | None, cwd: str | None) -> subprocess.Popen[bytes]:
     """Popen in a new session with stdin closed; start failures as one-line errors."""
     if cwd is not None and not os.path.isdir(cwd):
         raise TestbedError(f"cannot run {argv[0]} in {cwd}: no such directory")
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True)
+                                env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+                                preexec_fn=_dies_with_us())
     except FileNotFoundError:
         raise TestbedError(f"{argv[0]}: command not found; install the Debian package that provides it") from None
     except OSError as err:
@@ -265,9 +284,12 @@ def _run_terminal(argv: tuple[str, ...], env: Mapping[str, str] | None, cwd: str
     deadline = None if timeout is None else start + timeout
     try:
         child = pexpect.spawn(argv[0], list(argv[1:]), env={**(env or os.environ), "TERM": "dumb"},
-                              cwd=cwd, echo=False, dimensions=(24, 200), encoding=None)
+                              cwd=cwd, echo=False, dimensions=(24, 200), encoding=None,
+                              preexec_fn=_dies_with_us())
     except pexpect.ExceptionPexpect as err:
         raise TestbedError(f"{argv[0]}: cannot be run ({err})") from None
+    # pexpect sleeps 0.1 s on close by default; we wait for the exit ourselves.
+    child.delayafterclose = child.delayafterterminate = child.ptyproc.delayafterclose = 0
     terminal = _terminal_name(child.child_fd)
     cap = _Capture(output_cap)
     timed_out, prompt = False, None
@@ -337,7 +359,7 @@ def spawn(argv: Sequence[str], *, level: int = logging.DEBUG) -> subprocess.Pope
     log.log(level, "$ %s &", shlex.join(argv))
     try:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+                                stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=_dies_with_us())
     except FileNotFoundError:
         raise TestbedError(f"{argv[0]}: command not found; install the Debian package that provides it") from None
 
@@ -348,6 +370,9 @@ def failure_message(result: Result, what: str) -> str:
         return f"{what} waited for an answer on the terminal and was killed; the question: {result.prompt!r}"
     if result.timed_out:
         how = f"did not finish within {result.timeout:g} s and was killed"
+    elif result.returncode < 0:
+        names = {member.value: member.name for member in signal.Signals}
+        how = f"was killed by {names.get(-result.returncode, f'signal {-result.returncode}')}"
     else:
         how = f"failed with exit code {result.returncode}"
     last = result.tail(1).strip()
@@ -355,13 +380,14 @@ def failure_message(result: Result, what: str) -> str:
 
 
 def _log_result(result: Result, level: int) -> None:
+    # A failing command of the chatter (DEBUG) kind is its caller's to report.
+    failed_level = logging.DEBUG if level <= logging.DEBUG else logging.WARNING
     if result.timed_out:
         log.error("  killed after %.1f s (time limit %g s)", result.elapsed, result.timeout)
     else:
-        log.log(level if result.ok else logging.WARNING,
-                "  exit %d in %.2f s", result.returncode, result.elapsed)
+        log.log(level if result.ok else failed_level, "  exit %d in %.2f s", result.returncode, result.elapsed)
     if result.output.strip():
-        out_level = logging.DEBUG if result.ok else logging.WARNING
+        out_level = logging.DEBUG if result.ok else failed_level
         if log.isEnabledFor(out_level):
             shown = result.output if out_level == logging.DEBUG else result.tail(40)
             for line in shown.rstrip("\n").splitlines():

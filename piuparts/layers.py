@@ -53,6 +53,33 @@ def resolve(chroot: Chroot, apt: Sequence[str], targets: Sequence[str], tested: 
                   if m["name"].split(":", 1)[0] not in tested)
 
 
+#: apt's "unmet dependencies" lines: " python3-oslo.log : Depends: python3-oslo.config but it is not ..."
+_UNMET = re.compile(r"^ (\S+) : (?:Pre-)?Depends: ", re.M)
+
+
+def _without_cycles(chroot: Chroot, apt: Sequence[str], dependencies: list[str],
+                    tested: Sequence[str]) -> list[str]:
+    """``dependencies`` less those that need a tested package back (OpenStack
+    has such cycles: python3-oslo.log depends on python3-oslo.config).  The
+    layer must not hold the packages under test; what is left out here is
+    installed by the test itself, in its "install dependencies" step."""
+    kept = list(dependencies)
+    for _ in range(20):
+        names = [dep.split("=", 1)[0] for dep in kept]
+        simulated = chroot.run([*apt, "install", "--simulate", *names, *(f"{name}-" for name in tested)],
+                               level=logging.DEBUG)
+        if simulated.ok:
+            if len(kept) < len(dependencies):
+                log.info("Leaving out of the layer what needs the tested packages back: %s",
+                         " ".join(sorted(set(dependencies) - set(kept))))
+            return kept
+        broken = set(_UNMET.findall(simulated.output))
+        if not broken:
+            return []
+        kept = [dep for dep in kept if dep.split("=", 1)[0] not in broken]
+    return []
+
+
 def key(lower: Path, dependencies: Sequence[str]) -> str:
     """The layer's name: the base it sits on and the exact dependency set."""
     status = (lower / "var/lib/dpkg/status").stat()
@@ -146,8 +173,11 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
     layer.  A stale answer costs only time: the test's own resolution then
     installs what the layer lacks in a step of its own.
     """
+    from piuparts.checks.purge_status import installed_packages
     from piuparts.scenarios.runner import APT, DEBS_DIR  # the runner's own apt command line
 
+    if not subject.apt_names and not any(deb.relations for deb in subject.debs):
+        return [], {}  # nothing to depend on
     start = time.monotonic()
     base = getattr(backend, "root")
     resolution = _resolution_key(base, subject, sources)
@@ -163,6 +193,8 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
         setup(chroot)
         targets = [chroot.copy_in(deb.path, DEBS_DIR) for deb in subject.debs] + list(subject.apt_names)
         dependencies = resolve(chroot, APT, targets, subject.packages)
+        if dependencies:
+            dependencies = _without_cycles(chroot, APT, dependencies, subject.packages)
         if dependencies == []:
             _remember(backend.cache_dir, resolution, NO_LAYER)
         if not dependencies:
@@ -182,6 +214,11 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
         debcache.keep(chroot, deb_cache)
         if not result.ok:
             log.info("The dependencies did not install on their own; testing without a layer")
+            return [], {}
+        back = sorted(set(subject.packages) & {p.split(":", 1)[0] for p in installed_packages(chroot)})
+        if back:  # a dependency cycle: the layer would hold the packages under test
+            log.info("The dependencies pull in %s again; testing without a layer", " ".join(back))
+            _remember(backend.cache_dir, resolution, NO_LAYER)
             return [], {}
         tree = store(chroot, backend.cache_dir, name, dependencies, [DEBS_DIR, debcache.ARCHIVES])
         _remember(backend.cache_dir, resolution, name)
