@@ -4,6 +4,7 @@ and the fixtures every tier shares."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 from functools import lru_cache
@@ -65,3 +66,9 @@ def debs(tmp_path_factory: pytest.TempPathFactory):
 
 
 PIUPARTS = [sys.executable, "-m", "piuparts"]
+
+# A shell that starts the suite in the background (``cmd &`` without job
+# control) makes it ignore SIGINT, and the commands the tests start would
+# inherit that and shrug off the Ctrl-C the tests send them.  A handler
+# here (not an ignore) gives every child the default disposition back.
+signal.signal(signal.SIGINT, signal.default_int_handler)
