@@ -9,6 +9,8 @@ already uses.
 from __future__ import annotations
 
 import re
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,3 +118,21 @@ def default_distribution_and_mirror(
     raise UsageError(
         "no Debian mirror found in the host's apt sources (/etc/apt/sources.list, "
         "/etc/apt/sources.list.d/); name one with -m URL and a distribution with -d NAME")
+
+
+def unreachable(url: str, timeout: float = 10.0) -> str | None:
+    """None when the server of ``url`` answers (any HTTP status will do), else
+    why not, as a few words; the proxy settings of the environment apply.
+    Other schemes than http and https are not probed (None)."""
+    if not url.startswith(("http://", "https://")):
+        return None
+    try:
+        urllib.request.urlopen(urllib.request.Request(url.rstrip("/") + "/", method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except urllib.error.URLError as err:
+        reason = err.reason
+        return getattr(reason, "strerror", None) or str(reason)
+    except OSError as err:  # a timeout, a reset connection
+        return err.strerror or str(err) or type(err).__name__
+    return None

@@ -28,8 +28,9 @@ import shlex
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import pexpect
 
@@ -137,15 +138,35 @@ def _reading_terminal(session: int, terminal: str) -> bool:
 
 _PR_SET_PDEATHSIG = 1
 _prctl = ctypes.CDLL(None).prctl  # looked up here: the child after fork only calls it
+#: The signals that stop a run (see piuparts.cli).
+_STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _forking() -> Iterator[None]:
+    """Hold the signals that stop a run while a child is forked.
+
+    Right after a fork, Python runs its at-fork hooks (logging's) in the
+    parent, and an exception that a signal handler raises there is lost
+    ("Exception ignored"): the run would go on as if never stopped.  Held,
+    the signal comes when the block ends, once the caller knows the child
+    and can end it."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _dies_with_us() -> Callable[[], None]:
-    """A ``preexec_fn``: the child is SIGKILLed when this process dies, so a
-    killed run leaves no command of its own running (what such a command
-    started is ended by the next reap: see piuparts.resources)."""
+    """A ``preexec_fn``: the child starts with no signal blocked, and is
+    SIGKILLed when this process dies, so a killed run leaves no command of
+    its own running (what such a command started is ended by the next
+    reap: see piuparts.resources)."""
     parent = os.getpid()
 
     def preexec() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # died before the prctl took effect
             os._exit(137)
@@ -248,11 +269,13 @@ def run(
             raise error(failure_message(result, what or argv[0]))
         return result
     start = time.monotonic()
-    proc = _start(argv, env, cwd)
     cap = _Capture(output_cap)
     timed_out = False
     deadline = None if timeout is None else start + timeout
+    proc: subprocess.Popen[bytes] | None = None
     try:
+        with _forking():
+            proc = _start(argv, env, cwd)
         timed_out = _pump(proc, cap, deadline)
         if not timed_out:
             # EOF can come before the exit: wait for it, within the limit.
@@ -262,11 +285,12 @@ def run(
                 timed_out = True
     finally:
         # On a timeout, and on KeyboardInterrupt: never leave the group running.
-        if proc.poll() is None:
-            _kill_group(proc, grace if timed_out else 0.5)
-        if proc.stdout:
-            proc.stdout.close()
-        proc.wait()
+        if proc is not None:
+            if proc.poll() is None:
+                _kill_group(proc, grace if timed_out else 0.5)
+            if proc.stdout:
+                proc.stdout.close()
+            proc.wait()
     result = Result(argv, proc.returncode, cap.text(), time.monotonic() - start, timed_out, cap.dropped, timeout)
     _log_result(result, level)
     if error is not None and not result.ok:
@@ -282,19 +306,21 @@ def _run_terminal(argv: tuple[str, ...], env: Mapping[str, str] | None, cwd: str
         raise TestbedError(f"cannot run {argv[0]} in {cwd}: no such directory")
     start = time.monotonic()
     deadline = None if timeout is None else start + timeout
-    try:
-        child = pexpect.spawn(argv[0], list(argv[1:]), env={**(env or os.environ), "TERM": "dumb"},
-                              cwd=cwd, echo=False, dimensions=(24, 200), encoding=None,
-                              preexec_fn=_dies_with_us())
-    except pexpect.ExceptionPexpect as err:
-        raise TestbedError(f"{argv[0]}: cannot be run ({err})") from None
-    # pexpect sleeps 0.1 s on close by default; we wait for the exit ourselves.
-    child.delayafterclose = child.delayafterterminate = child.ptyproc.delayafterclose = 0
-    terminal = _terminal_name(child.child_fd)
     cap = _Capture(output_cap)
     timed_out, prompt = False, None
     last_output, exited_at = start, None
+    child: pexpect.spawn | None = None
     try:
+        try:
+            with _forking():
+                child = pexpect.spawn(argv[0], list(argv[1:]), env={**(env or os.environ), "TERM": "dumb"},
+                                      cwd=cwd, echo=False, dimensions=(24, 200), encoding=None,
+                                      preexec_fn=_dies_with_us())
+        except pexpect.ExceptionPexpect as err:
+            raise TestbedError(f"{argv[0]}: cannot be run ({err})") from None
+        # pexpect sleeps 0.1 s on close by default; we wait for the exit ourselves.
+        child.delayafterclose = child.delayafterterminate = child.ptyproc.delayafterclose = 0
+        terminal = _terminal_name(child.child_fd)
         while True:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -322,9 +348,11 @@ def _run_terminal(argv: tuple[str, ...], env: Mapping[str, str] | None, cwd: str
             cap.add(data)
             last_output = time.monotonic()
     finally:
-        if exited_at is None and child.isalive():
-            _kill_session(child, grace if timed_out else 0.5)
-        child.close(force=True)
+        if child is not None:
+            if exited_at is None and child.isalive():
+                _kill_session(child, grace if timed_out else 0.5)
+            child.close(force=True)
+    assert child is not None
     returncode = child.exitstatus if child.exitstatus is not None else -(child.signalstatus or 0)
     return Result(argv, returncode, _terminal_text(cap.text()), time.monotonic() - start, timed_out,
                   cap.dropped, timeout, prompt)
@@ -358,8 +386,10 @@ def spawn(argv: Sequence[str], *, level: int = logging.DEBUG) -> subprocess.Pope
     argv = tuple(str(a) for a in argv)
     log.log(level, "$ %s &", shlex.join(argv))
     try:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True, preexec_fn=_dies_with_us())
+        with _forking():  # the caller holds the signals until it knows the helper (piuparts.backends.overlay)
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True,
+                                    preexec_fn=_dies_with_us())
     except FileNotFoundError:
         raise TestbedError(f"{argv[0]}: command not found; install the Debian package that provides it") from None
 

@@ -11,16 +11,20 @@ same path inside, as in piuparts.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from piuparts import aptsources
 from piuparts.chroot import Chroot
+from piuparts.command import failure_message
 from piuparts.errors import TestbedError, UsageError
 
 log = logging.getLogger("piuparts")
 
 EXTRA_LIST = "/etc/apt/sources.list.d/piuparts-extra.list"
+#: "E: Failed to fetch http://host/dists/x/InRelease  Could not connect to host:9 ..." (W: with older apt)
+_FETCH_FAILED = re.compile(r"^[EW]: Failed to fetch (?P<url>\S+)\s+(?P<why>.*)$", re.M)
 
 
 def parse_extra_repo(line: str) -> aptsources.SourceEntry:
@@ -61,6 +65,14 @@ def set_up(chroot: Chroot, repo_lines: tuple[str, ...], bindmounts: tuple[Path, 
         if local is not None:
             chroot.bind_mount(local, readonly=True)
     chroot.path(EXTRA_LIST).write_text("".join(line.strip() + "\n" for line in repo_lines))
-    chroot.run(["apt-get", "update", "-o", f"Dir::Etc::SourceList={EXTRA_LIST}", "-o", "Dir::Etc::SourceParts=-",
-                "-o", "APT::Get::List-Cleanup=0"], timeout=timeout, error=TestbedError,
-               what="apt-get update of the extra repositories")
+    # Error-Mode=any: a source that cannot be fetched is an error, not a warning
+    # (older apt ignores the option and still exits 0: the output says it).
+    result = chroot.run(["apt-get", "update", "-o", f"Dir::Etc::SourceList={EXTRA_LIST}",
+                         "-o", "Dir::Etc::SourceParts=-", "-o", "APT::Get::List-Cleanup=0",
+                         "-o", "APT::Update::Error-Mode=any"], timeout=timeout)
+    failed = _FETCH_FAILED.search(result.output)
+    if failed:
+        raise TestbedError(f"--extra-repo: cannot fetch {failed['url']} ({failed['why'].strip()}); "
+                           "check that the repository's URL is right and reachable from this machine")
+    if not result.ok:
+        raise TestbedError(failure_message(result, "apt-get update of the extra repositories"))

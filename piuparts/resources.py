@@ -35,11 +35,14 @@ log = logging.getLogger("piuparts")
 
 
 def _start_time(pid: int) -> str | None:
+    """When ``pid`` started (clock ticks since boot); None once it is dead,
+    a zombie included (a killed run whose parent has not reaped it yet)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def make_owned_dir(parent: Path, prefix: str = "") -> Path:

@@ -19,6 +19,8 @@ class DebSpec:
     description: str = "piuparts test fixture"
     #: Paths (among ``files``) that dpkg treats as conffiles.
     conffiles: tuple[str, ...] = ()
+    #: Paths (among ``files``) installed executable (mode 0755).
+    executables: tuple[str, ...] = ()
 
     def build(self, outdir: Path) -> Path:
         """Build ``NAME_VERSION_all.deb`` in ``outdir`` and return its path."""
@@ -42,6 +44,8 @@ class DebSpec:
             target = tree / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(content)
+            if path in self.executables:
+                target.chmod(0o755)
         deb = outdir / f"{self.name}_{self.version}_all.deb"
         deb.unlink(missing_ok=True)
         subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(deb)],
