@@ -115,7 +115,7 @@ class Backend(ABC):
             self.prepare()
         if layers and not self.capabilities.layers:
             raise TypeError(f"the {self.name} backend does not stack layers")
-        with (self._do_instance(layers) if layers else self._do_instance()) as chroot:
+        with self._do_instance(layers) as chroot:
             yield chroot
 
     def close(self) -> None:
@@ -129,9 +129,9 @@ class Backend(ABC):
     def _do_prepare(self) -> None: ...
 
     @abstractmethod
-    def _do_instance(self, *layers: Any) -> Any:
-        """A context manager yielding a new instance (backends that stack
-        layers take them as one sequence argument)."""
+    def _do_instance(self, layers: Sequence[Path]) -> Any:
+        """A context manager yielding a new instance with ``layers`` over the
+        base (always empty unless ``capabilities.layers``)."""
 
 
 def ensure_writable(directory: Path) -> None:

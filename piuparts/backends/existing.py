@@ -19,7 +19,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, ContextManager, Iterator
+from typing import TYPE_CHECKING, ContextManager, Iterator, Sequence
 
 from piuparts import command, resources
 from piuparts.backends.base import Backend, BaseSpec, Capabilities
@@ -94,7 +94,7 @@ class ExistingBackend(Backend, name="existing"):
             self._fit(chroot)
             yield chroot
 
-    def _do_instance(self) -> ContextManager[Chroot]:
+    def _do_instance(self, layers: Sequence[Path] = ()) -> ContextManager[Chroot]:
         return self._overlay()
 
     def describe(self) -> dict[str, str]:
@@ -156,5 +156,5 @@ class HardLinkedExistingBackend(ExistingBackend):
                 self._fit(chroot)
                 yield chroot
 
-    def _do_instance(self) -> ContextManager[Chroot]:
+    def _do_instance(self, layers: Sequence[Path] = ()) -> ContextManager[Chroot]:
         return self._hard_linked()

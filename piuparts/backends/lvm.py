@@ -20,7 +20,7 @@ import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from piuparts import aptsources, command, resources
 from piuparts.backends.base import Backend, BaseSpec, Capabilities
@@ -120,7 +120,7 @@ class LvmBackend(Backend, name="lvm"):
         resources.reap(self.cache_dir / "instances")
 
     @contextmanager
-    def _do_instance(self) -> Iterator[Chroot]:
+    def _do_instance(self, layers: Sequence[Path] = ()) -> Iterator[Chroot]:
         start = time.monotonic()
         with owned_instance_dir(self.cache_dir) as top:
             # The instance directory's name makes the snapshot's: unique, and it

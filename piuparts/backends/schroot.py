@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -198,7 +198,7 @@ class SchrootBackend(Backend, name="schroot"):
                  self.info.get("Filesystem Union Type"))
 
     @contextmanager
-    def _do_instance(self) -> Iterator[Chroot]:
+    def _do_instance(self, layers: Sequence[Path] = ()) -> Iterator[Chroot]:
         start = time.monotonic()
         with owned_instance_dir(self.cache_dir) as top:
             session = SESSION_PREFIX + top.name
