@@ -9,7 +9,7 @@ options, or it is skipped; checks never print.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 from piuparts.chroot import Chroot
 from piuparts.findings import FAIL, Finding
@@ -25,7 +25,8 @@ class Context:
     chroot: Chroot
     packages: list[str]
     ignores: Ignores
-    blame: str
+    #: Who the tested packages' findings are blamed on: their names.
+    blame: tuple[str, ...]
     installed_before: dict[str, str] = field(default_factory=dict)
     installed: dict[str, str] = field(default_factory=dict)
     pulled_in: list[str] = field(default_factory=list)
@@ -62,11 +63,12 @@ class Check:
     def __init__(self, severity: str | None = None) -> None:
         self.severity = severity or self.default_severity
 
-    def finding(self, subject: str, message: str, owner: str | None = None, blame: str | None = None,
-                ctx: Context | None = None) -> Finding:
-        """A Finding of this check at its configured severity."""
-        return Finding(self.name, self.severity, subject, message, owner,
-                       blame if blame is not None else (ctx.blame if ctx else None))
+    def finding(self, subject: str, message: str, owners: Sequence[str] | None = None,
+                blame: Sequence[str] | None = None, ctx: Context | None = None) -> Finding:
+        """A Finding of this check at its configured severity; blamed on the
+        tested packages (``ctx.blame``) unless ``blame`` names others."""
+        return Finding(self.name, self.severity, subject, message, None if owners is None else tuple(owners),
+                       tuple(blame) if blame is not None else (ctx.blame if ctx else ()))
 
     def before_install(self, ctx: Context) -> None:
         """Record what the check compares against later."""

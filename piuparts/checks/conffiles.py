@@ -66,5 +66,5 @@ class Conffiles(Check, name=NAME):
             elif (rule := ctx.ignores.match(path)) is not None:
                 log.debug("ignored %s (rule %s from %s)", path, rule.pattern, rule.source)
             else:
-                findings.append(self.finding(path, MESSAGE, NOT_OWNED, self.declared[path]))
+                findings.append(self.finding(path, MESSAGE, NOT_OWNED, (self.declared[path],)))
         return findings

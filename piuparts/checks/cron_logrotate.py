@@ -192,7 +192,7 @@ class CronLogrotate(Check, name=NAME):
         return self._periodic(ctx, resolver, path, package)
 
     def _failed(self, path: str, package: str, what: str, result: Result) -> Finding:
-        return self.finding(path, f"{what} {outcome(result)}", f"owned by {package}", package)
+        return self.finding(path, f"{what} {outcome(result)}", (package,), (package,))
 
     def _periodic(self, ctx: Context, resolver: Resolver, path: str, package: str) -> list[Finding]:
         host = resolver.host(path)

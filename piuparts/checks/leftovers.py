@@ -16,7 +16,7 @@ from piuparts.findings import FAIL, WARN, Finding
 from piuparts.state import Diff, display
 
 NAME = "leftovers"
-NOT_OWNED = "not owned"
+NOT_OWNED: tuple[str, ...] = ()
 
 
 def dpkg_owners(chroot: Chroot) -> dict[str, list[str]]:
@@ -30,8 +30,8 @@ def dpkg_owners(chroot: Chroot) -> dict[str, list[str]]:
     return owners
 
 
-def owner_of(path: str, owners: dict[str, list[str]]) -> str:
-    """``"owned by foo, bar"`` or ``"not owned"``; usrmerge aliases are tried too."""
+def owner_of(path: str, owners: dict[str, list[str]]) -> tuple[str, ...]:
+    """The packages that own ``path`` (empty: not owned); usrmerge aliases are tried too."""
     candidates = [path]
     for alias in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if path.startswith(alias + "/"):
@@ -40,11 +40,11 @@ def owner_of(path: str, owners: dict[str, list[str]]) -> str:
             candidates.append(path[len("/usr"):])
     for candidate in candidates:
         if candidate in owners:
-            return "owned by " + ", ".join(owners[candidate])
+            return tuple(owners[candidate])
     return NOT_OWNED
 
 
-def check(changes: Diff, owners: dict[str, list[str]], blame: str, severity: str = FAIL) -> list[Finding]:
+def check(changes: Diff, owners: dict[str, list[str]], blame: tuple[str, ...], severity: str = FAIL) -> list[Finding]:
     """A finding for every path added, removed or modified."""
     findings = []
     for what, entries in (("left behind after purge", changes.added),
@@ -109,6 +109,6 @@ class DependencyLeftovers(Check, name="dependency-leftovers"):
             return []
         changes, mine = split_changes(ctx)
         theirs = _only(changes, lambda p: p not in mine)
-        findings = check(theirs, dpkg_owners(ctx.chroot), ", ".join(ctx.dependencies), self.severity)
+        findings = check(theirs, dpkg_owners(ctx.chroot), tuple(ctx.dependencies), self.severity)
         return [replace(f, check=self.name, message=f"{f.message}, by a dependency's maintainer scripts")
                 for f in findings if f.subject not in ctx.claimed]

@@ -20,7 +20,7 @@ from collections import deque
 from pathlib import Path
 
 from piuparts.checks.base import Check, Context
-from piuparts.checks.leftovers import NOT_OWNED, dpkg_owners, owner_of
+from piuparts.checks.leftovers import dpkg_owners, owner_of
 from piuparts.findings import WARN, Finding
 from piuparts.state import Ignores
 
@@ -97,8 +97,8 @@ def resolve(root: Path, inner: str, limit: int = MAX_LINKS) -> tuple[str | None,
     return current, ""
 
 
-def _blame(owner: str, ctx: Context) -> str:
-    return owner.removeprefix("owned by ") if owner != NOT_OWNED else ctx.blame
+def _blame(owners: tuple[str, ...], ctx: Context) -> tuple[str, ...]:
+    return owners or ctx.blame
 
 
 class Symlinks(Check, name="symlinks"):

@@ -28,7 +28,7 @@ def document(scenarios: list[ScenarioResult], packages: list[str], suite_name: s
                 skipped += 1
                 continue
             mine = [f for f in scenario.findings
-                    if f.blame is None or package in [b.strip() for b in f.blame.split(",")]]
+                    if not f.blame or package in f.blame]
             failed = [f for f in mine if f.severity == FAIL]
             failed_steps = [s for s in scenario.steps if not s.ok]
             if failed or failed_steps:

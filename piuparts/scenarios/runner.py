@@ -101,7 +101,7 @@ class Runner:
         self.subject = subject
         self.settings = settings
         self.checks = make_checks(settings.severities)
-        self.ctx = Context(chroot, subject.packages, settings.ignores, ", ".join(subject.packages),
+        self.ctx = Context(chroot, subject.packages, settings.ignores, tuple(subject.packages),
                            timings=self.outcome.timings, compare=self._compare)
         self.watcher = TreeWatcher(chroot, settings.ignores)
         self._diffs: dict[tuple[int, int], Diff] = {}

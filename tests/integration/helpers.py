@@ -46,3 +46,16 @@ def leaks(cache_dir: Path) -> list[str]:
     if builds.is_dir():
         left += [str(p) for p in builds.glob(".build-*")]
     return left
+
+
+def owner_text(finding: dict[str, Any]) -> str | None:
+    """A JSON finding's owners as the text report shows them: ``not owned``, ``owned by a, b``."""
+    owners = finding["owners"]
+    if owners is None:
+        return None
+    return "owned by " + ", ".join(owners) if owners else "not owned"
+
+
+def blame_text(finding: dict[str, Any]) -> str | None:
+    """A JSON finding's blame as one string (None when it blames nobody)."""
+    return ", ".join(finding["blame"]) or None

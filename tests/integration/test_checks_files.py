@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.debs import DebSpec
-from tests.integration.helpers import leaks, piuparts
+from tests.integration.helpers import leaks, piuparts, blame_text, owner_text
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
 
@@ -91,7 +91,7 @@ LOGROTATE_MISSINGOK = LocalDeb("pp-logrotate-missingok", depends="logrotate",
 
 def found(run, *checks: str) -> set[tuple[str, ...]]:
     """(check, subject, owner, blame, message) of the findings of ``checks`` (of all checks if none)."""
-    return {(f["check"], f["subject"], f["owner"], f["blame"], f["message"])
+    return {(f["check"], f["subject"], owner_text(f), blame_text(f), f["message"])
             for f in run.findings() if not checks or f["check"] in checks}
 
 
@@ -137,7 +137,7 @@ def test_cron_and_logrotate_files_failing_with_the_package_removed(cache_dir, de
     assert run.returncode == 1, run.stdout + run.stderr
     findings = {f["subject"]: f for f in run.findings("cron-logrotate")}
     assert sorted(findings) == sorted(CRON_FILES)
-    assert {(f["owner"], f["blame"], f["severity"]) for f in findings.values()} == {("owned by pp-cron", "pp-cron", "fail")}
+    assert {(owner_text(f), blame_text(f), f["severity"]) for f in findings.values()} == {("owned by pp-cron", "pp-cron", "fail")}
     assert findings["/etc/cron.daily/ppcron"]["message"] == (
         "cron.daily script exited 127 with the package removed: "
         "/etc/cron.daily/ppcron: 2: /usr/bin/ppcron-tool: not found")

@@ -21,7 +21,7 @@ from piuparts.checks.symlinks import Symlinks
 from piuparts.options import conf_dir, host_architecture
 from piuparts.state import Ignores
 from tests.debs import DebSpec
-from tests.integration.helpers import Run, leaks, piuparts
+from tests.integration.helpers import Run, leaks, piuparts, blame_text, owner_text
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
 
@@ -94,7 +94,7 @@ USER_CLEAN = DebSpec("pp-user-clean", scripts={
 
 def found(run: Run) -> set[tuple[str, str, str, str, str | None, str | None]]:
     """Every finding as (check, severity, subject, message, owner, blame)."""
-    return {(f["check"], f["severity"], f["subject"], f["message"], f["owner"], f["blame"]) for f in run.findings()}
+    return {(f["check"], f["severity"], f["subject"], f["message"], owner_text(f), blame_text(f)) for f in run.findings()}
 
 
 def assert_clean(run: Run) -> None:
@@ -206,7 +206,7 @@ def test_symlinks_from_the_upper_dir_and_the_full_walk_agree(cache_dir, debs):
     try:
         with backend.instance() as chroot:
             walked = dataclasses.replace(chroot, upper=None, lower=None)
-            contexts = [Context(c, ["pp-brokenlinks"], ignores, "pp-brokenlinks") for c in (chroot, walked)]
+            contexts = [Context(c, ["pp-brokenlinks"], ignores, ("pp-brokenlinks",)) for c in (chroot, walked)]
             checks = [Symlinks(), Symlinks()]
             for check, ctx in zip(checks, contexts):
                 check.before_install(ctx)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.debs import CLEAN, DebSpec, make_repo
-from tests.integration.helpers import leaks, piuparts
+from tests.integration.helpers import leaks, piuparts, blame_text, owner_text
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
 
@@ -103,7 +103,7 @@ def test_leftover_of_a_dependency_is_blamed_on_the_dependency(cache_dir, debs, t
     assert run.returncode == 0, run.stdout + run.stderr
     assert [name for name, _ in steps(run, "install-purge")] == [
         "install dependencies", "install", "remove", "purge"]
-    assert {(f["check"], f["severity"], f["subject"], f["blame"]) for f in run.findings()} == {
+    assert {(f["check"], f["severity"], f["subject"], blame_text(f)) for f in run.findings()} == {
         ("dependency-leftovers", "warn", "/etc/pp-depleaver/", "pp-depleaver"),
         ("dependency-leftovers", "warn", "/etc/pp-depleaver/state", "pp-depleaver")}
 
@@ -113,7 +113,7 @@ def test_own_and_dependency_leftovers_are_told_apart(cache_dir, debs, tmp_path):
     run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, "--no-upgrade-test", "--purge-dependencies",
                    "--severity", "dependency-leftovers=fail", str(debs(USES_DEP_AND_LEAVES)))
     assert run.returncode == 1, run.stdout + run.stderr
-    assert {(f["check"], f["subject"], f["blame"]) for f in run.findings()} == {
+    assert {(f["check"], f["subject"], blame_text(f)) for f in run.findings()} == {
         ("leftovers", "/etc/pp-usesdep-leaves.conf", "pp-usesdep-leaves"),
         ("dependency-leftovers", "/etc/pp-depleaver/", "pp-depleaver"),
         ("dependency-leftovers", "/etc/pp-depleaver/state", "pp-depleaver")}
@@ -127,7 +127,7 @@ def test_dependencies_come_from_a_cached_layer_and_stay_out_of_the_verdict(cache
     for run in runs:
         assert run.returncode == 1, run.stdout + run.stderr
         assert [name for name, _ in steps(run, "install-purge")] == ["install", "remove", "purge"]
-        assert {(f["check"], f["subject"], f["blame"]) for f in run.findings()} == {
+        assert {(f["check"], f["subject"], blame_text(f)) for f in run.findings()} == {
             ("leftovers", "/etc/pp-usesdep-leaves.conf", "pp-usesdep-leaves")}
         assert run.report["dependency_layer"]["packages"] == 1
     assert runs[0].report["dependency_layer"]["layer"] == runs[1].report["dependency_layer"]["layer"]
