@@ -1,8 +1,9 @@
-"""The command line: argv -> Options, one run, and the only place that exits.
+"""The command line: argv -> RunConfig -> Session.test -> report; the only
+place that exits and installs signal handlers.
 
 Exit codes: 0 pass (warnings allowed), 1 the package failed, 2 bad usage or
-configuration, 3 the test bed failed (mirror, backend, host), 128+N killed
-by signal N (130 for Ctrl-C).
+configuration, 3 the test bed failed (mirror, backend, host), 4 an internal
+error (a bug of ours), 128+N killed by signal N (130 for Ctrl-C).
 """
 
 from __future__ import annotations
@@ -13,22 +14,15 @@ import logging
 import os
 import signal
 import sys
-import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Sequence
 
-from piuparts import __version__, aptsources, inputs, layers, log as logsetup, options as opts, repos, resources
-from piuparts.backends import Backend, BaseSpec
+from piuparts import __version__, api, log as logsetup, options as opts, resources
+from piuparts.api import require_root
+from piuparts.backends import Backend
 from piuparts.checks import Check
-from piuparts import hooks as hooks_mod
-from piuparts.errors import Interrupted, PiupartsError, TestbedError, UsageError
-from piuparts.findings import FAIL, Finding
-from piuparts.hooks import Hooks
+from piuparts.errors import Interrupted, PiupartsError
 from piuparts.report import json as json_report, junit as junit_report, text as text_report
-from piuparts.chroot import Chroot
-from piuparts.scenarios import ScenarioResult, distupgrade, install_purge, install_upgrade_purge
-from piuparts.scenarios.runner import Settings
 
 log = logging.getLogger("piuparts")
 
@@ -38,6 +32,7 @@ exit codes:
   1    a package failed: a step failed or something was left behind
   2    bad usage or configuration (the message says what to fix)
   3    the test bed failed (mirror unreachable, debootstrap failed...); not the package's fault
+  4    an internal error of piuparts-ng (a bug: run with -v for the traceback and report it)
   130  interrupted (Ctrl-C); 128+N for signal N
 
 other commands:
@@ -146,142 +141,6 @@ def _raise_interrupted(signum: int, _frame: Any) -> None:
     raise Interrupted(signum)
 
 
-def require_root() -> None:
-    """Refuse to start without root, saying why it is needed."""
-    if os.geteuid() != 0:
-        raise UsageError("must run as root: building the chroot and mounting overlayfs, proc and devpts "
-                         "need it (run it with sudo)")
-
-
-def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any]]:
-    """Prepare the backend, run each scenario in an instance of its own, return their results."""
-    subject = inputs.subject_from_args(options.packages, options.apt)
-    require_root()
-    spec = BaseSpec(options.distribution, options.mirror, options.architecture, options.components)
-    backend_class = Backend.registry[options.backend]
-    why_not = backend_class.unavailable()
-    if why_not is not None:
-        raise UsageError(f"the {options.backend} backend cannot run here: {why_not}")
-    backend = backend_class.from_options(spec, options)
-    info: dict[str, Any] = {"subject": subject.label, "packages": subject.packages,
-                            "distribution": spec.distribution, "distributions": list(options.distributions),
-                            "mirror": spec.mirror,
-                            "architecture": spec.architecture, "backend": backend.name}
-    log.info("Testing %s on %s (%s) from %s", subject.label, " -> ".join(options.distributions),
-             spec.architecture, spec.mirror)
-    hooks = Hooks.from_dirs(options.scriptsdirs, subject.objects, spec.distribution)
-    settings = Settings(options.ignores, options.max_command_runtime, dict(options.severities),
-                        options.install_remove_install, options.install_purge_install, hooks,
-                        prompt_timeout=options.prompt_timeout, deb_cache=options.cache_dir / "debs")
-    try:
-        start = time.monotonic()
-        prepare(backend)
-        info["base_prepare_seconds"] = round(time.monotonic() - start, 3)
-        if options.save_tarball:
-            backend.save(options.save_tarball)
-        untestable = is_testable(backend, options, hooks)
-        if untestable is not None:
-            return [untestable], info
-        results = []
-        plan = distupgrade.Plan(options, backend, lambda chroot: prepare_instance(chroot, options, hooks))
-        for scenario in scenarios(options):
-            if scenario is install_upgrade_purge and not subject.debs:
-                results.append(ScenarioResult(scenario.NAME, skipped=install_upgrade_purge.NO_DEBS))
-                continue  # no instance needed to know that
-            stack: list[Path] = []
-            if scenario is install_purge and backend.capabilities.layers and not options.purge_dependencies:
-                stack, info["dependency_layer"] = layers.for_subject(
-                    backend, subject, lambda chroot: repos.set_up(chroot, options.extra_repos, options.bindmounts,
-                                                                  options.max_command_runtime),
-                    settings.deb_cache or options.cache_dir / "debs", options.max_command_runtime,
-                    options.prompt_timeout, options.extra_repos)
-            with backend.instance(stack) as chroot:
-                prepare_instance(chroot, options, hooks)
-                results.append(run_scenario(scenario, chroot, subject, settings, plan))
-    finally:
-        backend.close()
-    return results, info
-
-
-def prepare(backend: Backend) -> None:
-    """Prepare the backend's base; when that fails over the mirror, say
-    whether the mirror can be reached at all."""
-    try:
-        backend.prepare()
-    except TestbedError as err:
-        mirror = backend.spec.mirror
-        why = aptsources.unreachable(mirror) if mirror in str(err) else None
-        if why is None:
-            raise
-        raise TestbedError(f"cannot make the base system: the mirror {mirror} is unreachable ({why}); check the "
-                           "URL (-m, or the host's apt sources) and the network") from None
-
-
-def prepare_instance(chroot: Chroot, options: opts.Options, hooks: Hooks) -> None:
-    """The setup hooks, extra repositories and bind mounts of a new instance."""
-    hooks.install(chroot)
-    _setup_hooks(chroot, hooks, "post_chroot_unpack")
-    repos.set_up(chroot, options.extra_repos, options.bindmounts, options.max_command_runtime)
-    _setup_hooks(chroot, hooks, "post_setup")
-
-
-def _setup_hooks(chroot: Chroot, hooks: Hooks, phase: str) -> None:
-    failed = hooks_mod.failures(hooks.run(chroot, phase))
-    if failed:
-        raise TestbedError(f"a {phase} hook script failed: {failed[0]}")
-
-
-def is_testable(backend: Backend, options: opts.Options, hooks: Hooks) -> ScenarioResult | None:
-    """None when the is_testable_ hooks (if any) allow the test; else what to report.
-
-    As in piuparts: a script whose exit status has bit 2 set fails the test,
-    any other non-zero status skips it.
-    """
-    if not any(name.startswith("is_testable") for name in hooks.scripts):
-        return None
-    with backend.instance() as chroot:
-        prepare_instance(chroot, options, hooks)
-        results = hooks.run(chroot, "is_testable")
-    status = 0
-    for _, result in results:
-        if not result.ok:  # a signal or a timeout counts as a plain "no" (1)
-            status |= result.returncode if result.returncode > 0 else 1
-    if status == 0:
-        return None
-    reason = "; ".join(hooks_mod.failures(results))
-    if status & 2:
-        log.error("FAIL: the package cannot be tested: %s", reason)
-        return ScenarioResult("is-testable", findings=[Finding("hooks", FAIL, "is_testable", reason)])
-    log.info("SKIP: the package cannot be tested: %s", reason)
-    return ScenarioResult("is-testable", skipped=f"an is_testable_ script says so: {reason}")
-
-
-def scenarios(options: opts.Options) -> list[ModuleType]:
-    """The scenario modules the options ask for, in piuparts' order.
-
-    As in piuparts, more than one distribution means the distupgrade test alone.
-    """
-    if len(options.distributions) > 1:
-        return [distupgrade]
-    chosen = [install_purge] if options.install_purge_test else []
-    return chosen + ([install_upgrade_purge] if options.upgrade_test else [])
-
-
-def run_scenario(scenario: ModuleType, chroot: Chroot, subject: inputs.TestSubject,
-                 settings: Settings, plan: distupgrade.Plan | None = None) -> ScenarioResult:
-    """Run one scenario, or record why it was skipped."""
-    if scenario is distupgrade:
-        assert plan is not None
-        return distupgrade.run(chroot, subject, settings, plan)
-    if scenario is install_upgrade_purge:
-        reason = install_upgrade_purge.skip_reason(chroot, subject)
-        if reason:
-            log.info("Skipping %s: %s", scenario.NAME, reason)
-            return ScenarioResult(scenario.NAME, skipped=reason)
-    result: ScenarioResult = scenario.run(chroot, subject, settings)
-    return result
-
-
 def cleanup(argv: Sequence[str]) -> int:
     """``piuparts cleanup``: reap what dead runs left in the cache directory."""
     args = cleanup_parser().parse_args(argv)
@@ -341,9 +200,11 @@ def _main(argv: list[str]) -> int:
             return 0
         logsetup.setup(args.verbose, logfile=args.log_file)
         json_path = Path(args.json) if args.json else None
-        options = opts.from_args(args)
-        results, info = run_test(options)
-        return _report(results, info, json_path, args.junit)
+        config = opts.from_args(args)
+        subject = api.Subject.from_args(args.packages, args.apt)
+        with api.Session(config) as session:
+            result = session.test(subject)
+        return _report(result, json_path, args.junit)
     except PiupartsError as err:
         return _error(str(err), err.exit_code, json_path)
     except KeyboardInterrupt:
@@ -353,19 +214,21 @@ def _main(argv: list[str]) -> int:
     except Exception as err:  # a bug of ours: one line, the traceback with -v
         log.debug("internal error", exc_info=True)
         return _error(f"internal error: {type(err).__name__}: {err} (run with -v for the traceback "
-                      "and report it)", 3, json_path)
+                      "and report it)", api.KINDS["internal"], json_path)
 
 
-def _report(results: list[ScenarioResult], info: dict[str, Any], json_path: Path | None,
-            junit: str | None) -> int:
+def _report(result: api.RunResult, json_path: Path | None, junit: str | None) -> int:
     """The summary, the JSON and JUnit reports; the exit code of the verdict."""
-    code = 0 if all(r.passed for r in results) else 1
-    print(text_report.summary(results, info["subject"]), flush=True)
     if json_path:
-        json_report.write(json_path, json_report.document(results, info, code))
+        json_report.write(json_path, result.to_json())
+    if result.error is not None:
+        hint = " (run with -v for the traceback and report it)" if result.kind == "internal" else ""
+        return _error(result.error + hint, result.exit_code, None)
+    scenarios = result.scenario_results()
+    print(text_report.summary(scenarios, result.subject["label"]), flush=True)
     if junit:
-        junit_report.write(Path(junit), results, info["packages"], f"piuparts {info['subject']}")
-    return code
+        junit_report.write(Path(junit), scenarios, result.subject["packages"], f"piuparts {result.subject['label']}")
+    return result.exit_code
 
 
 def _error(message: str, code: int, json_path: Path | None) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from debian.deb822 import Changes
 from debian.debfile import DebFile
@@ -70,6 +70,25 @@ class TestSubject:
     def objects(self) -> list[str]:
         """What the hooks see as PIUPARTS_OBJECTS: names, with =VERSION where given."""
         return [d.package for d in self.debs] + list(self.apt_names)
+
+    @classmethod
+    def from_args(cls, args: Iterable[str], apt: bool = False) -> "TestSubject":
+        """The subject a command line names (see :func:`subject_from_args`)."""
+        return subject_from_args(args, apt)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data: the .debs' paths and the archive names."""
+        return {"debs": [str(d.path) for d in self.debs], "apt": list(self.apt_names)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "TestSubject":
+        """The subject ``data`` describes (each .deb read again, so checked again)."""
+        if not isinstance(data, dict) or set(data) - {"debs", "apt"}:
+            raise UsageError("a test subject is a JSON object with the keys 'debs' and 'apt' only")
+        debs, apt = data.get("debs", []), data.get("apt", [])
+        if not all(isinstance(x, str) for x in [*debs, *apt]) or not (debs or apt):
+            raise UsageError("a test subject names .deb paths ('debs') or archive packages ('apt') as strings")
+        return cls(debs=tuple(Deb.read(Path(p)) for p in debs), apt_names=tuple(apt))
 
     @property
     def label(self) -> str:

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
-from typing import TextIO
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, TextIO
 
 
 class ElapsedFormatter(logging.Formatter):
@@ -25,6 +28,41 @@ class ElapsedFormatter(logging.Formatter):
         return prefix + record.getMessage()
 
 
+class _ThisThread(logging.Filter):
+    """Lets through the records of one thread only."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ident = threading.get_ident()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread == self.ident
+
+
+@contextmanager
+def thread_log(path: Path) -> Iterator[None]:
+    """While the block runs, write what this thread logs (every level) to ``path``.
+
+    A test's own log: tests running at once in other threads of the same
+    process write to their own files; the console is left as it is.
+    """
+    logger = logging.getLogger("piuparts")
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(ElapsedFormatter(time.time()))
+    handler.addFilter(_ThisThread())
+    handler.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    # Every record reaches the handlers, which choose by their own levels
+    # (the console's is set by setup()); not restored, as other threads'
+    # logs may still be open.
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
 def setup(verbosity: int = 0, stream: TextIO | None = None, logfile: str | None = None) -> logging.Logger:
     """Send the ``piuparts`` logger to ``stream`` (stdout) and ``logfile``."""
     logger = logging.getLogger("piuparts")
@@ -37,6 +75,7 @@ def setup(verbosity: int = 0, stream: TextIO | None = None, logfile: str | None 
         handlers.append(logging.FileHandler(logfile, mode="w", encoding="utf-8"))
     for handler in handlers:
         handler.setFormatter(formatter)
+        handler.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
         logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
     logger.propagate = False

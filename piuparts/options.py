@@ -1,4 +1,5 @@
-"""Options: the command line and conf/ turned into frozen data, read once."""
+"""The command line and conf/ turned into a :class:`~piuparts.config.RunConfig`, read once;
+the host's defaults (distribution, mirror, architecture) are resolved here."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import os
 import re
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from piuparts import aptsources, repos
+from piuparts.config import RunConfig
 from piuparts.errors import UsageError
 from piuparts.state import Ignores
 
@@ -26,52 +27,6 @@ def conf_dir() -> Path:
         if candidate and (Path(candidate) / "ignores.conf").is_file():
             return Path(candidate)
     raise UsageError("cannot find the configuration directory (conf/ignores.conf); set PIUPARTS_CONF_DIR")
-
-
-@dataclass(frozen=True)
-class Options:
-    """One run's settings, complete and checked."""
-
-    packages: tuple[str, ...]
-    apt: bool
-    #: -d: the first is where the test runs; more make the distupgrade scenario.
-    distributions: tuple[str, ...]
-    mirror: str
-    components: tuple[str, ...]
-    architecture: str
-    cache_dir: Path
-    base_max_age: float
-    lists_max_age: float
-    max_command_runtime: float
-    ignores: Ignores = field(compare=False)
-    json: Path | None = None
-    #: Check name -> fail / warn / skip, from --severity and piuparts' named options.
-    severities: tuple[tuple[str, str], ...] = ()
-    extra_repos: tuple[str, ...] = ()
-    bindmounts: tuple[Path, ...] = ()
-    scriptsdirs: tuple[Path, ...] = ()
-    tmpfs_size: str | None = "50%"
-    install_purge_test: bool = True
-    upgrade_test: bool = True
-    install_remove_install: bool = False
-    install_purge_install: bool = False
-    #: Which backend makes the chroots, and its settings (piuparts' option names).
-    backend: str = "debootstrap"
-    basetgz: Path | None = None
-    save_tarball: Path | None = None
-    schroot: str | None = None
-    lvm_volume: str | None = None
-    lvm_snapshot_size: str = "1G"
-    existing_chroot: Path | None = None
-    hard_link: bool = False
-    prompt_timeout: float = 60.0
-    #: Install and purge the dependencies in each test instead of taking them from a cached layer.
-    purge_dependencies: bool = False
-
-    @property
-    def distribution(self) -> str:
-        """The distribution the test starts in."""
-        return self.distributions[0]
 
 
 def host_architecture() -> str:
@@ -92,18 +47,19 @@ def _mirror_and_components(value: str | None, default_components: tuple[str, ...
     return words[0].rstrip("/"), tuple(words[1:]) or default_components
 
 
-def build_ignores(args: argparse.Namespace, distribution: str) -> Ignores:
-    """The default ignore list (unless --no-ignores), the distribution's, then -i and -I."""
+def build_ignores(defaults: bool, paths: tuple[str, ...], regexes: tuple[str, ...], distribution: str) -> Ignores:
+    """The default ignore list (unless ``defaults`` is false: --no-ignores), the
+    distribution's, then the exact ``paths`` (-i) and the ``regexes`` (-I)."""
     ignores = Ignores()
-    if not args.no_ignores:
+    if defaults:
         conf = conf_dir()
         ignores.extend_from(conf / "ignores.conf")
         per_distro = conf / f"ignores.{distribution}.conf"
         if per_distro.is_file():
             ignores.extend_from(per_distro)
-    for path in args.ignore or ():
+    for path in paths:
         ignores.add(re.escape(path), "-i")
-    for regex in args.ignore_regex or ():
+    for regex in regexes:
         try:
             ignores.add(regex, "-I")
         except re.error as err:
@@ -183,7 +139,7 @@ def backend_choice(args: argparse.Namespace) -> tuple[str, Path | None]:
     return name, tarball.absolute()
 
 
-def from_args(args: argparse.Namespace) -> Options:
+def from_args(args: argparse.Namespace) -> RunConfig:
     """Check the parsed command line and fill in the host's defaults."""
     mirror, components = _mirror_and_components(args.mirror, ("main",))
     distribution = args.distribution[0] if args.distribution else None
@@ -213,13 +169,13 @@ def from_args(args: argparse.Namespace) -> Options:
     backend, basetgz = backend_choice(args)
     if args.existing_chroot and not Path(args.existing_chroot, "var/lib/dpkg/status").is_file():
         raise UsageError(f"-e {args.existing_chroot}: not a Debian system (no var/lib/dpkg/status in it)")
-    return Options(
-        packages=tuple(args.packages), apt=args.apt, distributions=distributions, mirror=mirror,
+    config = RunConfig(
+        distributions=distributions, mirror=mirror,
         components=components, architecture=args.arch or host_architecture(),
         cache_dir=Path(args.cache_dir).absolute(), base_max_age=args.base_max_age * 86400,
-        lists_max_age=args.lists_max_age * 3600,
-        max_command_runtime=args.max_command_runtime, ignores=build_ignores(args, distribution),
-        json=Path(args.json) if args.json else None, severities=severities(args),
+        lists_max_age=args.lists_max_age * 3600, max_command_runtime=args.max_command_runtime,
+        default_ignores=not args.no_ignores, ignore_paths=tuple(args.ignore or ()),
+        ignore_regexes=tuple(args.ignore_regex or ()), severities=severities(args),
         extra_repos=tuple(args.extra_repo or ()),
         bindmounts=tuple(repos.check_bindmount(d) for d in args.bindmount or ()),
         scriptsdirs=tuple(Path(d).absolute() for d in args.scriptsdir or ()),
@@ -231,3 +187,5 @@ def from_args(args: argparse.Namespace) -> Options:
         existing_chroot=Path(args.existing_chroot).absolute() if args.existing_chroot else None,
         hard_link=args.hard_link, prompt_timeout=args.prompt_timeout,
         purge_dependencies=args.purge_dependencies)
+    config.ignores  # a bad -I regular expression is a usage error now, not in the middle of a run
+    return config

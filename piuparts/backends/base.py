@@ -23,7 +23,7 @@ from piuparts.chroot import Chroot
 from piuparts.errors import UsageError
 
 if TYPE_CHECKING:
-    from piuparts.options import Options
+    from piuparts.config import RunConfig
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class Backend(ABC):
         return backend_class(spec, cache_dir, **options)
 
     @classmethod
-    def from_options(cls, spec: BaseSpec, options: "Options") -> "Backend":
+    def from_options(cls, spec: BaseSpec, options: "RunConfig") -> "Backend":
         """The backend as the command line asks for it (backends with options override this)."""
         return cls(spec, options.cache_dir)
 
@@ -120,6 +120,10 @@ class Backend(ABC):
 
     def close(self) -> None:
         """Release what the backend holds (locks on its base)."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the report says about the base: its identity, and its age where known."""
+        return {"backend": self.name}
 
     def save(self, tarball: Path) -> None:
         """Write the prepared base as a tarball that ``-b`` takes (``-s/--save``)."""

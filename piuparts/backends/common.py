@@ -246,4 +246,13 @@ class CachedBaseBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         """What the report says about the base."""
-        return {"backend": self.name, "base": str(self.base_dir), **self.spec.__dict__}
+        described: dict[str, Any] = {"backend": self.name, "base": str(self.base_dir), "key": self.base_dir.name,
+                                     **self.spec.__dict__}
+        try:
+            meta = json.loads((self.base_dir / "meta.json").read_text())
+            described["created"] = meta["created"]
+            described["age_seconds"] = round(time.time() - meta["created"])
+            described["lists_updated"] = meta.get("lists_updated", meta["created"])
+        except (OSError, ValueError, KeyError):
+            pass
+        return described

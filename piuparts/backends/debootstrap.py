@@ -28,7 +28,7 @@ from piuparts.backends.common import (  # noqa: F401
 from piuparts.errors import TestbedError, UsageError
 
 if TYPE_CHECKING:
-    from piuparts.options import Options
+    from piuparts.config import RunConfig
 
 log = logging.getLogger("piuparts")
 
@@ -44,7 +44,7 @@ class DebootstrapBackend(CachedBaseBackend, name="debootstrap"):
         self.max_age = max_age
 
     @classmethod
-    def from_options(cls, spec: BaseSpec, options: "Options") -> "DebootstrapBackend":
+    def from_options(cls, spec: BaseSpec, options: "RunConfig") -> "DebootstrapBackend":
         return cls(spec, options.cache_dir, max_age=options.base_max_age,
                    lists_max_age=options.lists_max_age, tmpfs_size=options.tmpfs_size)
 

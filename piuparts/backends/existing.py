@@ -29,7 +29,7 @@ from piuparts.chroot import Chroot
 from piuparts.errors import TestbedError, UsageError
 
 if TYPE_CHECKING:
-    from piuparts.options import Options
+    from piuparts.config import RunConfig
 
 log = logging.getLogger("piuparts")
 
@@ -60,7 +60,7 @@ class ExistingBackend(Backend, name="existing"):
         self._update_lists = False
 
     @classmethod
-    def from_options(cls, spec: BaseSpec, options: "Options") -> "ExistingBackend":
+    def from_options(cls, spec: BaseSpec, options: "RunConfig") -> "ExistingBackend":
         if options.existing_chroot is None:
             raise UsageError("the existing backend needs a directory: give -e DIR")
         chosen = HardLinkedExistingBackend if options.hard_link else ExistingBackend

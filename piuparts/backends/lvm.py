@@ -29,7 +29,7 @@ from piuparts.chroot import Chroot
 from piuparts.errors import TestbedError, UsageError
 
 if TYPE_CHECKING:
-    from piuparts.options import Options
+    from piuparts.config import RunConfig
 
 log = logging.getLogger("piuparts")
 
@@ -101,7 +101,7 @@ class LvmBackend(Backend, name="lvm"):
         return f"{self.vg}/{self.lv}"
 
     @classmethod
-    def from_options(cls, spec: BaseSpec, options: "Options") -> "LvmBackend":
+    def from_options(cls, spec: BaseSpec, options: "RunConfig") -> "LvmBackend":
         return cls(spec, options.cache_dir, volume=options.lvm_volume or "",
                    snapshot_size=options.lvm_snapshot_size)
 

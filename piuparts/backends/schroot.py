@@ -36,7 +36,7 @@ from piuparts.chroot import Chroot
 from piuparts.errors import TestbedError, UsageError
 
 if TYPE_CHECKING:
-    from piuparts.options import Options
+    from piuparts.config import RunConfig
 
 log = logging.getLogger("piuparts")
 
@@ -171,7 +171,7 @@ class SchrootBackend(Backend, name="schroot"):
         self.info: dict[str, str] = {}
 
     @classmethod
-    def from_options(cls, spec: BaseSpec, options: Options) -> SchrootBackend:
+    def from_options(cls, spec: BaseSpec, options: RunConfig) -> SchrootBackend:
         if not options.schroot:
             raise UsageError("the schroot backend needs --schroot NAME")
         return cls(spec, options.cache_dir, chroot=options.schroot)

@@ -24,7 +24,7 @@ from piuparts.backends.common import CachedBaseBackend
 from piuparts.errors import TestbedError, UsageError
 
 if TYPE_CHECKING:
-    from piuparts.options import Options
+    from piuparts.config import RunConfig
 
 log = logging.getLogger("piuparts")
 
@@ -45,7 +45,7 @@ class TarballBackend(CachedBaseBackend, name="tarball"):
         super().__init__(spec, cache_dir, f"tarball-{key}", lists_max_age, tmpfs_size)
 
     @classmethod
-    def from_options(cls, spec: BaseSpec, options: "Options") -> "TarballBackend":
+    def from_options(cls, spec: BaseSpec, options: "RunConfig") -> "TarballBackend":
         if options.basetgz is None:
             raise UsageError("the tarball backend needs a base tarball: give -b TARBALL or -p")
         return cls(spec, options.cache_dir, options.basetgz, lists_max_age=options.lists_max_age,

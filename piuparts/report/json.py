@@ -1,4 +1,4 @@
-"""The result as JSON: verdict, steps with their commands and timings, findings."""
+"""Writing the result as JSON (its form is :meth:`piuparts.api.RunResult.to_json`)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from piuparts.scenarios import ScenarioResult
-
-
-def document(scenarios: list[ScenarioResult], info: dict[str, Any], exit_code: int) -> dict[str, Any]:
-    """The whole result as plain data."""
-    return {
-        "verdict": "PASS" if all(s.passed for s in scenarios) else "FAIL",
-        "exit_code": exit_code,
-        **info,
-        "scenarios": [s.to_json() for s in scenarios],
-    }
 
 
 def write(path: Path, data: dict[str, Any]) -> None:

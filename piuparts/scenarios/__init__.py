@@ -28,6 +28,14 @@ class Step:
                 "commands": [{"cmdline": r.cmdline, "argv": list(r.argv), "returncode": r.returncode,
                               "elapsed": round(r.elapsed, 3), "timed_out": r.timed_out} for r in self.commands]}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "Step":
+        """The inverse of :meth:`to_json` (the commands' output is not kept there)."""
+        commands = [Result(tuple(c["argv"]), int(c["returncode"]), "", float(c["elapsed"]), bool(c["timed_out"]))
+                    for c in data.get("commands", [])]
+        return cls(str(data["name"]), bool(data["ok"]), float(data.get("elapsed", 0.0)),
+                   str(data.get("message", "")), commands)
+
 
 @dataclass
 class ScenarioResult:
@@ -71,6 +79,13 @@ class ScenarioResult:
         return {"name": self.name, "verdict": self.verdict, "skipped": self.skipped,
                 "steps": [s.to_json() for s in self.steps],
                 "findings": [f.to_json() for f in self.findings], "timings": self.timings}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ScenarioResult":
+        """The inverse of :meth:`to_json`."""
+        return cls(str(data["name"]), [Step.from_json(s) for s in data.get("steps", [])],
+                   [Finding.from_json(f) for f in data.get("findings", [])], dict(data.get("timings", {})),
+                   data.get("skipped"))
 
 
 class TreeWatcher:

@@ -56,7 +56,7 @@ from piuparts.scenarios.runner import APT, Runner, Settings, classify_install_fa
 from piuparts.state import snapshot_upper
 
 if TYPE_CHECKING:
-    from piuparts.options import Options
+    from piuparts.config import RunConfig
 
 log = logging.getLogger("piuparts")
 
@@ -75,7 +75,7 @@ def title(distributions: tuple[str, ...]) -> str:
 class Plan:
     """What the scenario needs from the run besides its instance."""
 
-    options: "Options"
+    options: "RunConfig"
     backend: Backend
     #: Sets up a new instance as the run does (hooks, extra repositories, bind mounts).
     setup: Callable[[Chroot], None]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from piuparts import cli, options as opts
+from piuparts import api, cli, options as opts
 from piuparts.hooks import distupgrade_env
 from piuparts.scenarios import distupgrade
 from tests.debs import CLEAN, DebSpec, make_repo
@@ -105,10 +105,10 @@ def test_hook_environment_of_a_dist_upgrade():
 
 
 @pytest.mark.parametrize("args, chosen", [(["-d", "bookworm", "-d", "trixie"], [distupgrade]),
-                                          (["-d", "bookworm"], [cli.install_purge, cli.install_upgrade_purge])])
+                                          (["-d", "bookworm"], [api.install_purge, api.install_upgrade_purge])])
 def test_more_than_one_distribution_runs_only_the_distupgrade_test(args, chosen):
     options = opts.from_args(cli.parser().parse_args([*args, "-m", "file:///srv/mirror", "--arch", "amd64", "x.deb"]))
-    assert cli.scenarios(options) == chosen
+    assert api._scenarios(options) == chosen
 
 
 @pytest.mark.root

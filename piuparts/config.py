@@ -1,0 +1,145 @@
+"""RunConfig: everything one test run needs to know, as plain, versioned data.
+
+A RunConfig is built from the command line (:func:`piuparts.options.from_args`),
+from a batch section, or from the JSON a coordinator sends a remote worker.
+Host defaults (distribution, mirror, architecture) are resolved before it
+is made and recorded in it, so a worker on another machine runs exactly
+what was asked.  :meth:`RunConfig.from_json` refuses unknown keys, values
+of the wrong type and other schema versions with one line saying which.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from dataclasses import MISSING, dataclass, fields
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from piuparts.errors import UsageError
+
+#: The version of RunConfig's and RunResult's JSON form; a reader of another
+#: version refuses the data instead of guessing.
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run's settings, complete and checked (piuparts' option names where they exist)."""
+
+    #: -d: the first is where the test runs; more make the distupgrade scenario.
+    distributions: tuple[str, ...]
+    mirror: str
+    components: tuple[str, ...]
+    architecture: str
+    cache_dir: Path
+    #: Seconds.
+    base_max_age: float = 7 * 86400.0
+    lists_max_age: float = 86400.0
+    max_command_runtime: float = 1800.0
+    prompt_timeout: float = 60.0
+    #: The ignore rules: conf/'s default lists (unless --no-ignores), then -i paths and -I regexes.
+    default_ignores: bool = True
+    ignore_paths: tuple[str, ...] = ()
+    ignore_regexes: tuple[str, ...] = ()
+    #: Check name -> fail / warn / skip, from --severity and piuparts' named options.
+    severities: tuple[tuple[str, str], ...] = ()
+    extra_repos: tuple[str, ...] = ()
+    bindmounts: tuple[Path, ...] = ()
+    scriptsdirs: tuple[Path, ...] = ()
+    tmpfs_size: str | None = "50%"
+    install_purge_test: bool = True
+    upgrade_test: bool = True
+    install_remove_install: bool = False
+    install_purge_install: bool = False
+    #: Install and purge the dependencies in each test instead of taking them from a cached layer.
+    purge_dependencies: bool = False
+    #: Which backend makes the chroots, and its settings.
+    backend: str = "debootstrap"
+    basetgz: Path | None = None
+    save_tarball: Path | None = None
+    schroot: str | None = None
+    lvm_volume: str | None = None
+    lvm_snapshot_size: str = "1G"
+    existing_chroot: Path | None = None
+    hard_link: bool = False
+    version: int = SCHEMA_VERSION
+
+    @property
+    def distribution(self) -> str:
+        """The distribution the test starts in."""
+        return self.distributions[0]
+
+    @cached_property
+    def ignores(self) -> Any:
+        """The :class:`piuparts.state.Ignores` these settings make (built once)."""
+        from piuparts.options import build_ignores
+        return build_ignores(self.default_ignores, self.ignore_paths, self.ignore_regexes, self.distribution)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data: paths as strings, tuples as lists."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "RunConfig":
+        """The RunConfig ``data`` describes; UsageError naming the first thing wrong."""
+        if not isinstance(data, dict):
+            raise UsageError(f"a run configuration is a JSON object, not {type(data).__name__}")
+        if data.get("version") != SCHEMA_VERSION:
+            raise UsageError(f"run configuration version {data.get('version')!r} is not the version this "
+                             f"piuparts-ng reads ({SCHEMA_VERSION}); run the same version everywhere")
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UsageError(f"run configuration: unknown key {unknown[0]!r}")
+        missing = [f.name for f in fields(cls) if f.name not in data and f.default is MISSING]
+        if missing:
+            raise UsageError(f"run configuration: {missing[0]!r} is missing")
+        values = {name: _typed(name, value, hints[name]) for name, value in data.items()}
+        return cls(**values)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    """``value`` checked against the type ``hint`` and converted (lists to tuples, strings to paths)."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _typed(name, value, inner)
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise UsageError(f"run configuration: {name!r} must be a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_typed(name, v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise UsageError(f"run configuration: {name!r} must have {len(args)} items")
+        return tuple(_typed(name, v, a) for v, a in zip(value, args))
+    if hint is Path:
+        if not isinstance(value, str) or not value.startswith("/"):
+            raise UsageError(f"run configuration: {name!r} must be an absolute path")
+        return Path(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (str, int, float, bool) and type(value) is hint:
+        return value
+    raise UsageError(f"run configuration: {name!r} must be of type {getattr(hint, '__name__', hint)}, "
+                     f"not {type(value).__name__}")
+
+
+def replace_config(config: RunConfig, **changes: Any) -> RunConfig:
+    """A copy of ``config`` with ``changes`` (checked as from_json checks them)."""
+    return RunConfig.from_json({**config.to_json(), **{k: _plain(v) for k, v in changes.items()}})
+
