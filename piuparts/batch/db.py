@@ -219,6 +219,11 @@ class Database:
             self.conn.execute("DELETE FROM in_flight WHERE section = ? AND package = ? AND architecture = ?",
                               (section, key[0], key[2]))
 
+    def clear_run_in_flight(self, run_id: int) -> None:
+        """Every test of a run that is stopping without their results: they wait again."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM in_flight WHERE run_id = ?", (run_id,))
+
     def in_flight(self) -> list[sqlite3.Row]:
         """What is being tested now."""
         return self.conn.execute("SELECT * FROM in_flight ORDER BY started").fetchall()

@@ -6,7 +6,9 @@
   usage errors, which at test time mean the test bed's apt lists disagree
   with the Packages read) were recorded, a retry with back-off:
   ``testbed-retry-delay`` seconds, doubled after each attempt; an attempt
-  made by an earlier run is due at once (a night is back-off enough).
+  made by an earlier run is due at once (a night is back-off enough).  A
+  run never sits idle for a retry: one not due when the run has nothing
+  else to do is left to the next run.
   After ``testbed-retries`` retries the package is ``cannot-be-tested``
   with the last reason.  A test-bed failure is never the package's failure.
 - Rescheduling as piuparts-master: passes older than
