@@ -56,6 +56,8 @@ class Archive:
 
 
 def _relations(text: str) -> tuple[tuple[str, ...], ...]:
+    if not text.strip():
+        return ()
     clauses = []
     for clause in PkgRelation.parse_relations(text):
         names = tuple(dict.fromkeys(alt["name"] for alt in clause if alt.get("name")))
