@@ -232,3 +232,48 @@ def test_kill_9_loses_nothing_and_tests_nothing_twice(tmp_path: Path, cache_dir:
     assert sorted((r["package"], r["kind"]) for r in rows(db)) == [("pp-bt-quick", "pass"), ("pp-bt-slow", "pass")]
     assert [r["status"] for r in rows(db, "SELECT status FROM runs ORDER BY id")] == ["killed", "done"]
     assert rows(db, "SELECT * FROM in_flight") == []
+
+
+def test_ctrl_c_once_finishes_running_twice_stops_them(tmp_path: Path, cache_dir: Path,
+                                                        host: tuple[str, str]) -> None:
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    wait = f"i=0; while [ ! -e {gate}/go ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i+1)); done"
+    debs = [DebSpec("pp-bt-gate-a", scripts={"postinst": wait}).build(tmp_path),
+            DebSpec("pp-bt-gate-b", scripts={"postinst": wait}).build(tmp_path),
+            DebSpec("pp-bt-z-later").build(tmp_path)]
+    line = reprepro(tmp_path / "repo", debs)
+    for phase, presses in (("once", 1), ("twice", 2)):
+        home = tmp_path / phase
+        home.mkdir()
+        conf = write_config(home, cache_dir, host, line, flags=f"--bindmount {gate}")
+        db = home / "state/batch.sqlite"
+        (gate / "go").unlink(missing_ok=True)
+        coordinator = subprocess.Popen([*PIUPARTS, "batch", "run", str(conf)], stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True)
+        try:
+            _wait_for(lambda: db.exists() and len(rows(db, "SELECT * FROM in_flight")) == 2, 300,
+                      "the two gated packages never ran together")
+            workers = _workers_of(coordinator.pid)
+            for _ in range(presses):
+                coordinator.send_signal(signal.SIGINT)
+                time.sleep(0.5)
+            if presses == 1:
+                (gate / "go").touch()
+            output, _ = coordinator.communicate(timeout=180)
+        finally:
+            if coordinator.poll() is None:
+                coordinator.kill()
+                coordinator.communicate()
+        assert coordinator.returncode == 130, output
+        recorded = sorted(r["package"] for r in rows(db))
+        if presses == 1:
+            assert "Ctrl-C: no new tests; the 2 running finish and are recorded" in output
+            assert recorded == ["pp-bt-gate-a", "pp-bt-gate-b"]  # pp-bt-z-later never started
+        else:
+            assert "Ctrl-C again: stopping the 2 running tests" in output
+            assert recorded == [] and "2 stopped (waiting again)" in output
+        assert rows(db, "SELECT * FROM in_flight") == []
+        assert [r["status"] for r in rows(db, "SELECT status FROM runs")] == ["interrupted"]
+        assert not any(Path(f"/proc/{w}").exists() for w in workers)
+        assert leaks(cache_dir) == []
