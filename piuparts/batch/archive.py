@@ -147,6 +147,31 @@ def _parsed(fetcher: Fetcher, base: str) -> dict[str, Package] | None:
     return packages
 
 
+def _names_of(fetcher: Fetcher, urls: Iterable[str], what: str) -> set[str]:
+    """The names and Provides of some indexes (all that a section's universe needs), cached by content."""
+    urls = list(urls)
+    found: set[str] = set()
+    seen = False
+    for url in urls:
+        data = fetcher.index(url)
+        if data is None:
+            continue
+        seen = True
+        digest = hashlib.sha256(data).hexdigest()
+        stored = fetcher.cache / f"names-{digest[:32]}.json" if fetcher.cache else None
+        if stored is not None and stored.is_file():
+            found.update(json.loads(stored.read_text()))
+            continue
+        names = sorted(set(_names(parse_packages(data))))
+        if stored is not None:
+            stored.parent.mkdir(parents=True, exist_ok=True)
+            stored.write_text(json.dumps(names))
+        found.update(names)
+    if not seen:
+        raise TestbedError(f"{what}: no Packages file at {', '.join(urls)}")
+    return found
+
+
 def _to_json(pkg: Package) -> list[object]:
     return [pkg.name, pkg.version, pkg.architecture, [list(c) for c in pkg.depends], list(pkg.provides),
             pkg.essential, pkg.maintainer, pkg.source]
@@ -246,12 +271,12 @@ def read(section: Section, arch: str, cache: Path | None) -> Archive:
     others = [c for c in section.components if c != section.area]
     if section.repository:
         tested = _read_all(fetcher, repository_indexes(section.repository, arch), f"[{section.name}] repository")
-        universe = _read_all(fetcher, distro_indexes(section, arch, [section.area, *others]), what)
+        universe = _names_of(fetcher, distro_indexes(section, arch, [section.area, *others]), what)
     else:
         tested = _read_all(fetcher, distro_indexes(section, arch, [section.area]), what)
-        universe = _read_all(fetcher, distro_indexes(section, arch, others), what) if others else {}
+        universe = _names_of(fetcher, distro_indexes(section, arch, others), what) if others else set()
     tested = {n: p for n, p in tested.items() if p.architecture in (arch, "all")}
     people = uploaders(fetcher, section) if section.maintainer is not None else {}
     chosen = selected(section, tested, people)
-    rest = {n: p for n, p in {**universe, **tested}.items() if n not in chosen}
-    return Archive(chosen, frozenset(_names(rest)))
+    rest = {n: p for n, p in tested.items() if n not in chosen}
+    return Archive(chosen, frozenset(universe | set(_names(rest))))

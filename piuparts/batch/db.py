@@ -103,11 +103,12 @@ class Record:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> "Record":
-        """The inverse of :meth:`row` (with the id)."""
-        data = {c: row[c] for c in _COLUMNS}
+        """The inverse of :meth:`row` (with the id); ``result_json`` is {} when the row left it out."""
+        keys = row.keys()
+        data = {c: row[c] for c in _COLUMNS if c in keys}
         data["problems"] = tuple(json.loads(data["problems"]))
         data["flags"] = tuple(json.loads(data["flags"]))
-        data["result_json"] = json.loads(data["result_json"])
+        data["result_json"] = json.loads(data["result_json"]) if "result_json" in data else {}
         return cls(id=row["id"], **data)
 
 
@@ -193,9 +194,11 @@ class Database:
         return int(cursor.lastrowid or 0)
 
     def history(self, section: str) -> dict[Key, list[Record]]:
-        """Every result of a section, by (package, version, architecture), oldest first."""
+        """Every result of a section, by (package, version, architecture), oldest first;
+        without their ``result_json`` (read it with :meth:`results`)."""
         found: dict[Key, list[Record]] = {}
-        for row in self.conn.execute("SELECT * FROM results WHERE section = ? ORDER BY id", (section,)):
+        light = ", ".join(["id", *(c for c in _COLUMNS if c != "result_json")])
+        for row in self.conn.execute(f"SELECT {light} FROM results WHERE section = ? ORDER BY id", (section,)):
             found.setdefault((row["package"], row["version"], row["architecture"]), []).append(Record.from_row(row))
         return found
 

@@ -112,6 +112,14 @@ class SectionRun:
     queue: list[str] = field(default_factory=list)
     #: Take the queue in a random order fixed by this seed (a sample, with --max-tests).
     seed: int | None = None
+    #: Results arrived since the last derive; how long that took, and when.
+    stale: bool = False
+    derive_seconds: float = 0.0
+    derived_at: float = 0.0
+
+    def fresh_enough(self) -> bool:
+        """Whether a derive may wait: a big section recomputes at most every 10x its own cost."""
+        return not self.stale or time.monotonic() - self.derived_at < 10 * self.derive_seconds
 
     @property
     def name(self) -> str:
@@ -124,9 +132,20 @@ class SectionRun:
         return package, pkg.version, self.arch if pkg.architecture == "all" else pkg.architecture
 
     def refresh(self, db: Database, run_id: int | None = None, now: float | None = None) -> None:
-        """Outcomes, states and the queue from the database's history."""
+        """Read the section's history and requests from the database, then :meth:`derive`."""
         self.history = db.history(self.name)
         self.requests = db.requests(self.name)
+        self.derive(run_id, now)
+
+    def add(self, record: Record) -> None:
+        """A result just written: into the history held in memory (no re-read)."""
+        self.history.setdefault((record.package, record.version, record.architecture), []).append(record)
+        if record.kind in ("pass", "fail", "internal"):
+            self.requests.pop(record.package, None)
+
+    def derive(self, run_id: int | None = None, now: float | None = None) -> None:
+        """Outcomes, states and the queue from the history (pure functions; seconds for a whole archive)."""
+        start = time.monotonic()
         self.outcomes = {name: schedule.outcome(self.history.get(self.key(name), []), self.section, run_id, now)
                          for name in self.archive.packages}
         results = schedule.results_for_states(self.outcomes)
@@ -136,6 +155,9 @@ class SectionRun:
         self.queue = schedule.order(self.computed, again)
         if self.seed is not None:
             self.queue.sort(key=lambda n: hashlib.sha256(f"{self.seed}:{n}".encode()).digest())
+        self.derive_seconds = time.monotonic() - start
+        self.derived_at = time.monotonic()
+        self.stale = False
 
     def next_due(self, now: float, skip: set[str]) -> str | None:
         """The first queued package that is due now and not in ``skip``."""
@@ -298,8 +320,21 @@ class Coordinator:
                                 str(self.config.logs / ".incoming"))
         return None
 
+    def rederive(self) -> None:
+        """Recompute the sections that have new results (a big one not more often than its cost allows,
+        unless the executor would otherwise go idle)."""
+        idle = not self.in_flight
+        for run in self.runs.values():
+            if run.stale and (idle or not run.fresh_enough()):
+                run.derive(self.run_id)
+
     def fill(self) -> None:
         """Give every free slot a test, while there are tests and no Ctrl-C."""
+        self.rederive()
+        if self.executor.free_slots() > 0 and self.next_task(time.time()) is None:
+            for run in self.runs.values():
+                if run.stale:
+                    run.derive(self.run_id)
         while self.stop.presses == 0 and self.executor.free_slots() > 0:
             if self.max_tests is not None and self.submitted >= self.max_tests:
                 return
@@ -329,7 +364,13 @@ class Coordinator:
             self.tally.internal_errors.append(f"{task.section}/{task.package} {task.version}: {record.error}")
         if record.kind in ("pass", "fail", "internal"):
             self.done.add((task.section, task.package, task.version))
-        run.refresh(self.db, self.run_id)
+        run.add(record)
+        run.stale = True
+        # this package's own outcome now, so a retry waits for its back-off even before the next derive
+        outcome = schedule.outcome(run.history[task.key], run.section, self.run_id)
+        run.outcomes[task.package] = outcome
+        if outcome.state == st.CANNOT:
+            self.done.add((task.section, task.package, task.version))
         self.display.finished(finished, Record(**{**record.__dict__, "id": record_id}))
 
     def react_to_ctrl_c(self) -> None:

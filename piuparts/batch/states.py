@@ -55,7 +55,7 @@ _WAITING = frozenset((WAITING, WAITING_DEP))
 _PROPAGATE = {FAILED: DEP_FAILED, DEP_FAILED: DEP_FAILED, CANNOT: DEP_CANNOT, DEP_CANNOT: DEP_CANNOT,
               DEP_MISSING: DEP_CANNOT, DOES_NOT_EXIST: DEP_MISSING}
 #: Preference among a clause's alternatives (and a virtual package's providers): lower is better.
-_RANK = {PASSED: 0, AVAILABLE: 0, WAITING: 1, WAITING_DEP: 1, UNKNOWN: 2}
+_RANK = {PASSED: 0, AVAILABLE: 0, WAITING: 1, WAITING_DEP: 1, "cycle": 1, UNKNOWN: 2}
 
 Result = tuple[str, tuple[str, ...]]
 
@@ -75,8 +75,18 @@ class Package:
     source: str = ""
 
 
+#: What an undecided member of the cycle being solved counts as, for its fellow members.
+_CYCLE = "cycle"
+_ERRORS = frozenset(_PROPAGATE.values())
+
+
 class _Solver:
-    """One fixpoint over one section; see :func:`compute`."""
+    """One pass over one section; see :func:`compute`.
+
+    The dependency graph's strongly connected components are solved in
+    topological order, dependencies first, so each package is decided once,
+    with everything outside its own cycle already decided.
+    """
 
     def __init__(self, packages: Mapping[str, Package], results: Mapping[str, str],
                  outside: Mapping[str, str]) -> None:
@@ -88,118 +98,91 @@ class _Solver:
             for virtual in pkg.provides:
                 self.providers.setdefault(virtual, []).append(pkg.name)
         self.essential = {p.name for p in packages.values() if p.essential}
-        self.state: dict[str, Result] = {}
+        self.state: dict[str, str] = {}
+        self.culprits: dict[str, frozenset[str]] = {}
 
-    def name_state(self, name: str) -> tuple[str, str]:
+    def candidates(self, name: str) -> list[str]:
+        """The section's packages that satisfy a dependency on ``name`` (itself, its providers)."""
+        found = [name] if name in self.packages else []
+        return found + sorted(self.providers.get(name, ()))
+
+    def name_state(self, name: str, cycle: frozenset[str]) -> tuple[str, str]:
         """(state, the package it comes from) of a dependency name: real, provided or outside."""
-        candidates = [name] if name in self.packages else []
-        candidates += sorted(self.providers.get(name, ()))
         if name in self.essential:
             return AVAILABLE, name
-        found = [(self.state.get(c, (UNKNOWN, ()))[0], c) for c in candidates]
-        if name in self.outside and not found:
-            return self.outside[name], name
-        if not found:
-            return DOES_NOT_EXIST, name
-        return _best(found)
+        found = []
+        for candidate in self.candidates(name):
+            if candidate in self.state:
+                found.append((self.state[candidate], candidate))
+            else:
+                found.append((_CYCLE if candidate in cycle else UNKNOWN, candidate))
+        if name in self.outside:
+            found.append((self.outside[name], name))
+        return _best(found) if found else (DOES_NOT_EXIST, name)
 
-    def clause_state(self, clause: tuple[str, ...]) -> tuple[str, str]:
-        """The best alternative of a clause; does-not-exist only if none exists."""
-        return _best([self.name_state(alt) for alt in clause])
+    def blame(self, state: str, dep: str) -> frozenset[str]:
+        """Who holds a package back when ``dep`` is in ``state``."""
+        if state in _ERRORS or state == WAITING_DEP:
+            return self.culprits.get(dep, frozenset((dep,)))
+        return frozenset((dep,))
 
-    def culprits(self, state: str, dep: str) -> tuple[str, ...]:
-        """Who is to blame when ``dep`` in ``state`` holds a package back."""
-        if state in (FAILED, CANNOT, DOES_NOT_EXIST, WAITING):
-            return (dep,)
-        if state in (DEP_FAILED, DEP_CANNOT, DEP_MISSING, WAITING_DEP) and dep in self.state:
-            return self.state[dep][1]
-        return (dep,)
-
-    def decide(self, pkg: Package, cycle: frozenset[str] = frozenset()) -> Result | None:
-        """The package's state from its clauses, or None while a clause is undecided."""
-        clauses = [self.clause_state(c) for c in pkg.depends]
-        for state, dep in clauses:
+    def decide(self, pkg: Package, cycle: frozenset[str]) -> tuple[str, frozenset[str]]:
+        """The package's state from its clauses; its fellow cycle members count as pending."""
+        waits: set[str] = set()
+        for clause in pkg.depends:
+            state, dep = _best([self.name_state(alt, cycle) for alt in clause])
             if state in _PROPAGATE:
-                return _PROPAGATE[state], self.culprits(state, dep)
-        rest = [(s, d) for s, d in clauses if d not in cycle]
-        if any(s == UNKNOWN for s, _ in rest):
-            return None
-        waiting = [(s, d) for s, d in rest if s in _WAITING]
-        if waiting:
-            return WAITING_DEP, tuple(sorted({c for s, d in waiting for c in self.culprits(s, d)}))
-        return (PASSED if self.results.get(pkg.name) == PASSED else WAITING), ()
+                return _PROPAGATE[state], self.blame(state, dep)
+            if state in _WAITING:
+                waits |= self.blame(state, dep)
+        if waits:
+            return WAITING_DEP, frozenset(waits)
+        return (PASSED if self.results.get(pkg.name) == PASSED else WAITING), frozenset()
 
     def seed(self) -> None:
         """Recorded failures stand whatever the dependencies say; a pass stands while its dependencies exist."""
+        nothing: frozenset[str] = frozenset()
         for name, pkg in self.packages.items():
             outcome = self.results.get(name)
             if outcome in (FAILED, CANNOT):
-                self.state[name] = (outcome, ())
-        for name, pkg in self.packages.items():
-            if self.results.get(name) == PASSED and all(
-                    self.clause_state(c)[0] != DOES_NOT_EXIST for c in pkg.depends):
-                self.state[name] = (PASSED, ())
+                self.state[name] = outcome
+            elif outcome == PASSED and all(any(self.candidates(a) or a in self.outside or a in self.essential
+                                               for a in clause) for clause in pkg.depends):
+                self.state[name] = PASSED
+        self.culprits = {name: nothing for name in self.state}
 
-    def iterate(self) -> bool:
-        """Decide what can be decided; True if anything was."""
-        progress = False
-        for name in sorted(self.packages):
-            if name not in self.state:
-                decided = self.decide(self.packages[name])
-                if decided is not None:
-                    self.state[name] = decided
-                    progress = True
-        return progress
+    def edges(self) -> dict[str, set[str]]:
+        """Package -> the section's packages any of its clauses may use."""
+        return {name: {c for clause in pkg.depends for alt in clause if alt not in self.essential
+                       for c in self.candidates(alt)} for name, pkg in self.packages.items()}
 
-    def unknown_edges(self) -> dict[str, set[str]]:
-        """The undecided packages and the undecided packages their clauses lean on."""
-        edges: dict[str, set[str]] = {}
-        for name in sorted(set(self.packages) - set(self.state)):
-            targets = edges.setdefault(name, set())
-            for clause in self.packages[name].depends:
-                state, dep = self.clause_state(clause)
-                if state == UNKNOWN:
-                    targets.update(alt for alt in _expand(clause, self.providers) if alt not in self.state
-                                   and alt in self.packages)
-                    targets.add(dep)
-        return edges
-
-    def break_cycle(self) -> bool:
-        """Resolve the first cycle whose members depend on nothing else undecided."""
-        edges = self.unknown_edges()
-        for component in _sccs(edges):
-            members = frozenset(component)
-            if len(members) == 1 and next(iter(members)) not in edges.get(next(iter(members)), ()):
-                continue
-            if any(t not in members for m in members for t in edges[m]):
-                continue
-            decisions = {m: self.decide(self.packages[m], members) for m in members}
-            if any(d is None for d in decisions.values()):
-                continue
-            self._settle(decisions)  # type: ignore[arg-type]
-            return True
-        return False
-
-    def _settle(self, decisions: dict[str, Result]) -> None:
-        """A cycle's members together: an error sticks to its member (the others follow it
-        through the fixpoint); otherwise the whole cycle waits for what any member waits for."""
-        errors = {m: d for m, d in decisions.items() if d[0] in _PROPAGATE.values()}
-        if errors:
-            self.state.update(errors)
-            return
-        waits = tuple(sorted({c for state, culprits in decisions.values() if state == WAITING_DEP
-                              for c in culprits}))
-        for member, decided in decisions.items():
-            self.state[member] = (WAITING_DEP, waits) if waits else decided
+    def solve(self, component: list[str]) -> None:
+        """Decide one strongly connected component: errors member by member, then the rest together."""
+        members = frozenset(component)
+        todo = [m for m in component if m not in self.state]
+        changed = True
+        while changed:
+            changed = False
+            for member in [m for m in todo if m not in self.state]:
+                state, culprits = self.decide(self.packages[member], members)
+                if state in _ERRORS:
+                    self.state[member], self.culprits[member] = state, culprits
+                    changed = True
+        rest = [m for m in todo if m not in self.state]
+        decisions = {m: self.decide(self.packages[m], members) for m in rest}
+        waits = frozenset().union(*(c for s, c in decisions.values() if s == WAITING_DEP)) - members
+        for member, (state, culprits) in decisions.items():
+            if waits:
+                state, culprits = WAITING_DEP, waits
+            self.state[member], self.culprits[member] = state, culprits
 
     def run(self) -> dict[str, Result]:
-        """The fixpoint: decide, break a cycle when stuck, until nothing changes."""
+        """Seed, then every component in dependency order."""
         self.seed()
-        while self.iterate() or self.break_cycle():
-            pass
-        for name in self.packages:
-            self.state.setdefault(name, (UNKNOWN, ()))
-        return {name: self.state[name] for name in sorted(self.packages)}
+        for component in _sccs(self.edges()):
+            self.solve(component)
+        return {name: (self.state.get(name, UNKNOWN), tuple(sorted(self.culprits.get(name, ()))))
+                for name in sorted(self.packages)}
 
 
 def _best(found: list[tuple[str, str]]) -> tuple[str, str]:
@@ -209,13 +192,6 @@ def _best(found: list[tuple[str, str]]) -> tuple[str, str]:
         return min(usable, key=lambda f: _RANK[f[0]])
     existing = [f for f in found if f[0] != DOES_NOT_EXIST]
     return (existing or found)[0]
-
-
-def _expand(clause: Iterable[str], providers: Mapping[str, list[str]]) -> set[str]:
-    names = set(clause)
-    for alt in clause:
-        names.update(providers.get(alt, ()))
-    return names
 
 
 def _sccs(edges: Mapping[str, set[str]]) -> list[list[str]]:

@@ -62,7 +62,7 @@ def host() -> tuple[str, str]:
 
 
 def write_config(tmp_path: Path, cache_dir: Path, host: tuple[str, str], repo_line: str,
-                 flags: str = "", name: str = "batch.conf") -> Path:
+                 flags: str = "", name: str = "batch.conf", extra: str = "") -> Path:
     distro, mirror = host
     path = tmp_path / name
     path.write_text(f"""\
@@ -79,6 +79,7 @@ mirror = {mirror}
 repository = "{repo_line}"
 piuparts-flags = {flags}
 testbed-retry-delay = 3600
+{extra}
 """)
     return path
 
@@ -99,6 +100,10 @@ def rows(db: Path, query: str = "SELECT * FROM results ORDER BY id") -> list[sql
     conn.row_factory = sqlite3.Row
     try:
         return conn.execute(query).fetchall()
+    except sqlite3.OperationalError as err:  # the coordinator has not made its tables yet
+        if "no such table" in str(err):
+            return []
+        raise
     finally:
         conn.close()
 
@@ -106,7 +111,11 @@ def rows(db: Path, query: str = "SELECT * FROM results ORDER BY id") -> list[sql
 def test_states_order_history_and_new_upload(tmp_path: Path, cache_dir: Path, host: tuple[str, str]) -> None:
     debs = [spec.build(tmp_path) for spec in specs()]
     line = reprepro(tmp_path / "repo", debs)
-    conf = write_config(tmp_path, cache_dir, host, line)
+    known = tmp_path / "known_problems"
+    known.mkdir()
+    (known / "refuses_to_configure_error.conf").write_text(
+        "PATTERN='refusing to configure'\nWHERE='fail'\nHEADER='Packages that refuse'\n")
+    conf = write_config(tmp_path, cache_dir, host, line, extra=f"known-problem-directory = {known}")
     db = tmp_path / "state/batch.sqlite"
 
     first = batch("run", str(conf))
@@ -121,7 +130,7 @@ def test_states_order_history_and_new_upload(tmp_path: Path, cache_dir: Path, ho
         "pp-bt-needs-fail": ("dependency-failed-testing", ["pp-bt-fail"]),
         "pp-bt-needs-missing": ("dependency-does-not-exist", ["pp-bt-nowhere"]),
     }
-    assert states["pp-bt-fail"]["problems"] == ["post_installation_script_error"]
+    assert states["pp-bt-fail"]["problems"] == ["post_installation_script_error", "refuses_to_configure_error"]
     assert states["pp-bt-clean"]["version"] == "1.0-1"
 
     results = {r["package"]: r for r in rows(db)}
@@ -135,6 +144,9 @@ def test_states_order_history_and_new_upload(tmp_path: Path, cache_dir: Path, ho
         assert "pp-bt-fail: refusing to configure" in log.read()
     assert json.loads(fail["result_json"])["kind"] == "fail" and "--extra-repo" in json.loads(fail["flags"])
     assert fail["worker"].endswith(("/w1", "/w2")) and fail["tool_version"]
+    assert fail["base_age"] is not None and fail["base_age"] >= 0
+    text = batch("status", str(conf))
+    assert "failed-testing     pp-bt-fail 1.0-1: post_installation_script_error" in text.stdout
 
     summary = json.loads((tmp_path / "logs/summary.json").read_text())
     assert summary["packages"]["pp-bt-fail"]["team"][:2] == ["F", 1]
@@ -153,6 +165,13 @@ def test_states_order_history_and_new_upload(tmp_path: Path, cache_dir: Path, ho
 
     third = batch("run", str(conf))
     assert third.returncode == 0 and "piuparts batch: 0 tests" in third.stdout
+
+    asked = batch("reschedule", str(conf), "--state", "failed-testing")
+    assert asked.returncode == 0 and "1 packages will be tested again" in asked.stdout
+    fourth = batch("run", str(conf))
+    assert fourth.returncode == 1 and "piuparts batch: 1 tests" in fourth.stdout
+    assert [r["kind"] for r in rows(db) if r["package"] == "pp-bt-fail"] == ["fail", "fail"]
+    assert batch("run", str(conf)).returncode == 0  # the request was answered
     assert leaks(cache_dir) == []
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -135,3 +136,66 @@ def test_second_coordinator_refuses(tmp_path: Path) -> None:
         with pytest.raises(UsageError, match=r"another piuparts batch run \(PID \d+\) is using this database"):
             with engine.lock(tmp_path / "b.sqlite"):
                 pass
+
+
+def test_max_tests_and_seed(tmp_path: Path) -> None:
+    packages = [Package(f"p{i}", "1") for i in range(10)]
+    conf, run = section_run(tmp_path, packages)
+    run.seed = 7
+    executor = StandIn({})
+    with Database(conf.db) as db:
+        run_id = db.start_run(1, "host", "test")
+        run.refresh(db, run_id)
+        coordinator = engine.Coordinator(conf, {"s": run}, db, executor, run_id, engine.Display(), engine.Stop(),
+                                         max_tests=3)
+        assert coordinator.loop().tested == 3
+    assert len(executor.order) == 3 and executor.order != ["p0", "p1", "p2"]
+    conf2, run2 = section_run(tmp_path / "again", packages)
+    run2.seed = 7
+    again = StandIn({})
+    (tmp_path / "again").mkdir()
+    with Database(conf2.db) as db:
+        run_id = db.start_run(1, "host", "test")
+        run2.refresh(db, run_id)
+        engine.Coordinator(conf2, {"s": run2}, db, again, run_id, engine.Display(), engine.Stop(), 3).loop()
+    assert again.order == executor.order  # the same seed, the same sample
+
+
+def test_depends_sections_read_from_repositories(tmp_path: Path) -> None:
+    from tests.debs import DebSpec
+    from tests.unit.test_batch_archive import reprepro
+    mirror = tmp_path / "mirror/dists/bookworm/main/binary-amd64"
+    mirror.mkdir(parents=True)
+    (mirror / "Packages").write_text("Package: libc6\nVersion: 2.36-9\nArchitecture: amd64\n")
+    lib = reprepro(tmp_path / "a", [DebSpec("pp-lib").build(tmp_path)])
+    app = reprepro(tmp_path / "b", [DebSpec("pp-app", depends="pp-lib, libc6").build(tmp_path)])
+    conf_path = tmp_path / "batch.conf"
+    conf_path.write_text(f"""[global]
+sections = a b
+db = {tmp_path}/b.sqlite
+logs = {tmp_path}/logs
+cache-dir = {tmp_path}/cache
+mirror = file://{tmp_path}/mirror
+distro = bookworm
+arch = amd64
+
+[a]
+repository = deb [trusted=yes] file://{lib} bookworm main
+
+[b]
+repository = deb [trusted=yes] file://{app} bookworm main
+depends-sections = a
+""")
+    from piuparts.batch import config as config_mod
+    conf = config_mod.load(conf_path)
+    with Database(conf.db) as db:
+        runs = engine.prepare(conf, ["b"], db)
+        assert list(runs) == ["b"]
+        assert runs["b"].computed == {"pp-app": (st.WAITING_DEP, ("pp-lib",))}
+        assert runs["b"].config.extra_repos == (f"deb [trusted=yes] file://{app} bookworm main",
+                                                 f"deb [trusted=yes] file://{lib} bookworm main")
+        from tests.unit.test_batch_db import rec
+        db.record(dataclasses.replace(rec("pp-lib", "fail", version="1.0-1"), section="a", architecture="amd64"))
+        runs = engine.prepare(conf, ["b"], db)
+        assert runs["b"].computed == {"pp-app": (st.DEP_FAILED, ("pp-lib",))}
+
