@@ -190,6 +190,13 @@ def test_testbed_failure_is_retried_never_failed(tmp_path: Path, cache_dir: Path
     assert "127.0.0.1:9" in rows(db)[0]["error"]
     assert status(up)["pp-bt-tb"]["state"] == "successfully-tested"
 
+    unreachable = write_config(tmp_path, cache_dir, ("bookworm", "http://127.0.0.1:9/debian"), line, name="down.conf")
+    third = batch("run", str(unreachable))
+    assert third.returncode == 3, third.stdout + third.stderr
+    assert "[team] is not tested in this run: cannot read http://127.0.0.1:9/debian/dists/bookworm/main/" \
+        in third.stdout
+    assert "piuparts batch: 0 tests" in third.stdout and len(rows(db)) == 2  # nothing recorded
+
 
 def _workers_of(pid: int) -> list[int]:
     found = []
