@@ -20,6 +20,12 @@ top of ``distro``, whose archive provides their dependencies),
 expression searched in Maintainer and Uploaders), ``testbed-retries`` and
 ``testbed-retry-delay`` (seconds, doubled after each retry).
 
+Meanings where ours differ in detail: ``precedence`` orders the sections
+(smaller first; equal ones round robin), ``max-reserved`` caps a section's
+tests in flight at once (piuparts: how many a slave reserves), the
+reschedule and expire keys are piuparts-master's (see :mod:`.schedule`;
+``expire-*-days = +N`` is relative to the matching reschedule days).
+
 Any unknown key or bad value is one :class:`UsageError` line naming the
 file, the line and the key.
 """

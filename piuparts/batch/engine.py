@@ -70,8 +70,10 @@ def piuparts_argv(config: Config, section: Section, arch: str, extra_repos: Sequ
     argv: list[str] = []
     for distro in section.upgrade_test_distros or (section.distro,):
         argv += ["-d", distro]
+    # The base's apt lists are refreshed when an hour old (not a day, piuparts' default): the
+    # versions tested come from the Packages read at the start of this run.
     argv += ["-m", " ".join([section.mirror, *(section.components or (section.area,))]),
-             "--arch", arch, "--cache-dir", str(config.cache_dir)]
+             "--arch", arch, "--cache-dir", str(config.cache_dir), "--lists-max-age", "1"]
     for line in extra_repos:
         argv += ["--extra-repo", line]
     return argv + list(section.piuparts_flags)
@@ -468,6 +470,7 @@ def run(config: Config, names: Sequence[str], make_executor: Callable[[], Execut
     with lock(config.db), Database(config.db) as db:
         run_id = db.start_run(os.getpid(), socket.gethostname(), __version__)
         stale = db.abandon_dead_runs(run_id)
+        shutil.rmtree(config.logs / ".incoming", ignore_errors=True)  # logs of tests a dead run lost
         status = "interrupted"
         executor: Executor | None = None
         try:
