@@ -240,6 +240,8 @@ def _parse_ini(path: Path, text: str) -> dict[str, _Raw]:
 
 def _convert(path: Path, key: str, value: str, line: int,
              table: dict[str, tuple[str, Callable[[str], Any]]]) -> tuple[str, Any]:
+    if key not in table and key in GLOBAL_KEYS:
+        raise UsageError(f"{path}:{line}: {key}: a [global] key; move it there")
     if key not in table:
         known = ", ".join(sorted(table))
         raise UsageError(f"{path}:{line}: {key}: unknown key (known keys: {known})")
