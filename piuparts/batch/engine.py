@@ -360,8 +360,8 @@ class Coordinator:
             task = self.next_task(time.time())
             if task is None:
                 return
-            self.db.mark_in_flight(task.section, task.key, self.run_id, "")
             running = self.executor.submit(task)
+            self.db.mark_in_flight(task.section, task.key, self.run_id, running.worker)
             self.in_flight[task.id] = running
             self.submitted += 1
             self.display.started(running)
