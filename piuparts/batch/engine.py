@@ -72,7 +72,8 @@ def piuparts_argv(config: Config, section: Section, arch: str, extra_repos: Sequ
         argv += ["-d", distro]
     # The base's apt lists are refreshed when an hour old (not a day, piuparts' default): the
     # versions tested come from the Packages read at the start of this run.
-    argv += ["-m", " ".join([section.mirror, *(section.components or (section.area,))]),
+    components = section.components or tuple(dict.fromkeys(("main", section.area)))  # contrib needs main
+    argv += ["-m", " ".join([section.mirror, *components]),
              "--arch", arch, "--cache-dir", str(config.cache_dir), "--lists-max-age", "1"]
     for line in extra_repos:
         argv += ["--extra-repo", line]
@@ -506,4 +507,4 @@ def run(config: Config, names: Sequence[str], make_executor: Callable[[], Execut
         return tally
 
 
-__all__ = ["Coordinator", "SectionRun", "Stop", "Tally", "lock", "prepare", "run", "TestbedError"]
+__all__ = ["Coordinator", "Display", "SectionRun", "Stop", "Tally", "lock", "prepare", "run"]
