@@ -57,12 +57,14 @@ def resolve(chroot: Chroot, apt: Sequence[str], targets: Sequence[str], tested: 
 _UNMET = re.compile(r"^ (\S+) : (?:Pre-)?Depends: ", re.M)
 
 
-def _without_cycles(chroot: Chroot, apt: Sequence[str], dependencies: list[str],
+def without_cycles(chroot: Chroot, apt: Sequence[str], dependencies: list[str],
                     tested: Sequence[str]) -> list[str]:
     """``dependencies`` less those that need a tested package back (OpenStack
     has such cycles: python3-oslo.log depends on python3-oslo.config).  The
-    layer must not hold the packages under test; what is left out here is
-    installed by the test itself, in its "install dependencies" step."""
+    layer (or the test's "install dependencies" step) must not hold the
+    packages under test: what is left out here is installed together with
+    the tested packages, from the given .debs.  Items are NAME or
+    NAME=VERSION:ARCH."""
     names = [dep.split("=", 1)[0] for dep in dependencies]
     alone = chroot.run([*apt, "install", "--simulate", *names], level=logging.DEBUG)
     back = {m["name"].split(":", 1)[0] for m in _INST.finditer(alone.output)} & set(tested)
@@ -199,7 +201,7 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
         targets = [chroot.copy_in(deb.path, DEBS_DIR) for deb in subject.debs] + list(subject.apt_names)
         dependencies = resolve(chroot, APT, targets, subject.packages)
         if dependencies:
-            dependencies = _without_cycles(chroot, APT, dependencies, subject.packages)
+            dependencies = without_cycles(chroot, APT, dependencies, subject.packages)
         if dependencies == []:
             _remember(backend.cache_dir, resolution, NO_LAYER)
         if not dependencies:

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 from piuparts.chroot import Chroot
 from piuparts.command import Result
 from piuparts.findings import FAIL, Finding
-from piuparts.state import Diff, Ignores, diff, diff_overlay, snapshot, snapshot_upper
+from piuparts.state import Diff, Ignores, diff, diff_layered, diff_overlay, snapshot, snapshot_upper
 
 
 @dataclass
@@ -73,6 +73,20 @@ class ScenarioResult:
                 "findings": [f.to_json() for f in self.findings], "timings": self.timings}
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """One look at the tree, and whether it is seen over the base alone.
+
+    With dependency layers, the state before the test is the instance's
+    upper directory over the base without the layers (the layer's packages
+    are not there yet, as far as the test goes); every later state is seen
+    over the layers too.
+    """
+
+    state: Any
+    on_base: bool = False
+
+
 class TreeWatcher:
     """Takes snapshots of a chroot the fastest way its backend allows."""
 
@@ -81,16 +95,22 @@ class TreeWatcher:
         self.ignores = ignores
         self.use_upper = chroot.upper is not None if use_upper is None else use_upper
 
-    def take(self) -> Any:
-        """A snapshot: the upper directory's state, or the whole tree's."""
+    def take(self, on_base: bool = False) -> Snapshot:
+        """A snapshot: the upper directory's state, or the whole tree's;
+        ``on_base``: seen over the base alone (only with layers)."""
         if self.use_upper:
             assert self.chroot.upper is not None
-            return snapshot_upper(self.chroot.upper, prune=self.ignores)
-        return snapshot(self.chroot.root, prune=self.ignores)
+            return Snapshot(snapshot_upper(self.chroot.upper, prune=self.ignores), on_base and bool(self.chroot.layers))
+        return Snapshot(snapshot(self.chroot.root, prune=self.ignores))
 
-    def compare(self, before: Any, after: Any) -> Diff:
+    def compare(self, before: Snapshot, after: Snapshot) -> Diff:
         """What changed, with the ignored paths left out."""
-        if self.use_upper:
-            assert self.chroot.lower is not None
-            return self.ignores.filter(diff_overlay(self.chroot.lower, before, after))
-        return self.ignores.filter(diff(before, after))
+        if not self.use_upper:
+            return self.ignores.filter(diff(before.state, after.state))
+        assert self.chroot.lower is not None
+        lower, base = self.chroot.lower, self.chroot.base or self.chroot.lower
+        if before.on_base == after.on_base:
+            return self.ignores.filter(diff_overlay(base if before.on_base else lower, before.state, after.state))
+        return self.ignores.filter(diff_layered(
+            base if before.on_base else lower, before.state, base if after.on_base else lower, after.state,
+            self.chroot.layers))

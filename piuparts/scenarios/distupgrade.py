@@ -44,13 +44,13 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from piuparts import command, resources
 from piuparts.backends import Backend
-from piuparts.checks.purge_status import installed_packages
+from piuparts.checks.purge_status import installed_versions
 from piuparts.chroot import Chroot
 from piuparts.command import Result, failure_message
 from piuparts.errors import TestbedError, UsageError
 from piuparts.hooks import Hooks, distupgrade_env, failures
 from piuparts.inputs import TestSubject
-from piuparts.scenarios import ScenarioResult
+from piuparts.scenarios import ScenarioResult, Snapshot
 from piuparts.scenarios.install_upgrade_purge import parse_madison
 from piuparts.scenarios.runner import APT, Runner, Settings, classify_install_failure
 from piuparts.state import snapshot_upper
@@ -323,7 +323,7 @@ class DistupgradeRunner(Runner):
         # As piuparts: install them again where the new distribution has them,
         # for a dist-upgrade that kept them back (or removed them).
         self.phase = NAME
-        self.ctx.installed_before = installed_packages(self.chroot)  # so the log counts what this install adds
+        self.ctx.installed_before = installed_versions(self.chroot)  # so the log counts what this install adds
         again = known_packages(self.chroot, self.names)
         if again and not self.install(f"install again in {target}", again, first=False):
             return False
@@ -334,17 +334,17 @@ class DistupgradeRunner(Runner):
         packages, and each check's own first look, taken in ``reference``."""
         assert reference.upper is not None
         start = time.monotonic()
-        self.ctx.snapshots["before"] = snapshot_upper(reference.upper, prune=self.settings.ignores)
+        self.ctx.snapshots["before"] = Snapshot(snapshot_upper(reference.upper, prune=self.settings.ignores))
         self.outcome.timed("snapshot", start)
         own, self.ctx.chroot = self.ctx.chroot, reference
         try:
             for check in self.checks:
                 check.before_install(self.ctx)
-            self.ctx.installed_before = installed_packages(reference)
+            self.ctx.installed_before = installed_versions(reference)
         finally:
             self.ctx.chroot = own
         # From here on, "pulled in" is what is here and not in the reference.
-        installed = installed_packages(self.chroot)
+        installed = installed_versions(self.chroot)
         self.ctx.pulled_in = sorted(set(installed) - set(self.ctx.installed_before))
 
     def run_chain(self, distributions: tuple[str, ...], layer: Path, backend: Backend) -> ScenarioResult:
