@@ -76,15 +76,16 @@ def without_cycles(chroot: Chroot, apt: Sequence[str], dependencies: list[str],
         simulated = chroot.run([*apt, "install", "--simulate", *names, *(f"{name}-" for name in back)],
                                level=logging.DEBUG)
         if simulated.ok:
-            if len(kept) < len(dependencies):
-                log.info("Leaving out of the layer what needs the tested packages back: %s",
-                         " ".join(sorted(set(dependencies) - set(kept))))
-            return kept
+            break
         broken = set(_UNMET.findall(simulated.output))
         if not broken:
-            return []
+            return []  # apt fails for another reason: the install says why
         kept = [dep for dep in kept if dep.split("=", 1)[0] not in broken]
-    return []
+        if not kept:
+            break
+    log.info("Installing with the tested packages what needs them back: %s",
+             " ".join(sorted(dep.split("=", 1)[0] for dep in set(dependencies) - set(kept))))
+    return kept
 
 
 def key(lower: Path, dependencies: Sequence[str]) -> str:
@@ -222,6 +223,9 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
         if not result.ok:
             log.info("The dependencies did not install on their own; testing without a layer")
             return [], {}
+        # apt's package cache, made for the base's package database, is stale
+        # now: made again here, every test over the layer saves remaking it.
+        chroot.run(["apt-cache", "gencaches"], timeout=timeout, level=logging.DEBUG)
         back = sorted(set(subject.packages) & {p.split(":", 1)[0] for p in installed_packages(chroot)})
         if back:  # a dependency cycle: the layer would hold the packages under test
             log.info("The dependencies pull in %s again; testing without a layer", " ".join(back))

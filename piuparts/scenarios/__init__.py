@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from piuparts.chroot import Chroot
 from piuparts.command import Result
 from piuparts.findings import FAIL, Finding
-from piuparts.state import Diff, Ignores, diff, diff_layered, diff_overlay, snapshot, snapshot_upper
+from piuparts.state import Diff, Ignores, diff, diff_layered, diff_overlay, layer_paths, snapshot, snapshot_upper
 
 
 @dataclass
@@ -111,6 +113,25 @@ class TreeWatcher:
         lower, base = self.chroot.lower, self.chroot.base or self.chroot.lower
         if before.on_base == after.on_base:
             return self.ignores.filter(diff_overlay(base if before.on_base else lower, before.state, after.state))
+        between = [path for layer in self.chroot.layers for path in cached_layer_paths(layer, base)]
         return self.ignores.filter(diff_layered(
             base if before.on_base else lower, before.state, base if after.on_base else lower, after.state,
-            self.chroot.layers))
+            between))
+
+
+def cached_layer_paths(layer: Path, base: Path) -> list[str]:
+    """:func:`piuparts.state.layer_paths` of a cached layer tree, kept beside
+    it (``paths``) once listed: a layer never changes."""
+    listing = layer.parent / "paths"
+    try:
+        return [path for path in listing.read_text().split("\0") if path]
+    except OSError:
+        pass
+    paths = list(layer_paths(layer, base))
+    tmp = listing.with_name(f".paths.{os.getpid()}")
+    try:
+        tmp.write_text("\0".join(paths))
+        os.rename(tmp, listing)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a read-only cache: list it again next time
+    return paths
