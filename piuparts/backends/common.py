@@ -90,6 +90,15 @@ def _gencaches(chroot: Chroot) -> None:
                level=logging.DEBUG)
 
 
+def dist_upgrade(chroot: Chroot) -> None:
+    """``apt-get dist-upgrade`` of a base (keeping its configuration files), then
+    its package cache emptied and apt's binary cache made again."""
+    chroot.run(["apt-get", "-y", "-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold",
+                "dist-upgrade"], timeout=1800, error=TestbedError, what="the dist-upgrade of the base")
+    chroot.run(["apt-get", "clean"], level=logging.DEBUG)
+    _gencaches(chroot)
+
+
 def _installed(chroot: Chroot, package: str) -> bool:
     result = chroot.run(["dpkg-query", "-W", "-f", "${db:Status-Abbrev}", package], level=logging.DEBUG)
     return result.ok and result.output.startswith("ii")
@@ -213,11 +222,15 @@ class CachedBaseBackend(Backend):
         return None
 
     def _update_lists(self, meta: dict[str, Any]) -> None:
-        """Refresh the base's apt lists in place (we hold the exclusive lock)."""
+        """Refresh the base's apt lists in place and bring the base up to
+        date with them (we hold the exclusive lock): a point release since
+        the base was made is then not upgraded by every test, its changes
+        blamed on the test."""
         log.info("Refreshing the apt lists of the base %s", self.base_dir)
         copy_resolv_conf(self.root)
         with api_mounted(self.root) as chroot:
             apt_update(chroot)
+            dist_upgrade(chroot)
         meta["lists_updated"] = time.time()
         (self.base_dir / "meta.json").write_text(json.dumps(meta))
 
