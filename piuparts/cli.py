@@ -194,7 +194,7 @@ def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any
                     backend, subject, lambda chroot: repos.set_up(chroot, options.extra_repos, options.bindmounts,
                                                                   options.max_command_runtime),
                     settings.deb_cache or options.cache_dir / "debs", options.max_command_runtime,
-                    options.prompt_timeout, options.extra_repos)
+                    options.prompt_timeout, options.extra_repos, hooks)
             with backend.instance(stack) as chroot:
                 prepare_instance(chroot, options, hooks)
                 results.append(run_scenario(scenario, chroot, subject, settings, plan))

@@ -25,7 +25,10 @@ over the base it is a live system again, where the checks that ask the
 system (alternatives, diversions, users, other packages' files, symlinks)
 take their "before" look.  A TreeState snapshot alone could not serve
 those checks.  The layer is only valid over the base it was made on, so a
-rebuilt base makes it stale.
+rebuilt base makes it stale; it is keyed on the target distributions'
+InRelease files (and the extra repositories' content), so a change in the
+archive since it was made means a new reference, never a difference
+blamed on the package.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from piuparts import command, resources
+from piuparts import command, layers, resources
 from piuparts.backends import Backend
 from piuparts.checks.purge_status import installed_versions
 from piuparts.chroot import Chroot
@@ -63,7 +66,7 @@ log = logging.getLogger("piuparts")
 NAME = "distupgrade"
 SOURCES_LIST = "/etc/apt/sources.list"
 #: Changes when the way a reference is made changes (a new key: old ones are not used).
-FORMAT = 1
+FORMAT = 2
 
 
 def title(distributions: tuple[str, ...]) -> str:
@@ -190,6 +193,10 @@ class Reference:
             "hooks": {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in sorted(hooks.items())},
             # The hooks see the tested packages (Debian's keep an obsolete base package when it is tested).
             "objects": settings.hooks.env.get("PIUPARTS_OBJECTS", "") if hooks and settings.hooks else "",
+            # What the targets hold now: archive changes since the reference was made are not the package's.
+            "releases": {target: layers.suite_digest(plan.backend.spec.mirror, target)
+                         for target in options.distributions[1:]},
+            "extra_repo_content": [layers.source_digest(line) for line in options.extra_repos],
         }
         digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
         self.material = material
