@@ -119,3 +119,28 @@ def test_last_snapshot_is_taken_once_leftover_processes_are_ended(cache_dir, deb
         in found
     assert ("leftovers", "/srv/pp-busy") in found
     assert leaks(cache_dir) == []
+
+
+# A dependency that leaves everything a check looks at: a process, an
+# alternative, a diversion, a user.
+DEP_MESSY = DebSpec("pp-dep-messy", scripts={"postinst": """\
+if [ "$1" = configure ]; then
+  update-alternatives --install /usr/bin/pp-messy-alt pp-messy-alt /usr/bin/true 10
+  dpkg-divert --package pp-dep-messy --add --divert /etc/issue.pp-messy /etc/issue
+  useradd --system --no-create-home pp-messy
+  setsid sleep 600 </dev/null >/dev/null 2>&1 &
+fi"""})
+USES_DEP_MESSY = DebSpec("pp-uses-dep-messy", depends="pp-dep-messy")
+
+
+def test_with_purge_dependencies_what_a_dependency_leaves_is_blamed_on_it(cache_dir, debs, tmp_path):
+    repo = make_repo(tmp_path / "repo", [debs(DEP_MESSY)])
+    run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", "--purge-dependencies", "--extra-repo", repo,
+                   str(debs(USES_DEP_MESSY)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    found = {(f["check"], f["subject"]) for f in run.findings()}
+    assert {("processes", "sleep 600"), ("alternatives", "pp-messy-alt"), ("diversions", "/etc/issue"),
+            ("users", "user pp-messy")} <= found
+    assert {blame_text(f) for f in run.findings()} == {"pp-dep-messy"}
+    assert not any(f["check"] == "leftovers" for f in run.findings())
+    assert leaks(cache_dir) == []
