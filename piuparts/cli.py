@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
@@ -197,7 +198,7 @@ def run_test(options: opts.Options) -> tuple[list[ScenarioResult], dict[str, Any
                     options.prompt_timeout, options.extra_repos, hooks)
             with backend.instance(stack) as chroot:
                 prepare_instance(chroot, options, hooks)
-                results.append(run_scenario(scenario, chroot, subject, settings, plan))
+                results.append(run_scenario(scenario, chroot, subject, replace(settings, layer_complete=bool(stack)), plan))
     finally:
         backend.close()
     return results, info

@@ -9,6 +9,7 @@ options, or it is skipped; checks never print.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 from piuparts.chroot import Chroot
@@ -44,6 +45,8 @@ class Context:
     compare: Callable[[Any, Any], Diff] | None = None
     #: Paths (as displayed) a check already reported; the leftovers check skips them.
     claimed: set[str] = field(default_factory=set)
+    #: The .deb cache every run shares (see piuparts.debcache), for a check that installs.
+    deb_cache: Path | None = None
 
 
 class Check:

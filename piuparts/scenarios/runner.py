@@ -64,6 +64,10 @@ class Settings:
     #: piuparts' --warn-on-others: what is blamed on the dependencies alone
     #: (their leftovers, processes, alternatives...) warns instead of failing.
     warn_on_others: bool = False
+    #: The instance's dependency layer holds every dependency of the subject
+    #: but what needs the tested packages back (:func:`piuparts.layers.for_subject`
+    #: keys it by content): the dependencies' step has nothing to install.
+    layer_complete: bool = False
 
 
 def explain_failure(result: Result, what: str) -> str:
@@ -145,7 +149,7 @@ class Runner:
         self.settings = settings
         self.checks = make_checks(settings.severities)
         self.ctx = Context(chroot, subject.packages, settings.ignores, tuple(subject.packages),
-                           timings=self.outcome.timings, compare=self._compare)
+                           timings=self.outcome.timings, compare=self._compare, deb_cache=settings.deb_cache)
         self.watcher = TreeWatcher(chroot, settings.ignores)
         self._diffs: dict[tuple[int, int], Diff] = {}
         #: PIUPARTS_TEST and PIUPARTS_PHASE for the hook scripts.
@@ -248,14 +252,11 @@ class Runner:
         needs them back (a dependency cycle): those are installed with
         them, from the given .debs.
         """
-        simulated = self.chroot.run([*APT, "install", "--simulate", *targets], level=logging.DEBUG)
-        needed = [name for name in _SIMULATED_INSTALL.findall(simulated.output)
-                  if name.split(":", 1)[0] not in self.subject.packages]
-        if simulated.ok and needed:
-            needed = layers.without_cycles(self.chroot, APT, needed, self.subject.packages)
-        if self.settings.deb_cache is not None and (needed or self.subject.apt_names):
+        hooked = self.settings.hooks is not None and bool(self.settings.hooks.scripts)  # may change the sources
+        needed = [] if self.settings.layer_complete and self.chroot.layers and not hooked else self._needed(targets)
+        if self.settings.deb_cache is not None and (needed or self.subject.apt_names or self.chroot.layers):
             debcache.fill(self.chroot, self.settings.deb_cache, APT, targets)  # else nothing to download
-        if simulated.ok and needed:
+        if needed:
             step = self.outcome.step("install dependencies")
             result = self.run_scripts(step, [*APT, "install", *needed])
             self._keep_debs()
@@ -271,6 +272,16 @@ class Runner:
             log.info("The dependencies upgrade %s", " ".join(upgraded))
         self.observe("after_dependencies")
         return True
+
+    def _needed(self, targets: Sequence[str]) -> list[str]:
+        """What installing ``targets`` pulls in that can be installed before
+        them: not the tested packages, nor what needs them back."""
+        simulated = self.chroot.run([*APT, "install", "--simulate", *targets], level=logging.DEBUG)
+        needed = [name for name in _SIMULATED_INSTALL.findall(simulated.output)
+                  if name.split(":", 1)[0] not in self.subject.packages]
+        if not (simulated.ok and needed):
+            return []
+        return layers.without_cycles(self.chroot, APT, needed, self.subject.packages)
 
     def install_debs(self, step_name: str, first: bool = True) -> bool:
         """Install the tested .debs and --apt names (copied in for the purpose)."""
