@@ -27,7 +27,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
@@ -286,10 +286,11 @@ def _run_scenarios(backend: Backend, config: RunConfig,
                 backend, subject, lambda chroot: repos.set_up(chroot, config.extra_repos, config.bindmounts,
                                                               config.max_command_runtime),
                 settings.deb_cache or config.cache_dir / "debs", config.max_command_runtime,
-                config.prompt_timeout, config.extra_repos)
+                config.prompt_timeout, config.extra_repos, hooks)
         with layers.held(stack), backend.instance(stack) as chroot:
             prepare_instance(chroot, config, hooks)
-            results.append(_run_scenario(scenario, chroot, subject, settings, plan))
+            results.append(_run_scenario(scenario, chroot, subject, replace(settings, layer_complete=bool(stack)),
+                                         plan))
     return results, info
 
 

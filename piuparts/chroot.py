@@ -50,6 +50,11 @@ class Chroot:
     env: dict[str, str] = field(default_factory=dict)
     #: Host PIDs of the backend's own processes inside (a namespace's init).
     helpers: tuple[int, ...] = ()
+    #: Cached dependency layers stacked between ``base`` and ``upper``
+    #: (topmost first); ``lower`` is then their read-only merged view.
+    layers: tuple[Path, ...] = ()
+    #: The base alone under the layers (None: no layers).
+    base: Path | None = None
 
     def run(
         self,

@@ -7,37 +7,42 @@ that instance's upper directory (whiteouts and opaque directories
 included) is kept as a layer that later instances stack between the base
 and their own upper directory: overlayfs takes several lower layers.
 
-A layer is named by what it holds: the base (its path and the state of
-its dpkg database) and every package apt resolved, with its version and
-architecture.  A new version of any dependency, or a rebuilt base, makes a
-new key.  A layer is written under a temporary name and renamed, so runs
-that go at once either find it whole or build their own.
+A layer is named by its content (see :func:`for_subject`): a new version
+of any dependency, a dependency rebuilt with the same version, a changed
+source, hook or base makes a new key.  A layer is written under a
+temporary name and renamed, so runs that go at once either find it whole
+or build their own.  It holds no setup artefact (extra sources and their
+lists, resolv.conf, bind-mount points): every run sets its own up.
 
-What a layer costs is the dependencies' purge: the test no longer removes
-and purges them, so what their own maintainer scripts leave is not
-checked (``--purge-dependencies`` checks it, as the dependencies' own
-tests do).
+The test still removes and purges the layer's packages at its end, as
+piuparts does (that is only whiteouts in the instance's upper directory),
+and compares the result with the base without the layer.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import re
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from piuparts import command, debcache, resources
+from piuparts import aptsources, command, debcache, resources
 from piuparts.chroot import Chroot
 from piuparts.errors import TestbedError
 
 if TYPE_CHECKING:
     from piuparts.backends import Backend
+    from piuparts.hooks import Hooks
     from piuparts.inputs import TestSubject
+    from piuparts.state import UpperState
 
 log = logging.getLogger("piuparts")
 
@@ -59,12 +64,14 @@ def resolve(chroot: Chroot, apt: Sequence[str], targets: Sequence[str], tested: 
 _UNMET = re.compile(r"^ (\S+) : (?:Pre-)?Depends: ", re.M)
 
 
-def _without_cycles(chroot: Chroot, apt: Sequence[str], dependencies: list[str],
+def without_cycles(chroot: Chroot, apt: Sequence[str], dependencies: list[str],
                     tested: Sequence[str]) -> list[str]:
     """``dependencies`` less those that need a tested package back (OpenStack
     has such cycles: python3-oslo.log depends on python3-oslo.config).  The
-    layer must not hold the packages under test; what is left out here is
-    installed by the test itself, in its "install dependencies" step."""
+    layer (or the test's "install dependencies" step) must not hold the
+    packages under test: what is left out here is installed together with
+    the tested packages, from the given .debs.  Items are NAME or
+    NAME=VERSION:ARCH."""
     names = [dep.split("=", 1)[0] for dep in dependencies]
     alone = chroot.run([*apt, "install", "--simulate", *names], level=logging.DEBUG)
     back = {m["name"].split(":", 1)[0] for m in _INST.finditer(alone.output)} & set(tested)
@@ -76,22 +83,134 @@ def _without_cycles(chroot: Chroot, apt: Sequence[str], dependencies: list[str],
         simulated = chroot.run([*apt, "install", "--simulate", *names, *(f"{name}-" for name in back)],
                                level=logging.DEBUG)
         if simulated.ok:
-            if len(kept) < len(dependencies):
-                log.info("Leaving out of the layer what needs the tested packages back: %s",
-                         " ".join(sorted(set(dependencies) - set(kept))))
-            return kept
+            break
         broken = set(_UNMET.findall(simulated.output))
         if not broken:
-            return []
+            return []  # apt fails for another reason: the install says why
         kept = [dep for dep in kept if dep.split("=", 1)[0] not in broken]
-    return []
+        if not kept:
+            break
+    log.info("Installing with the tested packages what needs them back: %s",
+             " ".join(sorted(dep.split("=", 1)[0] for dep in set(dependencies) - set(kept))))
+    return kept
 
 
-def key(lower: Path, dependencies: Sequence[str]) -> str:
-    """The layer's name: the base it sits on and the exact dependency set."""
-    status = (lower / "var/lib/dpkg/status").stat()
-    data = "\n".join([str(lower), str(status.st_mtime_ns), str(status.st_size), *dependencies])
-    return hashlib.sha256(data.encode()).hexdigest()[:16]
+#: Changes whenever what a key covers or what a layer holds changes: older keys are not used.
+FORMAT = 2
+#: Setup artefacts a layer never keeps, whatever the install did to them.
+SETUP_PATHS = ("/etc/resolv.conf", "/etc/apt/sources.list.d/piuparts-extra.list")
+#: apt's list of a source, and the Release file that names its indexes' hashes.
+_RELEASE = re.compile(r"_(In)?Release$")
+#: --print-uris: "'URI' FILE SIZE SHA256:HEX"
+_URI = re.compile(r"^'[^']+' (?P<file>\S+\.deb) (?P<size>\d+) (?P<hash>\S+:[0-9a-f]+)$", re.M)
+
+
+def _digest_file(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def lists_digests(lists: Path) -> list[str]:
+    """The SHA256 digests (sorted) of what apt's lists in ``lists`` say about
+    the sources' content: each Release or InRelease file (it holds the
+    hashes of its indexes), and the index files of a source that has none.
+    Not their names: the same repository at another path is the same."""
+    try:
+        names = sorted(entry.name for entry in os.scandir(lists) if entry.is_file())
+    except OSError:
+        return []
+    releases = [name for name in names if _RELEASE.search(name)]
+    prefixes = tuple(_RELEASE.sub("_", name) for name in releases)
+    covered = [name for name in names if name in releases or
+               (not name.startswith(prefixes) and ("_Packages" in name or "_Sources" in name))]
+    return sorted(f"list {_digest_file(lists / name)}" for name in covered)
+
+
+def base_digests(base: Path) -> list[str]:
+    """What identifies a base's content: which build it is (a rebuilt base is
+    another one), its package database and its sources' content."""
+    return [_base_build(base), f"status {_digest_file(base / 'var/lib/dpkg/status')}",
+            *lists_digests(base / "var/lib/apt/lists")]
+
+
+def _base_build(base: Path) -> str:
+    """The build a base root comes from.  A cached base's generations
+    (``bases/KEY/gen-N/root``) are copies of one build whose lists were
+    refreshed: they share its key and creation time, so a refresh that
+    changed neither the package database nor the lists keeps the layers.
+    Any other root is itself: its path and inode."""
+    try:
+        created = json.loads((base.parent / "meta.json").read_text())["created"]
+        return f"base {base.parent.parent.name} built {created!r}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"base {base} {os.stat(base).st_ino}"
+
+
+def hook_digests(hooks: "Hooks | None") -> list[str]:
+    """``hook NAME SHA256`` of each hook script."""
+    if hooks is None:
+        return []
+    return [f"hook {name} {_digest_file(path)}" for name, path in sorted(hooks.scripts.items())]
+
+
+def _fetch(url: str) -> bytes | None:
+    """The content at ``url`` (file: read in place, http(s) fetched), or None."""
+    parsed = urllib.parse.urlparse(url)
+    try:
+        if parsed.scheme in ("file", "copy"):
+            return Path(urllib.parse.unquote(parsed.path)).read_bytes()
+        if parsed.scheme in ("http", "https"):
+            with urllib.request.urlopen(url, timeout=10) as response:
+                data: bytes = response.read()
+                return data
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def source_digest(line: str) -> str | None:
+    """What an ``--extra-repo`` line's repository holds now: the digest of its
+    InRelease or Release file (of its Packages files when it has neither),
+    None when it cannot be read from here."""
+    entries = aptsources.parse_one_line(line)
+    if len(entries) != 1:
+        return None
+    entry = entries[0]
+    uri, suite = entry.uris[0].rstrip("/"), entry.suites[0] if entry.suites else "./"
+    top = f"{uri}/{suite.rstrip('/')}" if suite.endswith("/") else f"{uri}/dists/{suite}"
+    candidates = [f"{top}/InRelease", f"{top}/Release"]
+    if suite.endswith("/"):
+        candidates += [f"{top}/Packages", f"{top}/Packages.gz", f"{top}/Packages.xz"]
+    for url in candidates:
+        data = _fetch(url)
+        if data is not None:
+            return f"list {hashlib.sha256(data).hexdigest()}"
+    return None
+
+
+def suite_digest(mirror: str, suite: str) -> str | None:
+    """The digest of ``suite``'s InRelease (or Release) file on ``mirror``
+    (``URL`` or ``URL COMPONENTS...``), None when it cannot be read from here."""
+    url = mirror.split()[0].rstrip("/")
+    for name in ("InRelease", "Release"):
+        data = _fetch(f"{url}/dists/{suite}/{name}")
+        if data is not None:
+            return hashlib.sha256(data).hexdigest()
+    return None
+
+
+def deb_checksums(chroot: Chroot, apt: Sequence[str], names: Sequence[str]) -> list[str] | None:
+    """``FILE SIZE HASH`` of every .deb installing ``names`` fetches (apt's
+    own checksums, from the sources' indexes); None when apt cannot say."""
+    listing = chroot.run([*apt, "install", "--print-uris", "-qq", *names], level=logging.DEBUG)
+    if not listing.ok:
+        return None
+    return sorted(f"{m['file']} {m['size']} {m['hash']}" for m in _URI.finditer(listing.output))
+
+
+def key(material: Sequence[str]) -> str:
+    """A layer's name: the digest of everything it depends on."""
+    return hashlib.sha256("\n".join([f"format {FORMAT}", *material]).encode()).hexdigest()[:16]
 
 
 def find(cache_dir: Path, name: str) -> Path | None:
@@ -104,9 +223,11 @@ def find(cache_dir: Path, name: str) -> Path | None:
 
 
 def store(chroot: Chroot, cache_dir: Path, name: str, dependencies: Sequence[str],
-          scratch: Sequence[str]) -> Path:
+          scratch: Sequence[str], setup: "UpperState | None" = None) -> Path:
     """Keep the instance's upper directory as the layer ``name`` and return
-    its tree, without the .debs in the ``scratch`` directories."""
+    its tree, without the .debs in the ``scratch`` directories and without
+    what the run's setup made (``setup``: the upper directory once set up):
+    every run sets its own sources, resolver and mounts up."""
     assert chroot.upper is not None, "only overlay instances make layers"
     start = time.monotonic()
     for inner in scratch:
@@ -118,22 +239,55 @@ def store(chroot: Chroot, cache_dir: Path, name: str, dependencies: Sequence[str
     with resources.building(layer, replace=False) as tmp:  # a run storing the same layer first wins
         command.run(["cp", "-a", "--", f"{chroot.upper}/.", str(tmp / "tree")], error=TestbedError,
                     what="keeping the dependency layer", level=logging.DEBUG)
+        left_out = drop_setup(tmp / "tree", chroot.lower or chroot.root, setup)
         (tmp / "dependencies").write_text("".join(f"{dep}\n" for dep in dependencies))
-    log.info("Stored dependency layer %s in %.2f s", name, time.monotonic() - start)
+    log.info("Stored dependency layer %s in %.2f s (without %d setup paths)", name, time.monotonic() - start,
+             left_out)
     return layer / "tree"
 
 
-def _resolution_key(lower: Path, subject: "TestSubject", sources: Sequence[str]) -> str:
-    """What apt's answer for ``subject`` depends on: the base's package
-    database and lists, the extra sources, and the subjects' relations."""
-    parts = [str(lower)]
-    for inner in ("var/lib/dpkg/status", "var/lib/apt/lists"):
-        info = (lower / inner).stat()
-        parts.append(f"{inner} {info.st_mtime_ns} {info.st_size}")
-    parts += sources
+def drop_setup(tree: Path, lower: Path, setup: "UpperState | None") -> int:
+    """Remove from a layer ``tree`` what setting the instance up made there
+    and the install left as it was (``setup``: the upper directory then),
+    the :data:`SETUP_PATHS` in any case, and the directories setup made
+    that are empty then; return how many paths went."""
+    from piuparts.state import entry_of
+
+    removed = 0
+    for path in SETUP_PATHS:
+        target = tree / path.lstrip("/")
+        if target.is_symlink() or target.exists():
+            target.unlink()
+            removed += 1
+    entries = setup.entries if setup is not None else {}
+    for path in sorted(entries, key=lambda p: p.count("/"), reverse=True):
+        target, entry = tree / path.lstrip("/"), entries[path]
+        try:
+            current = entry_of(target)
+        except FileNotFoundError:
+            continue
+        if entry is not None and entry.type == "dir":
+            if not (lower / path.lstrip("/")).is_dir() and not any(target.iterdir()):
+                target.rmdir()
+                removed += 1
+        elif current == entry or entry is None and current.type == "char":
+            target.unlink()
+            removed += 1
+    return removed
+
+
+def _resolution_key(lower: Path, subject: "TestSubject", sources: Sequence[str],
+                    hooks: "Hooks | None" = None) -> str | None:
+    """What apt's answer for ``subject`` depends on: the base's content and
+    sources, the extra sources' content, the hooks, the subjects' relations;
+    None when an extra source's content cannot be read from here."""
+    extra = [source_digest(line) for line in sources]
+    if any(digest is None for digest in extra):
+        return None
+    parts = [*base_digests(lower), *sorted(d for d in extra if d), *hook_digests(hooks)]
     parts += [f"{deb.package} {deb.architecture}\n{deb.relations}" for deb in subject.debs]
     parts += subject.apt_names
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    return key(parts)
 
 
 def _cached_layer(cache_dir: Path, resolution: str) -> tuple[Path, list[str]] | None:
@@ -154,7 +308,9 @@ def _cached_layer(cache_dir: Path, resolution: str) -> tuple[Path, list[str]] | 
 NO_LAYER = "-"
 
 
-def _remember(cache_dir: Path, resolution: str, name: str) -> None:
+def _remember(cache_dir: Path, resolution: str | None, name: str) -> None:
+    if resolution is None:
+        return  # an extra source's content is unknown here: nothing to key the answer on
     directory = cache_dir / "layers" / "resolved"
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{resolution}.{os.getpid()}"
@@ -164,7 +320,7 @@ def _remember(cache_dir: Path, resolution: str, name: str) -> None:
 
 def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chroot], None],
                 deb_cache: Path, timeout: float, prompt_timeout: float,
-                sources: Sequence[str] = ()) -> tuple[list[Path], dict[str, Any]]:
+                sources: Sequence[str] = (), hooks: "Hooks | None" = None) -> tuple[list[Path], dict[str, Any]]:
     """The layers an instance for testing ``subject`` should stack (none or
     one), and what the report says about them.
 
@@ -174,21 +330,25 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
     there.  When apt cannot resolve or install them, no layer: the test
     itself then fails and says why.
 
-    apt's answer is remembered (keyed by what it depends on, ``sources``
-    being the extra apt sources), so the same subject again (a rebuilt
-    .deb whose relations did not change) needs no instance to find its
-    layer.  A stale answer costs only time: the test's own resolution then
-    installs what the layer lacks in a step of its own.
+    A layer is keyed by its content: the base (its package database and
+    its sources' Release files), the extra sources' content, the hook
+    scripts, and the exact .debs it holds (names, versions and apt's
+    checksums).  apt's answer is remembered under the same kind of key
+    (``sources`` being the extra apt sources, read from here), so the same
+    subject again (a rebuilt .deb whose relations did not change) needs no
+    instance to find its layer, and a repository whose content changed
+    gets a new answer.  The layer keeps none of the setup's artefacts.
     """
     from piuparts.checks.purge_status import installed_packages
     from piuparts.scenarios.runner import APT, DEBS_DIR  # the runner's own apt command line
+    from piuparts.state import snapshot_upper
 
     if not subject.apt_names and not any(deb.relations for deb in subject.debs):
         return [], {}  # nothing to depend on
     start = time.monotonic()
     base = getattr(backend, "root")
-    resolution = _resolution_key(base, subject, sources)
-    known = _cached_layer(backend.cache_dir, resolution)
+    resolution = _resolution_key(base, subject, sources, hooks)
+    known = _cached_layer(backend.cache_dir, resolution) if resolution else None
     if known is not None:
         tree, remembered = known
         if not remembered:
@@ -198,16 +358,20 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
                         "seconds": round(time.monotonic() - start, 3)}
     with backend.instance() as chroot:
         setup(chroot)
+        assert chroot.upper is not None and chroot.lower is not None
+        set_up = snapshot_upper(chroot.upper)
         targets = [chroot.copy_in(deb.path, DEBS_DIR) for deb in subject.debs] + list(subject.apt_names)
         dependencies = resolve(chroot, APT, targets, subject.packages)
         if dependencies:
-            dependencies = _without_cycles(chroot, APT, dependencies, subject.packages)
+            dependencies = without_cycles(chroot, APT, dependencies, subject.packages)
         if dependencies == []:
             _remember(backend.cache_dir, resolution, NO_LAYER)
-        if not dependencies:
+        names = [dep.split("=", 1)[0] for dep in dependencies or ()]
+        checksums = deb_checksums(chroot, APT, names) if names else None
+        if not dependencies or checksums is None:
             return [], {}
-        assert chroot.lower is not None
-        name = key(chroot.lower, dependencies)
+        name = key([*base_digests(base), *lists_digests(chroot.path("/var/lib/apt/lists")), *hook_digests(hooks),
+                    *dependencies, *checksums])
         info: dict[str, Any] = {"layer": name, "packages": len(dependencies)}
         found = find(backend.cache_dir, name)
         if found is not None:
@@ -215,19 +379,21 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
             log.info("Dependencies: %d packages from the cached layer %s", len(dependencies), name)
             return [found], {**info, "reused": True, "seconds": round(time.monotonic() - start, 3)}
         debcache.fill(chroot, deb_cache, APT, targets)
-        names = [dep.split("=", 1)[0] for dep in dependencies]
         result = chroot.run([*APT, "install", *names], timeout=timeout, terminal=True,
                             prompt_timeout=prompt_timeout)
         debcache.keep(chroot, deb_cache)
         if not result.ok:
             log.info("The dependencies did not install on their own; testing without a layer")
             return [], {}
+        # apt's package cache, made for the base's package database, is stale
+        # now: made again here, every test over the layer saves remaking it.
+        chroot.run(["apt-cache", "gencaches"], timeout=timeout, level=logging.DEBUG)
         back = sorted(set(subject.packages) & {p.split(":", 1)[0] for p in installed_packages(chroot)})
         if back:  # a dependency cycle: the layer would hold the packages under test
             log.info("The dependencies pull in %s again; testing without a layer", " ".join(back))
             _remember(backend.cache_dir, resolution, NO_LAYER)
             return [], {}
-        tree = store(chroot, backend.cache_dir, name, dependencies, [DEBS_DIR, debcache.ARCHIVES])
+        tree = store(chroot, backend.cache_dir, name, dependencies, [DEBS_DIR, debcache.ARCHIVES], set_up)
         _remember(backend.cache_dir, resolution, name)
     return [tree], {**info, "reused": False, "seconds": round(time.monotonic() - start, 3)}
 

@@ -155,8 +155,28 @@ def _ancestors(path: str) -> Iterator[str]:
         yield "/" + "/".join(parts[:i])
 
 
+def _names(top: Path, rel: str) -> Iterator[str]:
+    """Every path under ``rel`` in the tree at ``top``, without reading any
+    file; never follows symlinks or crosses mounts."""
+    dev = os.lstat(top).st_dev
+    stack = [rel]
+    while stack:
+        current = stack.pop()
+        try:
+            it = os.scandir(top / current.lstrip("/") if current != "/" else top)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with it:
+            for dirent in it:
+                path = f"{current.rstrip('/')}/{dirent.name}"
+                yield path
+                if dirent.is_dir(follow_symlinks=False) and dirent.stat(follow_symlinks=False).st_dev == dev:
+                    stack.append(path)
+
+
 class _Lower:
-    """Cached, symlink-safe look-ups in the read-only lower layer."""
+    """Cached, symlink-safe look-ups in a read-only lower layer; a file is
+    read (for its digest) only when a diff needs its entry."""
 
     def __init__(self, lower: Path) -> None:
         self.top = str(lower)
@@ -174,10 +194,7 @@ class _Lower:
     def subtree(self, path: str) -> Iterator[str]:
         ent = self.get(path)
         if ent is not None and ent.type == "dir":
-            top = Path(self.top)
-            for sub, sub_ent in _walk(top, path, None, os.lstat(top).st_dev):
-                self.cache[sub] = sub_ent
-                yield sub
+            yield from _names(Path(self.top), path)
 
 
 def _resolve(path: str, upper: UpperState, lower: _Lower) -> Entry | None:
@@ -194,14 +211,63 @@ def _resolve(path: str, upper: UpperState, lower: _Lower) -> Entry | None:
 
 def diff_overlay(lower: Path, before: UpperState, after: UpperState) -> "Diff":
     """:func:`diff` of two merged views, computed from their upper dirs only."""
-    low = _Lower(lower)
+    return diff_layered(lower, before, lower, after)
+
+
+def _hidden(state: UpperState, path: str) -> tuple[bool, Entry | None, bool] | None:
+    """What ``state`` holds at ``path`` if that hides the lower tree below it."""
+    if path not in state.entries:
+        return None
+    ent = state.entries[path]
+    if ent is None or ent.type != "dir" or path in state.opaque:
+        return (True, ent, path in state.opaque)
+    return None
+
+
+def _hidden_below(state: UpperState, other: UpperState, low: _Lower) -> Iterator[str]:
+    """The lower paths ``state`` hides (under its whiteouts, files and opaque
+    dirs) where ``other`` does not hide them the same way: below a path
+    hidden alike in both, every lower path is absent from both views."""
+    for path in state.entries:
+        mine = _hidden(state, path)
+        if mine is not None and mine != _hidden(other, path):
+            yield from low.subtree(path)
+
+
+def layer_paths(layer: Path, base: Path) -> Iterator[str]:
+    """The paths a layer (an upper directory kept over ``base``) may change:
+    its own, and the base's below its whiteouts, files and opaque dirs."""
+    top, low = str(layer), _Lower(base)
+    for path in _names(layer, "/"):
+        yield path
+        if not os.path.isdir(low.top + path) or os.path.islink(low.top + path):
+            continue
+        st = os.lstat(top + path)
+        if not stat.S_ISDIR(st.st_mode) or _xattr(top + path, "trusted.overlay.opaque") == b"y":
+            yield from _names(base, path)
+
+
+def diff_layered(before_lower: Path, before: UpperState, after_lower: Path, after: UpperState,
+                 between: Iterable[str] = ()) -> "Diff":
+    """:func:`diff` of ``before`` seen over ``before_lower`` and ``after``
+    seen over ``after_lower``, from the upper directories only.
+
+    With dependency layers, the state before the test is the instance's
+    upper directory over the base alone, and later states are over the
+    layers and the base: ``between`` (see :func:`layer_paths`) then names
+    the paths that may differ between the two lowers.  A file is read
+    only when it shows on both sides of the comparison.
+    """
+    low_before = _Lower(before_lower)
+    low_after = low_before if after_lower == before_lower else _Lower(after_lower)
     paths = set(before.entries) | set(after.entries)
-    for state in (before, after):
-        for path, ent in state.entries.items():
-            if ent is None or ent.type != "dir" or path in state.opaque:
-                paths.update(low.subtree(path))
-    old = {p: e for p in paths if (e := _resolve(p, before, low)) is not None}
-    new = {p: e for p in paths if (e := _resolve(p, after, low)) is not None}
+    paths.update(_hidden_below(before, after, low_before))
+    # Over the layers, what ``after`` hides is the layers' (``between``) and the base's.
+    paths.update(_hidden_below(after, before, low_before))
+    if low_after is not low_before:
+        paths.update(between)
+    old = {p: e for p in paths if (e := _resolve(p, before, low_before)) is not None}
+    new = {p: e for p in paths if (e := _resolve(p, after, low_after)) is not None}
     return diff(old, new)
 
 

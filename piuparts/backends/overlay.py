@@ -105,7 +105,8 @@ API_MOUNTS = ("dev/shm", "dev/ptmx", "dev/pts", "proc")
 
 @contextmanager
 def booted(root: Path, upper: Path | None = None, lower: Path | None = None,
-           run: Sequence[str] | None = None) -> Iterator[Chroot]:
+           run: Sequence[str] | None = None, layers: Sequence[Path] = (),
+           base: Path | None = None) -> Iterator[Chroot]:
     """Bring the mounted root filesystem ``root`` to life and yield its Chroot.
 
     It gets a PID namespace of its own, the API filesystems (proc of that
@@ -122,7 +123,8 @@ def booted(root: Path, upper: Path | None = None, lower: Path | None = None,
             _mount_api(root, enter)
             _copy_resolv_conf(root)
         entering = tuple(run) if run is not None else ("chroot", str(root))
-        yield Chroot(root, (*enter, *entering), upper=upper, lower=lower, helpers=(holder,))
+        yield Chroot(root, (*enter, *entering), upper=upper, lower=lower, helpers=(holder,),
+                     layers=tuple(layers), base=base if layers else None)
     finally:
         with resources.signals_deferred():
             resources.kill_processes_under(root)  # the holder too, so unshare exits
@@ -165,6 +167,32 @@ def overlay_instance(lower: Path | Sequence[Path], cache_dir: Path,
                 merged = top / "lower"
                 merged.mkdir()
                 _mount("-t", "overlay", "overlay", "-o", f"lowerdir={lowerdir},{OVERLAY_OPTIONS}", str(merged))
-        with booted(root, upper=upper, lower=merged) as chroot:
+        with booted(root, upper=upper, lower=merged, layers=lowers[:-1], base=lowers[-1]) as chroot:
             log.info("Instance %s started in %.3f s", root, time.monotonic() - start)
             yield chroot
+
+
+@contextmanager
+def base_view(chroot: Chroot) -> Iterator[Chroot]:
+    """A read-only view of ``chroot`` without its dependency layers: the
+    instance's upper directory over the base alone, mounted beside the
+    instance's root for as long as the block lasts.
+
+    What the system was before the test (without the layer's packages)
+    is read there: the package list, users, alternatives, diversions.
+    Only queries run in it (no maintainer script, no proc).
+    """
+    assert chroot.upper is not None and chroot.base is not None, "only layered overlay instances have a base view"
+    view = chroot.root.parent / "view"
+    with resources.signals_deferred():
+        view.mkdir(exist_ok=True)
+        _mount("-t", "overlay", "overlay", "-o", f"lowerdir={chroot.upper}:{chroot.base},{OVERLAY_OPTIONS}",
+               str(view))
+    try:
+        # The same upper directory over the base alone: the checks' fast paths hold.
+        yield Chroot(view, ("chroot", str(view)), upper=chroot.upper, lower=chroot.base, env=dict(chroot.env))
+    finally:
+        with resources.signals_deferred():
+            command.run(["umount", str(view)], error=TestbedError, what="unmounting the base view",
+                        level=logging.DEBUG)
+            view.rmdir()

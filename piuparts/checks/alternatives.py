@@ -121,7 +121,13 @@ class Alternatives(Check, name="alternatives"):
 
     def before_install(self, ctx: Context) -> None:
         self.before = list_alternatives(ctx.chroot)
+        self.dependencies = self.before
+
+    def after_dependencies(self, ctx: Context) -> list[Finding]:
+        self.dependencies = list_alternatives(ctx.chroot)
+        return []
 
     def after_purge(self, ctx: Context) -> list[Finding]:
-        return [self.finding(name, message, ctx=ctx)
+        return [self.finding(name, message, ctx=ctx, blame=self.blame_dependency(ctx)
+                             if self.before.get(name) != self.dependencies.get(name) else None)
                 for name, message in compare(self.before, list_alternatives(ctx.chroot))]

@@ -9,6 +9,7 @@ options, or it is skipped; checks never print.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 from piuparts.chroot import Chroot
@@ -27,18 +28,25 @@ class Context:
     ignores: Ignores
     #: Who the tested packages' findings are blamed on: their names.
     blame: tuple[str, ...]
-    installed_before: dict[str, str] = field(default_factory=dict)
-    installed: dict[str, str] = field(default_factory=dict)
+    #: Package -> (version, dpkg status) before the test, and after the install.
+    installed_before: dict[str, tuple[str, str]] = field(default_factory=dict)
+    installed: dict[str, tuple[str, str]] = field(default_factory=dict)
     pulled_in: list[str] = field(default_factory=list)
-    #: Packages installed in a step of their own before the tested ones.
+    #: Packages installed (or upgraded) before the tested ones: in a step
+    #: of their own, or from the dependency layer.
     dependencies: list[str] = field(default_factory=list)
+    #: Those of ``dependencies`` that were there before the test, at another version.
+    upgraded: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
-    #: Tree snapshots the runner took: "before", "dependencies", "tested purged", "after".
+    #: Tree snapshots the runner took: "before", "dependencies" (installed),
+    #: "removed" (the tested packages), "dependencies purged", "after".
     snapshots: dict[str, Any] = field(default_factory=dict)
     #: Compares two snapshots (ignored paths left out); set by the runner.
     compare: Callable[[Any, Any], Diff] | None = None
     #: Paths (as displayed) a check already reported; the leftovers check skips them.
     claimed: set[str] = field(default_factory=set)
+    #: The .deb cache every run shares (see piuparts.debcache), for a check that installs.
+    deb_cache: Path | None = None
 
 
 class Check:
@@ -53,6 +61,9 @@ class Check:
     #: When true, the paths this check reports are claimed: later checks
     #: (leftovers) do not report them again.
     claims_paths: ClassVar[bool] = False
+    #: When true, the check's after_purge runs before the last snapshot,
+    #: as it changes the system (the processes check ends what it finds).
+    settles: ClassVar[bool] = False
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -63,6 +74,12 @@ class Check:
     def __init__(self, severity: str | None = None) -> None:
         self.severity = severity or self.default_severity
 
+    def blame_dependency(self, ctx: Context, packages: Sequence[str] = ()) -> tuple[str, ...]:
+        """Who a finding caused by the dependencies is blamed on: those of
+        ``packages`` that are dependencies, else every dependency."""
+        named = tuple(p for p in packages if p in ctx.dependencies)
+        return named or tuple(ctx.dependencies)
+
     def finding(self, subject: str, message: str, owners: Sequence[str] | None = None,
                 blame: Sequence[str] | None = None, ctx: Context | None = None) -> Finding:
         """A Finding of this check at its configured severity; blamed on the
@@ -72,6 +89,10 @@ class Check:
 
     def before_install(self, ctx: Context) -> None:
         """Record what the check compares against later."""
+
+    def after_dependencies(self, ctx: Context) -> list[Finding]:
+        """Look once the dependencies are installed (before the tested packages)."""
+        return []
 
     def after_install(self, ctx: Context) -> list[Finding]:
         """Findings with the packages installed."""

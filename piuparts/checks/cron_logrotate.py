@@ -16,7 +16,9 @@ inside the instance, each command with a time limit (:data:`TIME_LIMIT`):
   would mail.  cron ignores the exit status itself, so the common
   ``test -x /usr/sbin/foo && foo`` that exits 1 silently is only logged.
 * ``/etc/logrotate.d/*``: ``logrotate -f`` with a throwaway state file
-  when logrotate is installed; otherwise (it is not in a minbase, and
+  when logrotate was installed with the package (it is then installed
+  again for the check, as piuparts does, and removed after it: the
+  dependencies are gone by then); otherwise (it is not in a minbase, and
   installing it would change what the purge is compared with) the
   ``prerotate``/``postrotate``/``firstaction``/``lastaction``/``preremove``
   scripts are run the way logrotate runs them (``sh -c SCRIPT
@@ -176,12 +178,33 @@ class CronLogrotate(Check, name=NAME):
     def after_remove(self, ctx: Context) -> list[Finding]:
         with timed(ctx.timings, NAME):
             resolver = Resolver(ctx.chroot.root)
-            findings = []
-            for path, package in sorted(self.files.items()):
-                if not is_regular(resolver, path):
-                    continue  # not a conffile: removed with the package
-                findings += self._exercise(ctx, resolver, path, package)
-            return findings
+            present = [(path, package) for path, package in sorted(self.files.items())
+                       if is_regular(resolver, path)]  # else not a conffile: removed with the package
+            back = self._logrotate_back(ctx, resolver, present)
+            try:
+                return [finding for path, package in present for finding in self._exercise(ctx, resolver, path, package)]
+            finally:
+                if back:
+                    ctx.chroot.run(["dpkg", "--remove", *back], timeout=TIME_LIMIT * 5, level=logging.DEBUG)
+
+    def _logrotate_back(self, ctx: Context, resolver: Resolver, present: list[tuple[str, str]]) -> list[str]:
+        """When logrotate came with the package and went with its dependencies,
+        install it again for the check; return what that installed."""
+        if not any(posixpath.dirname(path) == LOGROTATE_D for path, _ in present) \
+                or "logrotate" not in ctx.installed or is_regular(resolver, LOGROTATE):
+            return []
+        from piuparts import debcache
+        from piuparts.checks.purge_status import installed_versions
+        apt = ("apt-get", "-y")
+        before = installed_versions(ctx.chroot)
+        if ctx.deb_cache is not None:
+            debcache.fill(ctx.chroot, ctx.deb_cache, apt, ["logrotate"])
+        result = ctx.chroot.run([*apt, "install", "logrotate"], timeout=TIME_LIMIT * 5)
+        added = sorted(name for name, (_, status) in installed_versions(ctx.chroot).items()
+                       if status.startswith("ii") and not before.get(name, ("", ""))[1].startswith("ii"))
+        if not result.ok:
+            log.info("logrotate could not be installed again for the check: %s", result.tail(1).strip())
+        return added
 
     def _exercise(self, ctx: Context, resolver: Resolver, path: str, package: str) -> list[Finding]:
         directory = posixpath.dirname(path)

@@ -70,7 +70,23 @@ class Diversions(Check, name="diversions"):
 
     def before_install(self, ctx: Context) -> None:
         self.before = list_diversions(ctx.chroot)
+        self.dependencies = self.before
+
+    def after_dependencies(self, ctx: Context) -> list[Finding]:
+        self.dependencies = list_diversions(ctx.chroot)
+        return []
 
     def after_purge(self, ctx: Context) -> list[Finding]:
-        return [self.finding(path, message, ctx=ctx)
-                for path, message in compare(self.before, list_diversions(ctx.chroot))]
+        after = list_diversions(ctx.chroot)
+        return [self.finding(path, message, ctx=ctx, blame=self._blame(ctx, path, after))
+                for path, message in compare(self.before, after)]
+
+    def _blame(self, ctx: Context, path: str, after: dict[str, Diversion]) -> tuple[str, ...] | None:
+        """The dependency that made the diversion (by its name, or because it
+        was there once they were installed); None: the tested packages."""
+        diversion = after.get(path) or self.before.get(path)
+        if diversion is not None and diversion.package in ctx.dependencies:
+            return (diversion.package,)
+        if self.before.get(path) != self.dependencies.get(path):
+            return self.blame_dependency(ctx)
+        return None

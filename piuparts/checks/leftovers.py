@@ -12,7 +12,7 @@ from typing import Callable
 
 from piuparts.checks.base import Check, Context
 from piuparts.chroot import Chroot
-from piuparts.findings import FAIL, WARN, Finding
+from piuparts.findings import FAIL, Finding
 from piuparts.state import Diff, display
 
 NAME = "leftovers"
@@ -61,17 +61,20 @@ def check(changes: Diff, owners: dict[str, list[str]], blame: tuple[str, ...], s
 def split_changes(ctx: Context) -> tuple[Diff, set[str]]:
     """All changes after the purge, and the paths the tested packages changed.
 
-    When the dependencies were installed in a step of their own, what
-    changed between that point and the purge of the tested packages is
-    theirs; what else stays changed after the dependencies' purge was left
-    by the dependencies' maintainer scripts.
+    The tested packages' scripts run between the "dependencies" snapshot
+    (their dependencies installed) and the "removed" one (they are
+    removed), and again after the "dependencies purged" one (their own
+    purge, last).  What else stays changed was done by the dependencies:
+    their install (in the run or in the layer), their removal and purge,
+    or an upgrade.
     """
     assert ctx.compare is not None
-    changes = ctx.compare(ctx.snapshots["before"], ctx.snapshots["after"])
+    snapshots = ctx.snapshots
+    changes = ctx.compare(snapshots["before"], snapshots["after"])
     if not ctx.dependencies:
         return changes, _paths(changes)
-    tested = ctx.compare(ctx.snapshots["dependencies"], ctx.snapshots["tested purged"])
-    return changes, _paths(tested)
+    mine = _paths(ctx.compare(snapshots["dependencies"], snapshots["removed"]))
+    return changes, mine | _paths(ctx.compare(snapshots["dependencies purged"], snapshots["after"]))
 
 
 def _paths(changes: Diff) -> set[str]:
@@ -98,17 +101,26 @@ class Leftovers(Check, name=NAME):
 
 
 class DependencyLeftovers(Check, name="dependency-leftovers"):
-    """What the dependencies' maintainer scripts left: blamed on them, a
-    warning by default (their own test is where they fail)."""
+    """What the dependencies left, removed or changed: blamed on them (on
+    the owners of a path among them, else on all of them).  As in piuparts
+    it fails unless made a warning (``--warn-on-others``)."""
 
     order = 91
-    default_severity = WARN
 
     def after_purge(self, ctx: Context) -> list[Finding]:
         if not ctx.dependencies:
             return []
         changes, mine = split_changes(ctx)
         theirs = _only(changes, lambda p: p not in mine)
-        findings = check(theirs, dpkg_owners(ctx.chroot), tuple(ctx.dependencies), self.severity)
-        return [replace(f, check=self.name, message=f"{f.message}, by a dependency's maintainer scripts")
+        findings = check(theirs, dpkg_owners(ctx.chroot), (), self.severity)
+        return [replace(f, check=self.name, message=f"{f.message}, by {self._by(f, ctx)}",
+                        blame=self.blame_dependency(ctx, f.owners or ()))
                 for f in findings if f.subject not in ctx.claimed]
+
+    @staticmethod
+    def _by(finding: Finding, ctx: Context) -> str:
+        upgraded = [p for p in finding.owners or () if p in ctx.upgraded]
+        if upgraded:
+            name = upgraded[0]
+            return f"the upgrade of {name} (from {ctx.installed_before[name][0]}, not brought back)"
+        return "a dependency"

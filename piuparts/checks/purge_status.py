@@ -22,10 +22,24 @@ def installed_packages(chroot: Chroot) -> dict[str, str]:
     return packages
 
 
+def installed_versions(chroot: Chroot) -> dict[str, tuple[str, str]]:
+    """Package -> (version, dpkg status abbreviation), for every package not 'not-installed'."""
+    result = chroot.run(["dpkg-query", "-W", "-f", "${binary:Package} ${Version} ${db:Status-Abbrev}\\n"],
+                        error=TestbedError, what="listing installed packages", level=logging.DEBUG)
+    packages = {}
+    for line in result.output.splitlines():
+        fields = line.split(" ", 2)
+        if len(fields) == 3 and len(fields[2]) > 1 and fields[2][1] != "n":
+            packages[fields[0]] = (fields[1], fields[2].strip())
+    return packages
+
+
 class PurgeStatus(Check, name="purge"):
-    """A finding for each tested or pulled-in package still known to dpkg after the purge."""
+    """A finding for each tested or pulled-in package still known to dpkg
+    after the purge; a dependency's is blamed on it."""
 
     def after_purge(self, ctx: Context) -> list[Finding]:
-        return [self.finding(package, f"still present after purge (status {status})", ctx=ctx)
+        return [self.finding(package, f"still present after purge (status {status})", ctx=ctx,
+                             blame=(package,) if package in ctx.dependencies else None)
                 for package, status in sorted(installed_packages(ctx.chroot).items())
                 if package in ctx.pulled_in]

@@ -76,8 +76,21 @@ class Users(Check, name="users"):
 
     def before_install(self, ctx: Context) -> None:
         self.before = self._read(ctx)
+        self.dependencies = self.before
+
+    def after_dependencies(self, ctx: Context) -> list[Finding]:
+        self.dependencies = self._read(ctx)
+        return []
 
     def after_purge(self, ctx: Context) -> list[Finding]:
         after = self._read(ctx)
-        return [self.finding(subject, message, ctx=ctx) for inner, kind in DATABASES
+        return [self.finding(subject, message, ctx=ctx, blame=self._blame(ctx, inner, subject))
+                for inner, kind in DATABASES
                 for subject, message in compare(kind, self.before[inner], after[inner])]
+
+    def _blame(self, ctx: Context, inner: str, subject: str) -> tuple[str, ...] | None:
+        """The dependencies, when their install made the change (None: the tested packages)."""
+        name = subject.split(" ", 1)[1]
+        if self.before[inner].get(name) != self.dependencies[inner].get(name):
+            return self.blame_dependency(ctx)
+        return None

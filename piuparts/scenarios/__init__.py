@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from piuparts.chroot import Chroot
 from piuparts.command import Result
 from piuparts.findings import FAIL, Finding
-from piuparts.state import Diff, Ignores, diff, diff_overlay, snapshot, snapshot_upper
+from piuparts.state import Diff, Ignores, diff, diff_layered, diff_overlay, layer_paths, snapshot, snapshot_upper
 
 
 @dataclass
@@ -88,6 +90,20 @@ class ScenarioResult:
                    data.get("skipped"))
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """One look at the tree, and whether it is seen over the base alone.
+
+    With dependency layers, the state before the test is the instance's
+    upper directory over the base without the layers (the layer's packages
+    are not there yet, as far as the test goes); every later state is seen
+    over the layers too.
+    """
+
+    state: Any
+    on_base: bool = False
+
+
 class TreeWatcher:
     """Takes snapshots of a chroot the fastest way its backend allows."""
 
@@ -96,16 +112,41 @@ class TreeWatcher:
         self.ignores = ignores
         self.use_upper = chroot.upper is not None if use_upper is None else use_upper
 
-    def take(self) -> Any:
-        """A snapshot: the upper directory's state, or the whole tree's."""
+    def take(self, on_base: bool = False) -> Snapshot:
+        """A snapshot: the upper directory's state, or the whole tree's;
+        ``on_base``: seen over the base alone (only with layers)."""
         if self.use_upper:
             assert self.chroot.upper is not None
-            return snapshot_upper(self.chroot.upper, prune=self.ignores)
-        return snapshot(self.chroot.root, prune=self.ignores)
+            return Snapshot(snapshot_upper(self.chroot.upper, prune=self.ignores), on_base and bool(self.chroot.layers))
+        return Snapshot(snapshot(self.chroot.root, prune=self.ignores))
 
-    def compare(self, before: Any, after: Any) -> Diff:
+    def compare(self, before: Snapshot, after: Snapshot) -> Diff:
         """What changed, with the ignored paths left out."""
-        if self.use_upper:
-            assert self.chroot.lower is not None
-            return self.ignores.filter(diff_overlay(self.chroot.lower, before, after))
-        return self.ignores.filter(diff(before, after))
+        if not self.use_upper:
+            return self.ignores.filter(diff(before.state, after.state))
+        assert self.chroot.lower is not None
+        lower, base = self.chroot.lower, self.chroot.base or self.chroot.lower
+        if before.on_base == after.on_base:
+            return self.ignores.filter(diff_overlay(base if before.on_base else lower, before.state, after.state))
+        between = [path for layer in self.chroot.layers for path in cached_layer_paths(layer, base)]
+        return self.ignores.filter(diff_layered(
+            base if before.on_base else lower, before.state, base if after.on_base else lower, after.state,
+            between))
+
+
+def cached_layer_paths(layer: Path, base: Path) -> list[str]:
+    """:func:`piuparts.state.layer_paths` of a cached layer tree, kept beside
+    it (``paths``) once listed: a layer never changes."""
+    listing = layer.parent / "paths"
+    try:
+        return [path for path in listing.read_text().split("\0") if path]
+    except OSError:
+        pass
+    paths = list(layer_paths(layer, base))
+    tmp = listing.with_name(f".paths.{os.getpid()}")
+    try:
+        tmp.write_text("\0".join(paths))
+        os.rename(tmp, listing)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a read-only cache: list it again next time
+    return paths

@@ -25,7 +25,10 @@ over the base it is a live system again, where the checks that ask the
 system (alternatives, diversions, users, other packages' files, symlinks)
 take their "before" look.  A TreeState snapshot alone could not serve
 those checks.  The layer is only valid over the base it was made on, so a
-rebuilt base makes it stale.
+rebuilt base makes it stale; it is keyed on the target distributions'
+InRelease files (and the extra repositories' content), so a change in the
+archive since it was made means a new reference, never a difference
+blamed on the package.
 """
 
 from __future__ import annotations
@@ -42,15 +45,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from piuparts import command, resources
+from piuparts import command, layers, resources
 from piuparts.backends import Backend
-from piuparts.checks.purge_status import installed_packages
+from piuparts.checks.purge_status import installed_versions
 from piuparts.chroot import Chroot
 from piuparts.command import Result, failure_message
 from piuparts.errors import TestbedError, UsageError
 from piuparts.hooks import Hooks, distupgrade_env, failures
 from piuparts.inputs import TestSubject
-from piuparts.scenarios import ScenarioResult
+from piuparts.scenarios import ScenarioResult, Snapshot
 from piuparts.scenarios.install_upgrade_purge import parse_madison
 from piuparts.scenarios.runner import APT, Runner, Settings, classify_install_failure
 from piuparts.state import snapshot_upper
@@ -63,7 +66,7 @@ log = logging.getLogger("piuparts")
 NAME = "distupgrade"
 SOURCES_LIST = "/etc/apt/sources.list"
 #: Changes when the way a reference is made changes (a new key: old ones are not used).
-FORMAT = 1
+FORMAT = 2
 
 
 def title(distributions: tuple[str, ...]) -> str:
@@ -190,6 +193,10 @@ class Reference:
             "hooks": {name: hashlib.sha256(path.read_bytes()).hexdigest() for name, path in sorted(hooks.items())},
             # The hooks see the tested packages (Debian's keep an obsolete base package when it is tested).
             "objects": settings.hooks.env.get("PIUPARTS_OBJECTS", "") if hooks and settings.hooks else "",
+            # What the targets hold now: archive changes since the reference was made are not the package's.
+            "releases": {target: layers.suite_digest(plan.backend.spec.mirror, target)
+                         for target in options.distributions[1:]},
+            "extra_repo_content": [layers.source_digest(line) for line in options.extra_repos],
         }
         digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
         self.material = material
@@ -323,7 +330,7 @@ class DistupgradeRunner(Runner):
         # As piuparts: install them again where the new distribution has them,
         # for a dist-upgrade that kept them back (or removed them).
         self.phase = NAME
-        self.ctx.installed_before = installed_packages(self.chroot)  # so the log counts what this install adds
+        self.ctx.installed_before = installed_versions(self.chroot)  # so the log counts what this install adds
         again = known_packages(self.chroot, self.names)
         if again and not self.install(f"install again in {target}", again, first=False):
             return False
@@ -334,17 +341,17 @@ class DistupgradeRunner(Runner):
         packages, and each check's own first look, taken in ``reference``."""
         assert reference.upper is not None
         start = time.monotonic()
-        self.ctx.snapshots["before"] = snapshot_upper(reference.upper, prune=self.settings.ignores)
+        self.ctx.snapshots["before"] = Snapshot(snapshot_upper(reference.upper, prune=self.settings.ignores))
         self.outcome.timed("snapshot", start)
         own, self.ctx.chroot = self.ctx.chroot, reference
         try:
             for check in self.checks:
                 check.before_install(self.ctx)
-            self.ctx.installed_before = installed_packages(reference)
+            self.ctx.installed_before = installed_versions(reference)
         finally:
             self.ctx.chroot = own
         # From here on, "pulled in" is what is here and not in the reference.
-        installed = installed_packages(self.chroot)
+        installed = installed_versions(self.chroot)
         self.ctx.pulled_in = sorted(set(installed) - set(self.ctx.installed_before))
 
     def run_chain(self, distributions: tuple[str, ...], layer: Path, backend: Backend) -> ScenarioResult:

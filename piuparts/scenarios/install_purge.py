@@ -1,8 +1,9 @@
 """install -> remove -> purge, then compare the system with how it was before.
 
 The tested .debs are installed through apt, so their dependencies come
-from the archive; removal and purge take the tested packages and every
-package the install pulled in.  With ``--install-remove-install`` the
+from the archive (or a cached layer).  At the end everything is removed,
+then the dependencies purged, then the tested packages, as in piuparts
+(see :meth:`Runner.remove_and_purge`).  With ``--install-remove-install`` the
 packages are installed again after the removal, with
 ``--install-purge-install`` after a purge, before the final remove and
 purge (as in piuparts).

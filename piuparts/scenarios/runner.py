@@ -8,24 +8,26 @@ stops: the instance is thrown away anyway).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import ContextManager, Sequence
 
-from piuparts.checks import Context, make_checks
-from piuparts.checks.purge_status import installed_packages
+from piuparts.backends import overlay
+from piuparts.checks import Check, Context, make_checks
+from piuparts.checks.purge_status import installed_versions
 from piuparts.chroot import Chroot
 from piuparts.command import Result, failure_message
 from piuparts.errors import TestbedError, UsageError
-from piuparts import debcache, hooks
-from piuparts.findings import FAIL, Finding
+from piuparts import debcache, hooks, layers
+from piuparts.findings import FAIL, WARN, Finding
 from piuparts.hooks import Hooks
 from piuparts.inputs import TestSubject
-from piuparts.scenarios import ScenarioResult, Step, TreeWatcher
+from piuparts.scenarios import ScenarioResult, Snapshot, Step, TreeWatcher
 from piuparts.state import Diff, Ignores
 
 log = logging.getLogger("piuparts")
@@ -59,6 +61,13 @@ class Settings:
     prompt_timeout: float = 60.0
     #: The .deb cache shared by every run (see piuparts.debcache), if any.
     deb_cache: Path | None = None
+    #: piuparts' --warn-on-others: what is blamed on the dependencies alone
+    #: (their leftovers, processes, alternatives...) warns instead of failing.
+    warn_on_others: bool = False
+    #: The instance's dependency layer holds every dependency of the subject
+    #: but what needs the tested packages back (:func:`piuparts.layers.for_subject`
+    #: keys it by content): the dependencies' step has nothing to install.
+    layer_complete: bool = False
 
 
 def explain_failure(result: Result, what: str) -> str:
@@ -91,6 +100,44 @@ def classify_install_failure(result: Result, subject: TestSubject, what: str) ->
     return explain_failure(result, what)
 
 
+#: The environment of the removals: sudo's prerm refuses to go without it
+#: (it fears locking the administrator out; a throwaway instance has none).
+REMOVE_ENV = {"SUDO_FORCE_REMOVE": "yes"}
+
+
+def changed_packages(before: dict[str, tuple[str, str]], now: dict[str, tuple[str, str]],
+                     tested: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """(packages installed since ``before``, packages whose version changed
+    since ``before``), leaving out the ``tested`` ones; maps are
+    name -> (version, status) as :func:`installed_versions` gives them."""
+    tested_names = set(tested)
+    new, upgraded = [], []
+    for name, (version, _) in sorted(now.items()):
+        if name.split(":", 1)[0] in tested_names:
+            continue
+        if name not in before:
+            new.append(name)
+        elif before[name][0] != version:
+            upgraded.append(name)
+    return new, upgraded
+
+
+def purge_order(pulled_in: Sequence[str], dependencies: Sequence[str],
+                tested: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(what goes with the tested packages, the dependencies), as removed
+    and purged at the end: the tested packages and whatever came in with
+    them (members of a dependency cycle), then what was installed before
+    them (the dependencies' step, the layer).  Both groups are removed,
+    then the dependencies purged, then the tested packages: a tested
+    package's ``postrm purge`` runs with its dependencies gone, as in
+    piuparts (Policy: it may rely on essential packages only)."""
+    deps = set(dependencies)
+    first = [name for name in tested if name not in deps]
+    first += [name for name in pulled_in if name not in deps and name not in first
+              and name.split(":", 1)[0] not in tested]
+    return first, [name for name in pulled_in if name in deps and name.split(":", 1)[0] not in tested]
+
+
 class Runner:
     """One scenario's steps over one chroot, and its result."""
 
@@ -102,19 +149,19 @@ class Runner:
         self.settings = settings
         self.checks = make_checks(settings.severities)
         self.ctx = Context(chroot, subject.packages, settings.ignores, tuple(subject.packages),
-                           timings=self.outcome.timings, compare=self._compare)
+                           timings=self.outcome.timings, compare=self._compare, deb_cache=settings.deb_cache)
         self.watcher = TreeWatcher(chroot, settings.ignores)
         self._diffs: dict[tuple[int, int], Diff] = {}
         #: PIUPARTS_TEST and PIUPARTS_PHASE for the hook scripts.
         self.test, self.phase = test, "install"
 
-    def snapshot(self, name: str) -> None:
+    def snapshot(self, name: str, on_base: bool = False) -> None:
         """Take the tree snapshot ``name`` for the checks."""
         start = time.monotonic()
-        self.ctx.snapshots[name] = self.watcher.take()
+        self.ctx.snapshots[name] = self.watcher.take(on_base)
         self.outcome.timed("snapshot", start)
 
-    def _compare(self, before: Any, after: Any) -> Diff:
+    def _compare(self, before: Snapshot, after: Snapshot) -> Diff:
         key = (id(before), id(after))
         if key not in self._diffs:
             start = time.monotonic()
@@ -122,11 +169,11 @@ class Runner:
             self.outcome.timed("diff", start)
         return self._diffs[key]
 
-    def run_scripts(self, step: Step, argv: Sequence[str]) -> Result:
+    def run_scripts(self, step: Step, argv: Sequence[str], env: dict[str, str] | None = None) -> Result:
         """Run an apt or dpkg command that runs maintainer scripts, as part of
         ``step``: under a terminal that catches prompts, within the time limit."""
         return self.outcome.run(step, self.chroot, argv, timeout=self.settings.timeout, terminal=True,
-                                prompt_timeout=self.settings.prompt_timeout)
+                                prompt_timeout=self.settings.prompt_timeout, env=env)
 
     def hook(self, phase: str) -> bool:
         """Run the ``phase`` hook scripts; a failing one fails the scenario."""
@@ -139,23 +186,43 @@ class Runner:
         return all(result.ok for _, result in results)
 
     def start(self) -> bool:
-        """pre_test and pre_install hooks, then the checks record the system."""
+        """pre_test and pre_install hooks, then the checks record the system.
+
+        With dependency layers, the system before the test is the base
+        without them: what the checks record is read in a view of the
+        instance over the base alone, and the tree snapshot is seen so.
+        """
         log.info("Scenario %s: %s", self.outcome.name, self.subject.label)
         if not (self.hook("pre_test") and self.hook("pre_install")):
             return False
-        self.snapshot("before")
-        for check in self.checks:
-            check.before_install(self.ctx)
-        self.ctx.installed_before = installed_packages(self.chroot)
+        self.snapshot("before", on_base=True)
+        with self._before_view() as view:
+            ctx = self.ctx if view is self.chroot else replace(self.ctx, chroot=view)
+            for check in self.checks:
+                check.before_install(ctx)
+            self.ctx.installed_before = installed_versions(view)
         return True
 
-    def observe(self, point: str) -> None:
+    def _before_view(self) -> ContextManager[Chroot]:
+        if self.chroot.layers and self.chroot.upper is not None:
+            return overlay.base_view(self.chroot)
+        return contextlib.nullcontext(self.chroot)
+
+    def observe(self, point: str, checks: Sequence[Check] | None = None) -> None:
         """Collect the checks' findings at ``point`` (after_install, after_remove, after_purge)."""
-        for check in self.checks:
+        for check in self.checks if checks is None else checks:
             findings = getattr(check, point)(self.ctx)
             if check.claims_paths:
                 self.ctx.claimed.update(f.subject for f in findings)
-            self.outcome.findings += findings
+            self.outcome.findings += [self._others(f) for f in findings]
+
+    def _others(self, finding: Finding) -> Finding:
+        """``finding``, a warning when it is the dependencies' alone and --warn-on-others says so."""
+        if not (self.settings.warn_on_others and finding.severity == FAIL and finding.blame):
+            return finding
+        if set(finding.blame) <= set(self.ctx.dependencies) - set(self.ctx.blame):
+            return replace(finding, severity=WARN)
+        return finding
 
     def install(self, step_name: str, targets: Sequence[str], first: bool = True) -> bool:
         """``apt-get install`` of ``targets`` (paths inside or NAME[=VERSION]),
@@ -170,7 +237,7 @@ class Runner:
         self._keep_debs()
         if not result.ok:
             return self._fail(step_name, classify_install_failure(result, self.subject, step_name))
-        self.ctx.installed = installed_packages(self.chroot)
+        self.ctx.installed = installed_versions(self.chroot)
         new = set(self.ctx.installed) - set(self.ctx.installed_before)
         self.ctx.pulled_in = sorted(new | set(self.ctx.pulled_in))
         log.info("Installed %d packages: %s", len(new), " ".join(sorted(new)))
@@ -181,23 +248,40 @@ class Runner:
 
         What the tested packages' own scripts do is then told apart from
         what their dependencies' scripts do (see the leftovers checks).
+        The tested packages themselves are never part of it, nor what
+        needs them back (a dependency cycle): those are installed with
+        them, from the given .debs.
         """
-        simulated = self.chroot.run([*APT, "install", "--simulate", *targets], level=logging.DEBUG)
-        needed = [name for name in _SIMULATED_INSTALL.findall(simulated.output)
-                  if name.split(":", 1)[0] not in self.subject.packages]
-        if self.settings.deb_cache is not None and (needed or self.subject.apt_names):
+        hooked = self.settings.hooks is not None and bool(self.settings.hooks.scripts)  # may change the sources
+        needed = [] if self.settings.layer_complete and self.chroot.layers and not hooked else self._needed(targets)
+        if self.settings.deb_cache is not None and (needed or self.subject.apt_names or self.chroot.layers):
             debcache.fill(self.chroot, self.settings.deb_cache, APT, targets)  # else nothing to download
-        if simulated.ok and needed:
+        if needed:
             step = self.outcome.step("install dependencies")
             result = self.run_scripts(step, [*APT, "install", *needed])
             self._keep_debs()
             if not result.ok:
                 return self._fail(step.name, classify_install_failure(result, self.subject, step.name))
-            self.ctx.dependencies = sorted(set(installed_packages(self.chroot)) - set(self.ctx.installed_before))
             self.snapshot("dependencies")
         else:
-            self.ctx.snapshots["dependencies"] = self.ctx.snapshots["before"]
+            self.ctx.snapshots["dependencies"] = Snapshot(self.ctx.snapshots["before"].state)  # over the layers
+        new, upgraded = changed_packages(self.ctx.installed_before, installed_versions(self.chroot),
+                                         self.subject.packages)
+        self.ctx.dependencies, self.ctx.upgraded = new + upgraded, upgraded
+        if upgraded:
+            log.info("The dependencies upgrade %s", " ".join(upgraded))
+        self.observe("after_dependencies")
         return True
+
+    def _needed(self, targets: Sequence[str]) -> list[str]:
+        """What installing ``targets`` pulls in that can be installed before
+        them: not the tested packages, nor what needs them back."""
+        simulated = self.chroot.run([*APT, "install", "--simulate", *targets], level=logging.DEBUG)
+        needed = [name for name in _SIMULATED_INSTALL.findall(simulated.output)
+                  if name.split(":", 1)[0] not in self.subject.packages]
+        if not (simulated.ok and needed):
+            return []
+        return layers.without_cycles(self.chroot, APT, needed, self.subject.packages)
 
     def install_debs(self, step_name: str, first: bool = True) -> bool:
         """Install the tested .debs and --apt names (copied in for the purpose)."""
@@ -205,44 +289,93 @@ class Runner:
         return self.install(step_name, targets + list(self.subject.apt_names), first)
 
     def remove(self, step_name: str = "remove") -> bool:
-        """``apt-get remove`` of the tested packages, between the pre_remove and post_remove hooks."""
+        """``apt-get remove`` of the tested packages, between the pre_remove
+        and post_remove hooks (the middle of --install-remove-install)."""
         if not self.hook("pre_remove"):
             return False
         step = self.outcome.step(step_name)
-        result = self.run_scripts(step, [*APT, "remove", *self.subject.packages])
+        result = self.run_scripts(step, [*APT, "remove", *self.subject.packages], env=REMOVE_ENV)
         if not result.ok:
             return self._fail(step_name, explain_failure(result, step_name))
         return self.hook("post_remove")
 
     def purge(self, step_name: str = "purge") -> bool:
-        """Purge the tested packages (dpkg: a removed local .deb has no apt
-        candidate), then everything the installs pulled in (apt)."""
+        """Purge the tested packages alone (the middle of --install-purge-install)."""
         step = self.outcome.step(step_name)
-        result = self.run_scripts(step, ["eatmydata", "dpkg", "--purge", *self.subject.packages])
+        result = self.run_scripts(step, ["eatmydata", "dpkg", "--purge", *self.subject.packages], env=REMOVE_ENV)
         if not result.ok:
             return self._fail(step_name, explain_failure(result, step_name))
-        self.snapshot("tested purged")
-        dependencies = [p for p in self.ctx.pulled_in if p.split(":", 1)[0] not in self.subject.packages]
-        if dependencies:
-            result = self.run_scripts(step, [*APT, "purge", *dependencies])
-            if not result.ok:
-                return self._fail(step_name, explain_failure(result, step_name))
         return self.hook("post_purge")
 
+    def remove_all(self) -> bool:
+        """Remove the tested packages (with what came in with them), then
+        every dependency they pulled in (layer packages too), between the
+        pre_remove and post_remove hooks."""
+        if not self.hook("pre_remove"):
+            return False
+        tested, dependencies = purge_order(self.ctx.pulled_in, self.ctx.dependencies, self.subject.packages)
+        step = self.outcome.step("remove")
+        if not self._dpkg(step, "--remove", tested, self.ctx.blame):
+            return False
+        self.snapshot("removed")
+        if dependencies and not self._dpkg(step, "--remove", dependencies, tuple(dependencies)):
+            return False
+        return self.hook("post_remove")
+
+    def purge_all(self) -> bool:
+        """Purge the dependencies, then the tested packages; bring what the
+        dependencies upgraded back to the version before the test; the
+        post_purge hooks."""
+        tested, dependencies = purge_order(self.ctx.pulled_in, self.ctx.dependencies, self.subject.packages)
+        step = self.outcome.step("purge")
+        if dependencies and not self._dpkg(step, "--purge", dependencies, tuple(dependencies)):
+            return False
+        self._downgrade(step)
+        self.snapshot("dependencies purged")
+        if not self._dpkg(step, "--purge", tested, self.ctx.blame):
+            return False
+        return self.hook("post_purge")
+
+    def _dpkg(self, step: Step, action: str, packages: Sequence[str], blame: tuple[str, ...]) -> bool:
+        """One ``dpkg --remove`` or ``--purge`` over ``packages`` (dpkg orders
+        them); a failure is blamed on ``blame``."""
+        result = self.run_scripts(step, ["eatmydata", "dpkg", action, *packages], env=REMOVE_ENV)
+        if result.ok:
+            return True
+        return self._fail(step.name, explain_failure(result, step.name), blame)
+
+    def _downgrade(self, step: Step) -> None:
+        """Reinstall the versions the dependencies' step upgraded, as piuparts does."""
+        versions = [f"{name}={self.ctx.installed_before[name][0]}" for name in self.ctx.upgraded]
+        if not versions:
+            return
+        result = self.run_scripts(step, [*APT, "install", "--allow-downgrades", *versions])
+        if not result.ok:  # the archive no longer has them: their files show as the dependencies' changes
+            log.info("Could not bring back %s: %s", " ".join(versions), result.tail(1).strip())
+
     def remove_and_purge(self) -> ScenarioResult:
-        """The end every scenario shares: remove, purge, the checks' last look."""
-        if self.remove():
+        """The end every scenario shares, in piuparts' order: remove
+        everything, run the checks of a removed package (cron, logrotate),
+        purge the dependencies, purge the tested packages, the checks' last
+        look at the system compared with how it was before the test."""
+        if self.remove_all():
             self.observe("after_remove")
-            if self.purge():
+            if self.purge_all():
                 self.finish()
         return self.outcome
 
     def finish(self) -> ScenarioResult:
-        """The post_test hooks, then the checks' last look; the scenario's result."""
+        """The post_test hooks, then the checks' last look; the scenario's result.
+
+        The checks that settle the system (the processes check ends what
+        was left running) look first, so that the last snapshot is of a
+        system nothing changes any more."""
         shutil.rmtree(self.chroot.path(DEBS_DIR), ignore_errors=True)
         if self.hook("post_test"):
+            settling = [check for check in self.checks if check.settles]
+            self.observe("after_purge", settling)
             self.snapshot("after")
-            self.observe("after_purge")
+            self.observe("after_purge", [check for check in self.checks if not check.settles])
             timings = self.outcome.timings
             log.info("Snapshots took %.3f s, the diffs %.3f s", timings["snapshot"], timings.get("diff", 0.0))
         return self.outcome
@@ -251,9 +384,10 @@ class Runner:
         if self.settings.deb_cache is not None:
             debcache.keep(self.chroot, self.settings.deb_cache)
 
-    def _fail(self, step_name: str, message: str) -> bool:
+    def _fail(self, step_name: str, message: str, blame: tuple[str, ...] | None = None) -> bool:
         step = self.outcome.steps[-1]
         step.ok, step.message = False, message
-        self.outcome.findings.append(Finding("steps", FAIL, step_name, message, blame=self.ctx.blame))
+        self.outcome.findings.append(self._others(Finding("steps", FAIL, step_name, message,
+                                                          blame=self.ctx.blame if blame is None else blame)))
         log.error("%s", message)
         return False

@@ -155,7 +155,7 @@ TEST_MOMENTS = {
                        Moment("instance start", r"Instance removed", (0.0, 0.1), LEFTOVER)],
     "install": [Moment("install", r"apt-get -y install /tmp/piuparts-debs/", (0.0, 1.2), LEFTOVER),
                 Moment("install", r"apt-get -y install /tmp/piuparts-debs/", (0.3, 4.0), SLOW_POSTINST)],
-    "purge": [Moment("purge", r"apt-get -y remove", (0.0, 0.9), LEFTOVER),
+    "purge": [Moment("purge", r"dpkg --remove", (0.0, 0.9), LEFTOVER),
               Moment("purge", r"dpkg --purge", (0.0, 0.15))],
     # The scenario's end: its instance is being removed.
     "cleanup": [Moment("cleanup", r"Snapshots took", (0.0, 0.1), LEFTOVER),

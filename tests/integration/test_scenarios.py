@@ -96,10 +96,22 @@ USES_DEP_AND_LEAVES = DebSpec("pp-usesdep-leaves", depends="pp-depleaver", scrip
     "postinst": 'if [ "$1" = configure ]; then echo mine > /etc/pp-usesdep-leaves.conf; fi'})
 
 
-def test_leftover_of_a_dependency_is_blamed_on_the_dependency(cache_dir, debs, tmp_path):
+@pytest.mark.parametrize("purge_dependencies", [True, False], ids=["purge-dependencies", "layer"])
+def test_leftover_of_a_dependency_fails_blamed_on_the_dependency(cache_dir, debs, tmp_path, purge_dependencies):
+    repo = make_repo(tmp_path / "repo", [debs(DEP_LEAVER)])
+    mode = ["--purge-dependencies"] if purge_dependencies else []
+    run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, "--no-upgrade-test", *mode, str(debs(USES_DEP)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert {(f["check"], f["severity"], f["subject"], blame_text(f)) for f in run.findings()} == {
+        ("dependency-leftovers", "fail", "/etc/pp-depleaver/", "pp-depleaver"),
+        ("dependency-leftovers", "fail", "/etc/pp-depleaver/state", "pp-depleaver")}
+    assert "/etc/pp-depleaver/state (not owned): left behind after purge, by a dependency" in run.stdout
+
+
+def test_leftover_of_a_dependency_warns_with_warn_on_others(cache_dir, debs, tmp_path):
     repo = make_repo(tmp_path / "repo", [debs(DEP_LEAVER)])
     run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, "--no-upgrade-test", "--purge-dependencies",
-                   str(debs(USES_DEP)))
+                   "--warn-on-others", str(debs(USES_DEP)))
     assert run.returncode == 0, run.stdout + run.stderr
     assert [name for name, _ in steps(run, "install-purge")] == [
         "install dependencies", "install", "remove", "purge"]
@@ -119,7 +131,7 @@ def test_own_and_dependency_leftovers_are_told_apart(cache_dir, debs, tmp_path):
         ("dependency-leftovers", "/etc/pp-depleaver/state", "pp-depleaver")}
 
 
-def test_dependencies_come_from_a_cached_layer_and_stay_out_of_the_verdict(cache_dir, debs, tmp_path):
+def test_dependencies_come_from_a_cached_layer_and_are_purged_all_the_same(cache_dir, debs, tmp_path):
     repo = make_repo(tmp_path / "repo", [debs(DEP_LEAVER)])
     args = ("--extra-repo", repo, "--no-upgrade-test", "--severity", "dependency-leftovers=fail",
             str(debs(USES_DEP_AND_LEAVES)))
@@ -128,7 +140,12 @@ def test_dependencies_come_from_a_cached_layer_and_stay_out_of_the_verdict(cache
         assert run.returncode == 1, run.stdout + run.stderr
         assert [name for name, _ in steps(run, "install-purge")] == ["install", "remove", "purge"]
         assert {(f["check"], f["subject"], blame_text(f)) for f in run.findings()} == {
-            ("leftovers", "/etc/pp-usesdep-leaves.conf", "pp-usesdep-leaves")}
+            ("leftovers", "/etc/pp-usesdep-leaves.conf", "pp-usesdep-leaves"),
+            ("dependency-leftovers", "/etc/pp-depleaver/", "pp-depleaver"),
+            ("dependency-leftovers", "/etc/pp-depleaver/state", "pp-depleaver")}
+        [purge] = [s for s in run.report["scenarios"][0]["steps"] if s["name"] == "purge"]
+        assert [c["argv"][-2:] for c in purge["commands"]] == [["--purge", "pp-depleaver"],
+                                                               ["--purge", "pp-usesdep-leaves"]]
         assert run.report["dependency_layer"]["packages"] == 1
     assert runs[0].report["dependency_layer"]["layer"] == runs[1].report["dependency_layer"]["layer"]
     assert runs[1].report["dependency_layer"]["reused"] is True

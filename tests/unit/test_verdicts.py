@@ -1,0 +1,95 @@
+"""The pure parts of the purge order, of upgraded dependencies and of the
+content keys of layers and references."""
+
+from __future__ import annotations
+
+import hashlib
+
+from piuparts import cli, layers, options as opts
+from piuparts.backends import Backend, BaseSpec
+from piuparts.scenarios import distupgrade
+from piuparts.scenarios.runner import Settings, changed_packages, purge_order
+from piuparts.state import Ignores, UpperState, entry_of
+
+
+def test_changed_packages_tells_new_from_upgraded_and_leaves_the_tested_out():
+    before = {"libc6:amd64": ("2.36-9", "ii"), "pp-lib": ("1.0-1", "ii")}
+    now = {"libc6:amd64": ("2.36-9", "ii"), "pp-lib": ("2.0-1", "ii"), "pp-dep": ("1.0", "ii"),
+           "pp-tested": ("1.0", "ii")}
+    assert changed_packages(before, now, ["pp-tested"]) == (["pp-dep"], ["pp-lib"])
+
+
+def test_purge_order_puts_the_tested_packages_and_their_cycle_first():
+    pulled_in = ["pp-a", "pp-b", "pp-dep", "python3-six"]
+    tested, dependencies = purge_order(pulled_in, ["pp-dep", "python3-six", "pp-lib"], ["pp-a"])
+    assert tested == ["pp-a", "pp-b"]  # pp-b came in with pp-a (a cycle)
+    assert dependencies == ["pp-dep", "python3-six"]  # pp-lib (upgraded) is never removed
+
+
+def test_warn_on_others_is_off_unless_asked():
+    assert Settings(Ignores()).warn_on_others is False
+
+
+def test_lists_digests_name_content_not_paths(tmp_path):
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "host_debian_dists_bookworm_InRelease").write_text("release\n")
+    (lists / "host_debian_dists_bookworm_main_binary-amd64_Packages").write_text("a big index\n")
+    (lists / "_srv_plain_._Packages").write_text("no release here\n")
+    (lists / "lock").write_text("")
+    digests = layers.lists_digests(lists)
+    expected = sorted(f"list {hashlib.sha256(text).hexdigest()}" for text in (b"release\n", b"no release here\n"))
+    assert digests == expected
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for path in lists.iterdir():
+        (moved / path.name.replace("_srv_plain", "_elsewhere")).write_bytes(path.read_bytes())
+    assert layers.lists_digests(moved) == digests
+
+
+def test_source_digest_reads_a_flat_file_repository(tmp_path):
+    (tmp_path / "Release").write_text("Suite: tests\n")
+    line = f"deb [trusted=yes] file://{tmp_path} ./"
+    first = layers.source_digest(line)
+    assert first == "list " + hashlib.sha256(b"Suite: tests\n").hexdigest()
+    (tmp_path / "Release").write_text("Suite: tests\nchanged\n")
+    assert layers.source_digest(line) != first
+    assert layers.source_digest(f"deb [trusted=yes] file://{tmp_path}/missing ./") is None
+
+
+def test_layer_key_has_a_format_version():
+    assert layers.key(["x"]) != layers.key(["y"])
+    assert layers.key(["x"]) == hashlib.sha256(f"format {layers.FORMAT}\nx".encode()).hexdigest()[:16]
+
+
+def test_drop_setup_leaves_what_the_install_made(tmp_path):
+    lower, tree = tmp_path / "lower", tmp_path / "tree"
+    (lower / "etc").mkdir(parents=True)
+    for inner in ("etc/apt/sources.list.d", "srv/repo", "usr/share/dep"):
+        (tree / inner).mkdir(parents=True)
+    (tree / "etc/resolv.conf").write_text("nameserver 1\n")
+    (tree / "etc/apt/sources.list.d/piuparts-extra.list").write_text("deb file:///srv/repo ./\n")
+    (tree / "usr/share/dep/data").write_text("installed\n")
+    setup = UpperState({"/etc": entry_of(tree / "etc"), "/srv": entry_of(tree / "srv"),
+                        "/srv/repo": entry_of(tree / "srv/repo")})
+    assert layers.drop_setup(tree, lower, setup) == 4
+    left = sorted(str(p.relative_to(tree)) for p in tree.rglob("*"))
+    assert left == ["etc", "etc/apt", "etc/apt/sources.list.d", "usr", "usr/share", "usr/share/dep",
+                    "usr/share/dep/data"]
+
+
+def test_the_distupgrade_reference_is_keyed_on_the_target_s_inrelease(tmp_path):
+    mirror = tmp_path / "mirror"
+    (mirror / "dists/trixie").mkdir(parents=True)
+    (mirror / "dists/trixie/InRelease").write_text("Date: then\n")
+    args = cli.parser().parse_args(["-d", "bookworm", "-d", "trixie", "-m", f"file://{mirror}",
+                                    "--cache-dir", str(tmp_path / "cache"), "x.deb"])
+    options = opts.from_args(args)
+    spec = BaseSpec(options.distribution, options.mirror, options.architecture, options.components)
+    backend = Backend.registry["debootstrap"].from_options(spec, options)
+    plan = distupgrade.Plan(options, backend, lambda chroot: None)
+    settings = Settings(Ignores())
+    first = distupgrade.Reference(plan, settings, tmp_path).dir
+    assert distupgrade.Reference(plan, settings, tmp_path).dir == first
+    (mirror / "dists/trixie/InRelease").write_text("Date: now\n")
+    assert distupgrade.Reference(plan, settings, tmp_path).dir != first
