@@ -59,6 +59,14 @@ OWN_FILES = LocalDeb(
     scripts={"postinst": 'if [ "$1" = configure ]; then echo "# local" >> /etc/pp-own-files/settings.conf; '
                          'echo more >> /usr/share/pp-own-files/data; fi'})
 
+# Policy 10.8: a package's log files go with its purge (piuparts reports them).
+LOGGER = 'if [ "$1" = configure ]; then mkdir -p /var/log/pp-logger; echo started > /var/log/pp-logger/pp.log; ' \
+    'echo started > /var/log/pp-logger.log; fi'
+LOGS_LEFT = DebSpec("pp-logger", scripts={"postinst": LOGGER})
+LOGS_PURGED = DebSpec("pp-logger-clean", scripts={
+    "postinst": LOGGER,
+    "postrm": 'if [ "$1" = purge ]; then rm -rf /var/log/pp-logger /var/log/pp-logger.log; fi'})
+
 CRON_FILES = ("/etc/cron.daily/ppcron", "/etc/cron.d/ppcron", "/etc/logrotate.d/ppcron")
 TOOL = {"/usr/bin/ppcron-tool": "#!/bin/sh\nexit 0\n"}
 # cron-logrotate: every job runs the package's tool without checking it is still there.
@@ -129,6 +137,25 @@ def test_package_changing_only_its_own_files_passes(cache_dir, debs, tmp_path):
     run = piuparts(cache_dir, tmp_path, str(debs(OWN_FILES)))
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.findings() == []
+    assert leaks(cache_dir) == []
+
+
+def test_log_files_left_after_purge_are_reported(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", str(debs(LOGS_LEFT)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert found(run) == {
+        ("leftovers", path, "not owned", "pp-logger", "left behind after purge")
+        for path in ("/var/log/pp-logger/", "/var/log/pp-logger/pp.log", "/var/log/pp-logger.log")}
+    assert leaks(cache_dir) == []
+
+
+def test_log_files_removed_by_purge_pass_and_the_system_logs_are_ignored(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "-v", "--no-upgrade-test", str(debs(LOGS_PURGED)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.findings() == []
+    # dpkg and apt wrote their logs; -v says which rule hid them.
+    assert "ignored /var/log/dpkg.log (rule /var/log/(alternatives|dpkg|bootstrap|fontconfig)\\.log from " \
+        in run.stdout + run.stderr
     assert leaks(cache_dir) == []
 
 
