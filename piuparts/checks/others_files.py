@@ -94,7 +94,11 @@ def upper_changes(upper: Path, prune: Ignores | None = None) -> tuple[set[str], 
     stack = [""]
     while stack:
         current = stack.pop()
-        with os.scandir(top + current if current else top) as entries:
+        try:
+            entries = os.scandir(top + current if current else top)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone while the walk looked: something still runs inside
+        with entries:
             for entry in entries:
                 path = f"{current}/{entry.name}"
                 changed.add(path)

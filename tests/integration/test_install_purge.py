@@ -81,6 +81,26 @@ def test_process_left_running_is_reported_and_ended(cache_dir, debs, tmp_path):
     assert leaks(cache_dir) == []
 
 
+# Leaves a daemon that keeps making and deleting files while the snapshots walk the tree.
+CHURNING_DAEMON = DebSpec("pp-churn", scripts={"postinst": """\
+mkdir -p /var/lib/pp-churn
+cd /var/lib/pp-churn
+setsid sh -c 'while :; do i=0; while [ $i -lt 300 ]; do : > f$i; i=$((i+1)); done; rm -f f*; done' \
+    </dev/null >/dev/null 2>&1 &"""})
+
+
+def test_files_vanishing_during_a_snapshot_are_absent_not_an_error(cache_dir, debs, tmp_path):
+    for _ in range(3):  # each run gives the race many chances; three runs make a miss unlikely
+        run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", str(debs(CHURNING_DAEMON)))
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert "internal error" not in run.stderr
+        found = {(f["check"], f["subject"]) for f in run.findings()}
+        assert ("leftovers", "/var/lib/pp-churn/") in found
+        assert any(check == "processes" and subject.startswith("sh -c while") for check, subject in found), found
+    assert resources.processes_under(cache_dir) == []
+    assert leaks(cache_dir) == []
+
+
 @pytest.mark.parametrize("spec, failures", [(LEFTOVER, "1"), (CLEAN, "0")])
 def test_junit_report(cache_dir, debs, tmp_path, spec, failures):
     junit = tmp_path / "junit.xml"
