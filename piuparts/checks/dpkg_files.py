@@ -195,8 +195,11 @@ def file_state(resolver: Resolver, path: str) -> str | None:
         return None
     if not stat.S_ISREG(mode):
         return f"<{_KINDS.get(stat.S_IFMT(mode), 'special file')}>"
-    with open(host, "rb") as handle:
-        return hashlib.file_digest(handle, "md5").hexdigest()
+    try:
+        with open(host, "rb") as handle:
+            return hashlib.file_digest(handle, "md5").hexdigest()
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # gone since the lstat: something still runs inside
 
 
 def exists(resolver: Resolver, path: str) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.debs import DebSpec
+from tests.debs import DebSpec, make_repo
 from tests.integration.helpers import leaks, piuparts, blame_text, owner_text
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
@@ -50,14 +50,31 @@ CONFFILE_LEFT = LocalDeb(
     conffiles=("/etc/pp-conffile-left/settings.conf",),
     scripts={"postrm": 'if [ "$1" = purge ]; then mkdir -p /etc/pp-conffile-left; '
                        'echo "# regenerated" > /etc/pp-conffile-left/settings.conf; fi'})
-# The clean counterpart of all three file checks: it changes its own conffile and
-# file (not another package's), and dpkg's purge removes its conffile.
+# Changes its own conffile and a file it ships: debsums -ac in piuparts reports both
+# (Policy 10.7.3: maintainer scripts must not change a conffile, even their own).
 OWN_FILES = LocalDeb(
     "pp-own-files", files={"/etc/pp-own-files/settings.conf": "# shipped\n",
                            "/usr/share/pp-own-files/data": "data\n"},
     conffiles=("/etc/pp-own-files/settings.conf",),
     scripts={"postinst": 'if [ "$1" = configure ]; then echo "# local" >> /etc/pp-own-files/settings.conf; '
                          'echo more >> /usr/share/pp-own-files/data; fi'})
+# The clean counterpart of all three file checks: a conffile and a file it leaves
+# as shipped, a file of its own it generates (and its purge removes).
+OWN_FILES_CLEAN = LocalDeb(
+    "pp-own-files-clean", files={"/etc/pp-own-files-clean/settings.conf": "# shipped\n",
+                                 "/usr/share/pp-own-files-clean/data": "data\n"},
+    conffiles=("/etc/pp-own-files-clean/settings.conf",),
+    scripts={"postinst": 'if [ "$1" = configure ]; then cat /usr/share/pp-own-files-clean/data '
+                         '> /etc/pp-own-files-clean/generated; fi',
+             "postrm": 'if [ "$1" = purge ]; then rm -f /etc/pp-own-files-clean/generated; fi'})
+# A dependency (from a repository) whose own postinst changes a file it ships, and a
+# tested package that changes a file of its dependency: each is blamed on who did it.
+DEP_SELF_MODIFIER = DebSpec("pp-dep-selfmod", files={"/usr/share/pp-dep-selfmod/data": "data\n"}, scripts={
+    "postinst": 'if [ "$1" = configure ]; then echo local >> /usr/share/pp-dep-selfmod/data; fi'})
+DEP_PLAIN = DebSpec("pp-dep-plain", files={"/usr/share/pp-dep-plain/data": "data\n"})
+USES_SELFMOD = DebSpec("pp-uses-selfmod", depends="pp-dep-selfmod")
+MODIFIES_DEP = DebSpec("pp-modifies-dep", depends="pp-dep-plain", scripts={
+    "postinst": 'if [ "$1" = configure ]; then echo changed >> /usr/share/pp-dep-plain/data; fi'})
 
 # Policy 10.8: a package's log files go with its purge (piuparts reports them).
 LOGGER = 'if [ "$1" = configure ]; then mkdir -p /var/log/pp-logger; echo started > /var/log/pp-logger/pp.log; ' \
@@ -133,10 +150,37 @@ def test_conffile_recreated_after_purge(cache_dir, debs, tmp_path):
     assert leaks(cache_dir) == []
 
 
-def test_package_changing_only_its_own_files_passes(cache_dir, debs, tmp_path):
+def test_package_changing_its_own_shipped_files_fails_as_with_debsums(cache_dir, debs, tmp_path):
     run = piuparts(cache_dir, tmp_path, str(debs(OWN_FILES)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert found(run) == {
+        ("others-files", "/etc/pp-own-files/settings.conf", "owned by pp-own-files", "pp-own-files",
+         "conffile modified after install"),
+        ("others-files", "/usr/share/pp-own-files/data", "owned by pp-own-files", "pp-own-files",
+         "modified after install")}
+    assert leaks(cache_dir) == []
+
+
+def test_package_leaving_its_shipped_files_alone_passes(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(OWN_FILES_CLEAN)))
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.findings() == []
+    assert leaks(cache_dir) == []
+
+
+# A dependency's own scripts run in the test only with --purge-dependencies (a cached
+# layer was made without the tested package: see piuparts.layers).
+@pytest.mark.parametrize("spec, path, blamed, mode", [
+    (USES_SELFMOD, "/usr/share/pp-dep-selfmod/data", "pp-dep-selfmod", "--purge-dependencies"),
+    (MODIFIES_DEP, "/usr/share/pp-dep-plain/data", "pp-modifies-dep", "--purge-dependencies"),
+    (MODIFIES_DEP, "/usr/share/pp-dep-plain/data", "pp-modifies-dep", "--no-upgrade-test")])
+def test_changed_files_of_dependencies_are_blamed_on_who_changed_them(cache_dir, debs, tmp_path, spec, path,
+                                                                       blamed, mode):
+    repo = make_repo(tmp_path / "repo", [debs(DEP_SELF_MODIFIER), debs(DEP_PLAIN)])
+    run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", mode, "--extra-repo", repo, str(debs(spec)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    owner = path.split("/")[3]
+    assert found(run, "others-files") == {("others-files", path, f"owned by {owner}", blamed, "modified after install")}
     assert leaks(cache_dir) == []
 
 
