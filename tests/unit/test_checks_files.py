@@ -180,11 +180,12 @@ def _install_effects(root: Path) -> None:
     _write(root, "/usr/lib/os-release", "changed\n")          # another package's file: reported
     (root / "etc/issue").unlink()                              # another package's conffile: reported
     _write(root, "/usr/share/taken", "the tested package's now\n")  # taken over (Replaces): not reported
-    _write(root, "/usr/share/pp/data", "changed by its own package\n")  # the tested package's: not reported
+    _write(root, "/usr/share/pp/data", "changed by its own package\n")  # the tested package's: reported
 
 
 EXPECTED = [("/etc/issue", ("base-files",), ("pp",), "conffile removed after install"),
-            ("/usr/lib/os-release", ("base-files",), ("pp",), "modified after install")]
+            ("/usr/lib/os-release", ("base-files",), ("pp",), "modified after install"),
+            ("/usr/share/pp/data", ("pp",), ("pp",), "modified after install")]
 
 
 def test_others_files_without_an_overlay_hashes_everything(tmp_path):
@@ -218,7 +219,7 @@ def test_others_files_honours_ignore_rules(tmp_path):
     check, ctx = OthersFiles(), context(tmp_path, ignores=Ignores([("/usr/lib/os-release", "test")]))
     check.before_install(ctx)
     _install_effects(tmp_path)
-    assert [f.subject for f in check.after_install(ctx)] == ["/etc/issue"]
+    assert [f.subject for f in check.after_install(ctx)] == ["/etc/issue", "/usr/share/pp/data"]
 
 
 def test_conffiles_left_after_purge(tmp_path):
