@@ -76,6 +76,15 @@ USES_SELFMOD = DebSpec("pp-uses-selfmod", depends="pp-dep-selfmod")
 MODIFIES_DEP = DebSpec("pp-modifies-dep", depends="pp-dep-plain", scripts={
     "postinst": 'if [ "$1" = configure ]; then echo changed >> /usr/share/pp-dep-plain/data; fi'})
 
+# Version 1 ships a conffile that version 2 no longer ships: after the upgrade dpkg keeps
+# it, flagged obsolete, unless version 2's maintainer scripts remove it (rm_conffile).
+OBSOLETE_V1 = {name: DebSpec(name, "1.0-1", files={f"/etc/{name}.conf": "# v1\n"}, conffiles=(f"/etc/{name}.conf",))
+               for name in ("pp-obsolete", "pp-obsolete-clean")}
+OBSOLETE_V2 = DebSpec("pp-obsolete", "2.0-1")
+OBSOLETE_V2_CLEAN = DebSpec("pp-obsolete-clean", "2.0-1", scripts={
+    name: 'dpkg-maintscript-helper rm_conffile /etc/pp-obsolete-clean.conf 2.0-1~ -- "$@"'
+    for name in ("preinst", "postinst", "postrm")})
+
 # Policy 10.8: a package's log files go with its purge (piuparts reports them).
 LOGGER = 'if [ "$1" = configure ]; then mkdir -p /var/log/pp-logger; echo started > /var/log/pp-logger/pp.log; ' \
     'echo started > /var/log/pp-logger.log; fi'
@@ -181,6 +190,30 @@ def test_changed_files_of_dependencies_are_blamed_on_who_changed_them(cache_dir,
     assert run.returncode == 1, run.stdout + run.stderr
     owner = path.split("/")[3]
     assert found(run, "others-files") == {("others-files", path, f"owned by {owner}", blamed, "modified after install")}
+    assert leaks(cache_dir) == []
+
+
+def test_obsolete_conffile_after_the_upgrade_is_a_warning_naming_the_fix(cache_dir, debs, tmp_path):
+    repo = make_repo(tmp_path / "repo", [debs(spec) for spec in OBSOLETE_V1.values()])
+    run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, str(debs(OBSOLETE_V2)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    upgrade = {s["name"]: s for s in run.report["scenarios"]}["install-upgrade-purge"]
+    assert upgrade["verdict"] == "PASS"
+    assert [(f["check"], f["severity"], f["subject"], owner_text(f), blame_text(f), f["message"])
+            for f in run.findings()] == [
+        ("obsolete-conffiles", "warn", "/etc/pp-obsolete.conf", "owned by pp-obsolete", "pp-obsolete",
+         "obsolete conffile after the upgrade to 2.0-1: pp-obsolete no longer ships it, yet it stays until the "
+         "purge; remove it on upgrade with 'rm_conffile /etc/pp-obsolete.conf 2.0-1~' in "
+         "debian/pp-obsolete.maintscript (dpkg-maintscript-helper(1))")]
+    assert leaks(cache_dir) == []
+
+
+def test_conffile_removed_on_upgrade_with_rm_conffile_passes(cache_dir, debs, tmp_path):
+    repo = make_repo(tmp_path / "repo", [debs(spec) for spec in OBSOLETE_V1.values()])
+    run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, str(debs(OBSOLETE_V2_CLEAN)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [s["verdict"] for s in run.report["scenarios"]] == ["PASS", "PASS"]
+    assert run.findings() == []
     assert leaks(cache_dir) == []
 
 

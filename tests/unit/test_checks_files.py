@@ -315,3 +315,11 @@ def test_outcome():
     assert outcome(failed) == "exited 127 with the package removed: /etc/cron.daily/pp: 2: tool: not found"
     late = Result(("x",), -15, "", 60.0, timed_out=True, timeout=60)
     assert outcome(late) == "did not finish within 60 s with the package removed"
+
+
+def test_parse_obsolete_conffiles():
+    from piuparts.checks.dpkg_files import parse_obsolete_conffiles
+    status = (f"Package: pp\nStatus: install ok installed\nVersion: 2.0-1\nConffiles:\n /etc/pp.conf {MD5['conf']}\n"
+              f" /etc/old name.conf {MD5['conf']} obsolete\n\n"
+              f"Package: gone\nStatus: deinstall ok config-files\nVersion: 1\nConffiles:\n /etc/g {MD5['conf']} obsolete\n")
+    assert parse_obsolete_conffiles(status) == {"pp": ("2.0-1", ["/etc/old name.conf"])}
