@@ -655,15 +655,20 @@ def test_paths_vanishing_during_the_walk_are_absent(tmp_path: Path, caplog: pyte
     busy = tmp_path / "var/lib/busy"
     busy.mkdir(parents=True)
     churn = subprocess.Popen([sys.executable, "-c", CHURN, str(busy)])
+    logger = logging.getLogger("piuparts")
+    saved = logger.level
+    logger.addHandler(caplog.handler)  # whether or not the logger propagates
+    logger.setLevel(logging.DEBUG)
     try:
-        with caplog.at_level(logging.DEBUG, logger="piuparts"):
-            for _ in range(200):
-                state = snapshot(tmp_path)
-                assert "/var/lib/busy" in state
-                snapshot_upper(tmp_path)
-                if "went away during the walk" in caplog.text:
-                    break
+        for _ in range(2000):
+            state = snapshot(tmp_path)
+            assert "/var/lib/busy" in state
+            snapshot_upper(tmp_path)
+            if "went away during the walk" in caplog.text:
+                break
     finally:
         churn.kill()
         churn.wait()
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(saved)
     assert "went away during the walk: absent" in caplog.text
