@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,4 +278,21 @@ def test_logrotate_runs_the_config_when_installed(cache_dir, debs, tmp_path, spe
     run = piuparts(cache_dir, tmp_path, str(debs(spec)))
     assert found(run, "cron-logrotate") == expected, run.stdout + run.stderr
     assert "/usr/sbin/logrotate -f -s /tmp/piuparts-ng-logrotate.state /etc/logrotate.d/" + spec.name in run.stdout
+    assert leaks(cache_dir) == []
+
+
+# adequate (installed on the host by ./bootstrap) reports a package without its copyright file.
+NO_COPYRIGHT = DebSpec("pp-nocopyright", copyright=False)
+INADEQUATE = ("adequate", "missing-copyright-file /usr/share/doc/pp-nocopyright/copyright", None, "pp-nocopyright",
+              "reported by adequate")
+
+
+@pytest.mark.parametrize("option, code, severity", [(None, 0, "warn"), ("--fail-if-inadequate", 1, "fail"),
+                                                    ("--no-adequate", 0, None)])
+def test_adequate_runs_as_in_piuparts(cache_dir, debs, tmp_path, option, code, severity):
+    assert shutil.which("adequate"), "adequate is not installed on the host (./bootstrap installs it)"
+    run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", *([option] if option else []), str(debs(NO_COPYRIGHT)))
+    assert run.returncode == code, run.stdout + run.stderr
+    assert found(run) == ({INADEQUATE} if severity else set())
+    assert [f["severity"] for f in run.findings()] == ([severity] if severity else [])
     assert leaks(cache_dir) == []
