@@ -6,8 +6,12 @@ libraries and symbols, Python files not byte-compiled, a missing copyright
 file, an alternative without its target...  Each line it prints
 (``PACKAGE: TAG DETAILS``) is a finding blamed on that package: a warning
 by default, a failure with ``--fail-if-inadequate``; ``--no-adequate``
-skips it, as in piuparts.  It runs on the host with ``--root`` into the
-instance, so it needs the instance's root to be a host directory.
+skips it, as in piuparts.  The two tags piuparts calls boring are left
+to the checks of our own that judge the same thing better: ``broken-symlink``
+(the symlinks check, which knows the links into /run and /proc a running
+system has) and ``obsolete-conffile`` (obsolete-conffiles, which names the
+fix).  It runs on the host with ``--root`` into the instance, so it needs the
+instance's root to be a host directory.
 """
 
 from __future__ import annotations
@@ -24,15 +28,23 @@ log = logging.getLogger("piuparts")
 
 NAME = "adequate"
 TIMEOUT = 600.0
+#: adequate's tags that other checks report (see the module's docstring).
+LEFT_TO_OTHERS = {"broken-symlink": "symlinks", "obsolete-conffile": "obsolete-conffiles"}
 
 
 def parse_adequate(output: str, packages: set[str]) -> list[tuple[str, str]]:
-    """(package, ``TAG DETAILS``) for each line adequate wrote about one of ``packages``."""
+    """(package, ``TAG DETAILS``) for each line adequate wrote about one of ``packages``,
+    but for the tags :data:`LEFT_TO_OTHERS`."""
     found = []
     for line in output.splitlines():
         package, sep, rest = line.partition(": ")
-        if sep and base_name(package.strip()) in packages and rest.strip():
-            found.append((base_name(package.strip()), rest.strip()))
+        if not (sep and base_name(package.strip()) in packages and rest.strip()):
+            continue
+        tag = rest.split()[0]
+        if tag in LEFT_TO_OTHERS:
+            log.debug("adequate: %s (left to the %s check)", line.strip(), LEFT_TO_OTHERS[tag])
+            continue
+        found.append((base_name(package.strip()), rest.strip()))
     return found
 
 

@@ -323,3 +323,14 @@ def test_parse_obsolete_conffiles():
               f" /etc/old name.conf {MD5['conf']} obsolete\n\n"
               f"Package: gone\nStatus: deinstall ok config-files\nVersion: 1\nConffiles:\n /etc/g {MD5['conf']} obsolete\n")
     assert parse_obsolete_conffiles(status) == {"pp": ("2.0-1", ["/etc/old name.conf"])}
+
+
+def test_parse_adequate_leaves_broken_symlinks_and_obsolete_conffiles_to_our_checks():
+    from piuparts.checks.adequate import parse_adequate
+    output = ("pp: missing-copyright-file /usr/share/doc/pp/copyright\n"
+              "pp: broken-symlink /usr/share/pp/run -> /run/pp/socket\n"
+              "pp:amd64: obsolete-conffile /etc/pp.conf\n"
+              "other: library-not-found /usr/bin/other => libx.so.1\n"
+              "pp:amd64: library-not-found /usr/bin/pp => libpp.so.1\n")
+    assert parse_adequate(output, {"pp"}) == [("pp", "missing-copyright-file /usr/share/doc/pp/copyright"),
+                                             ("pp", "library-not-found /usr/bin/pp => libpp.so.1")]
