@@ -1,9 +1,11 @@
 """The schroot backend beyond the contract suite: schroot-setup, the chroots it
-refuses (each with its one-line message, exit 2), isolation from the host,
+refuses (each with its one-line message, exit 2), the chroots sbuild-createchroot
+makes (as it writes them, and with union-type=overlay), isolation from the host,
 and a killed run's session ended by ``piuparts cleanup``.
 
 Every /etc/schroot/chroot.d entry a test writes is removed when it ends,
-except the suite's shared chroot (tests/backend_cases/schroot.py).
+except the suite's shared chroot (tests/backend_cases/schroot.py) and the
+one sbuild-createchroot made (:func:`sbuild_chroot`), both remade daily.
 """
 
 from __future__ import annotations
