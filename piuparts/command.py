@@ -26,6 +26,7 @@ import re
 import selectors
 import shlex
 import signal
+import struct
 import subprocess
 import time
 from contextlib import contextmanager
@@ -115,23 +116,128 @@ KNOWN_PROMPTS = re.compile(r"\(Y/I/N/O/D/Z\) \[default=N\] \?\s*$|"  # dpkg's co
                            r"^\*\*\* \S+ \(Y/I/N/O/D/Z\)", re.M)
 #: ioctl asking a pseudo-terminal master for its number (Linux; not in termios).
 _TIOCGPTN = 0x80045430
-#: x86-64 and generic syscall numbers of read(2) and readv(2).
-_READ_SYSCALLS = {"0", "19", "63", "65"}
+#: ioctl opening the terminal end of a pseudo-terminal from its master (Linux >= 4.13).
+_TIOCGPTPEER = 0x5441
+#: /dev/tty's device number: a process that opened it by path reads its controlling terminal.
+_DEV_TTY = os.makedev(5, 0)
 
 
-def _reading_terminal(session: int, terminal: str) -> bool:
-    """True when a process of ``session`` is blocked in read(2) on ``terminal``."""
+@dataclass(frozen=True)
+class _Waits:
+    """The numbers of the system calls that wait for input, in one ABI, by how they name the fds."""
+
+    read: frozenset[int]    # read, readv, pread64, preadv, preadv2: the fd is the first argument
+    select: frozenset[int]  # select, pselect6: a bitmap of fds to read
+    poll: frozenset[int]    # poll, ppoll: an array of struct pollfd
+    epoll: frozenset[int]   # epoll_wait, epoll_pwait, epoll_pwait2: the fds registered with an epoll fd
+
+
+def _waits(read: set[int], select: set[int], poll: set[int], epoll: set[int]) -> _Waits:
+    return _Waits(frozenset(read), frozenset(select), frozenset(poll), frozenset(epoll))
+
+
+#: (machine, 64-bit process) -> its system call numbers.  A 32-bit process on a
+#: 64-bit kernel reports the 32-bit ABI's numbers in /proc/PID/syscall.
+_SYSCALLS = {
+    ("x86_64", True): _waits({0, 17, 19, 295, 327}, {23, 270}, {7, 271}, {232, 281, 441}),
+    ("x86_64", False): _waits({3, 145, 180, 333, 378}, {142, 308, 413}, {168, 309, 414}, {256, 319, 441}),
+    ("aarch64", True): _waits({63, 65, 67, 69, 286}, {72}, {73}, {22, 441}),
+    ("aarch64", False): _waits({3, 145, 180, 361, 392}, {142, 335, 413}, {168, 336, 414}, {252, 346, 441}),
+}
+_POLLIN, _POLLPRI = 0x1, 0x2
+
+
+def _terminal_identity(master: int) -> tuple[int, int]:
+    """(st_dev, st_rdev) of the terminal end of the pseudo-terminal whose master is ``master``."""
+    try:
+        peer = fcntl.ioctl(master, _TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        st = os.stat(_terminal_name(master))
+    else:
+        try:
+            st = os.fstat(peer)
+        finally:
+            os.close(peer)
+    return st.st_dev, st.st_rdev
+
+
+def _is_64bit(pid: str) -> bool:
+    """True unless the process runs a 32-bit ELF program (ELFCLASS32)."""
+    try:
+        with open(f"/proc/{pid}/exe", "rb") as exe:
+            return exe.read(5)[4:5] != b"\x01"
+    except OSError:
+        return True
+
+
+def _memory(pid: str, address: int, size: int) -> bytes | None:
+    """``size`` bytes of the process's memory at ``address`` (None when they cannot be read)."""
+    if address == 0 or not 0 < size <= 65536:
+        return None
+    try:
+        with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
+            mem.seek(address)
+            return mem.read(size)
+    except (OSError, OverflowError, ValueError):
+        return None
+
+
+def _all_fds(pid: str) -> list[int]:
+    return [int(fd) for fd in os.listdir(f"/proc/{pid}/fd")]
+
+
+def _epoll_fds(pid: str, epfd: int) -> list[int]:
+    """The fds registered with the epoll instance ``epfd`` of the process."""
+    with open(f"/proc/{pid}/fdinfo/{epfd}") as info:
+        return [int(line.split()[1]) for line in info if line.startswith("tfd:")]
+
+
+def _waited_fds(pid: str, call: list[str]) -> list[int]:
+    """The fds the process is blocked waiting to read (all its fds when that cannot be told)."""
+    nr, args = int(call[0]), [int(arg, 16) for arg in call[1:7]]
+    table = _SYSCALLS.get((os.uname().machine, _is_64bit(pid)))
+    if table is None:  # another machine: any fd it has open
+        return _all_fds(pid) if nr >= 0 else []
+    if nr in table.read:
+        return [args[0]]
+    if nr in table.select:
+        bitmap = _memory(pid, args[1], (args[0] + 7) // 8)
+        if bitmap is None:
+            return _all_fds(pid) if args[1] else []
+        return [fd for fd in range(args[0]) if bitmap[fd // 8] >> (fd % 8) & 1]
+    if nr in table.poll:
+        fds = _memory(pid, args[0], args[1] * 8)
+        if fds is None:
+            return _all_fds(pid) if args[1] else []
+        entries = [struct.unpack_from("=ih", fds, 8 * i) for i in range(len(fds) // 8)]
+        return [fd for fd, events in entries if fd >= 0 and events & (_POLLIN | _POLLPRI)]
+    if nr in table.epoll:
+        return _epoll_fds(pid, args[0])
+    return []
+
+
+def _reading_terminal(session: int, terminal: tuple[int, int]) -> bool:
+    """True when a process of ``session`` is blocked waiting to read ``terminal``
+    ((st_dev, st_rdev) of its terminal end): in read(2) and its kin, select,
+    poll or epoll, on an fd of that terminal, or of /dev/tty when that terminal
+    is the process's controlling terminal.  Terminals are told apart by device
+    number, never by path (a chroot's /dev/pts is not the host's)."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
-            stat = open(f"/proc/{entry.name}/stat").read()  # noqa: SIM115 - short read
-            if int(stat.rsplit(")", 1)[1].split()[3]) != session:
+            fields = open(f"/proc/{entry.name}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
+            if int(fields[3]) != session:
                 continue
-            call = open(f"/proc/{entry.name}/syscall").read().split()
-            if call and call[0] in _READ_SYSCALLS and os.readlink(f"/proc/{entry.name}/fd/{int(call[1], 16)}") == terminal:
-                return True
-        except (OSError, ValueError, IndexError):
+            call = open(f"/proc/{entry.name}/syscall").read().split()  # noqa: SIM115 - short read
+            if len(call) < 7:  # "running", or not in a system call
+                continue
+            controlling = int(fields[4]) == terminal[1]
+            for fd in _waited_fds(entry.name, call):
+                st = os.stat(f"/proc/{entry.name}/fd/{fd}")
+                if (st.st_dev, st.st_rdev) == terminal or (controlling and st.st_rdev == _DEV_TTY):
+                    return True
+        except (OSError, ValueError, IndexError, struct.error):
             continue
     return False
 
@@ -325,7 +431,7 @@ def _run_terminal(argv: tuple[str, ...], env: Mapping[str, str] | None, cwd: str
             raise TestbedError(f"{argv[0]}: cannot be run ({err})") from None
         # pexpect sleeps 0.1 s on close by default; we wait for the exit ourselves.
         child.delayafterclose = child.delayafterterminate = child.ptyproc.delayafterclose = 0
-        terminal = _terminal_name(child.child_fd)
+        terminal = _terminal_identity(child.child_fd)
         while True:
             now = time.monotonic()
             if deadline is not None and now >= deadline:

@@ -79,6 +79,8 @@ PIUPARTS_SEVERITY_OPTIONS: dict[str, tuple[tuple[str, str], ...]] = {
     "--warn-on-others": (("dependency-leftovers", "warn"),),
     "--skip-cronfiles-test": (("cron-logrotate", "skip"),),
     "--skip-logrotatefiles-test": (("cron-logrotate", "skip"),),
+    "--no-adequate": (("adequate", "skip"),),
+    "--fail-if-inadequate": (("adequate", "fail"),),
 }
 
 

@@ -80,20 +80,42 @@ def display(path: str, entry: Entry | None) -> str:
     return path + "/" if entry is not None and entry.type == "dir" and path != "/" else path
 
 
+#: What the walk meets when a path goes (or becomes another type) while it looks.
+_VANISHED = (FileNotFoundError, NotADirectoryError, IsADirectoryError)
+
+
+def present_entry(path: str) -> tuple[os.stat_result, Entry] | None:
+    """``path``'s stat and :class:`Entry`, or None when it is gone.  A path
+    replaced while it was read (a file by a directory) is read once more."""
+    for _ in range(2):
+        try:
+            st = os.lstat(path)
+            return st, entry_of(path, st)
+        except _VANISHED:
+            continue
+    return None
+
+
 def _walk(top: Path, rel: str, prune: "Ignores | None", dev: int) -> Iterator[tuple[str, Entry]]:
-    """(path, entry) under ``top``; never follows symlinks or crosses mounts."""
+    """(path, entry) under ``top``; never follows symlinks or crosses mounts.
+
+    Something may still run in the tree (a daemon a test left): a path that
+    disappears while the walk looks at it counts as absent."""
     stack = [rel]
     while stack:
         current = stack.pop()
         try:
             it = os.scandir(top / current.lstrip("/") if current != "/" else top)
-        except FileNotFoundError:
+        except _VANISHED:
             continue
         with it:
             for dirent in it:
                 path = f"{current.rstrip('/')}/{dirent.name}"
-                st = dirent.stat(follow_symlinks=False)
-                ent = entry_of(dirent.path, st)
+                found = present_entry(dirent.path)
+                if found is None:
+                    log.debug("%s went away during the walk: absent", path)
+                    continue
+                st, ent = found
                 yield path, ent
                 if ent.type == "dir":
                     if st.st_dev != dev:

@@ -21,6 +21,8 @@ class DebSpec:
     conffiles: tuple[str, ...] = ()
     #: Paths (among ``files``) installed executable (mode 0755).
     executables: tuple[str, ...] = ()
+    #: Ship /usr/share/doc/NAME/copyright (adequate, when the host has it, reports its absence).
+    copyright: bool = True
 
     def build(self, outdir: Path) -> Path:
         """Build ``NAME_VERSION_all.deb`` in ``outdir`` and return its path."""
@@ -40,6 +42,8 @@ class DebSpec:
             script.write_text("#!/bin/sh\nset -e\n" + body + "\n")
             script.chmod(0o755)
         files = {f"/usr/share/doc/{self.name}/README": f"{self.name} fixture\n", **self.files}
+        if self.copyright:
+            files.setdefault(f"/usr/share/doc/{self.name}/copyright", "Fixture of piuparts-ng's tests; no rights.\n")
         for path, content in files.items():
             target = tree / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)

@@ -5,10 +5,22 @@ schroot makes the throwaway copy: a ``type=directory`` chroot with
 session, so the chroot itself never changes.  Everything else is done as
 for the other backends: the commands run in a PID namespace of the
 instance's own (``nsenter`` into it, then ``schroot --run-session``), with
-proc of that namespace, a private devpts and /dev/shm mounted by us.  The
-chroot's profile must mount nothing of the host (schroot's default one
-bind-mounts the host's /proc, /dev, /home and /tmp into the session);
-``piuparts schroot-setup NAME`` writes such a profile and a chroot using it.
+proc of that namespace, a private devpts and /dev/shm mounted by us.
+
+The chroots Debian developers already have work as they are:
+
+* ``sbuild-createchroot`` writes ``union-type=none``: a session would
+  write into the chroot's directory.  Such a chroot is not used through
+  schroot at all: each test gets an overlay instance of its own over the
+  directory (as ``-e DIR`` does), and the directory is never written.
+* Its ``profile=sbuild`` (and schroot's ``default``) bind-mount host
+  directories into every session (/proc, /sys, /dev, /home, /tmp,
+  /build...).  Right after the session begins, every mount its profile
+  made inside it is taken away again, so the maintainer scripts, and the
+  harness's own file operations, see the chroot's own (empty) directories
+  there and never the host's; ``schroot -e`` finds nothing of them left to
+  unmount.  ``piuparts schroot-setup NAME`` writes a chroot whose profile
+  mounts nothing in the first place.
 
 The session is written down as an undo record in the run's owned
 directory before it is begun, so ``piuparts cleanup`` ends the session of
@@ -26,11 +38,12 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ContextManager
 
 from piuparts import aptsources, command, resources
 from piuparts.backends.base import Backend, BaseSpec, Capabilities
 from piuparts.backends.debootstrap import DebootstrapBackend
+from piuparts.backends.existing import ExistingBackend
 from piuparts.backends.overlay import booted, owned_instance_dir
 from piuparts.chroot import Chroot
 from piuparts.errors import TestbedError, UsageError
@@ -83,18 +96,6 @@ def kernel_has(filesystem: str) -> bool:
     return any(line.split()[-1:] == [filesystem] for line in lines)
 
 
-def _fstab_lines(info: dict[str, str]) -> list[str]:
-    """The active lines of the chroot profile's fstab (what schroot mounts into a session)."""
-    fstab = info.get("setup.fstab", "")
-    if not fstab:
-        return []
-    try:
-        text = (SCHROOT_ETC / fstab).read_text()
-    except OSError:
-        return []
-    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
-
-
 def check_chroot(name: str) -> dict[str, str]:
     """The chroot's ``schroot -i`` data, or a one-line UsageError saying what to fix."""
     flag = f"--schroot {name}"
@@ -104,27 +105,24 @@ def check_chroot(name: str) -> dict[str, str]:
     if info is None:
         raise UsageError(f"{flag}: no such schroot chroot (schroot -l lists them; "
                          f"'piuparts schroot-setup {name}' makes one)")
-    kind, union = info.get("Type", ""), info.get("Filesystem Union Type", "none") or "none"
+    kind, union = info.get("Type", ""), union_type(info)
     if kind != "directory":
         raise UsageError(f"{flag}: a type={kind or '?'} chroot is not supported; the schroot backend needs "
-                         "type=directory with union-type=overlay ('piuparts schroot-setup' makes one)")
-    if union == "none":
-        raise UsageError(f"{flag}: a directory chroot without union-type: a test would change the chroot "
-                         "itself; set union-type=overlay in its entry in /etc/schroot/chroot.d/")
+                         "type=directory ('piuparts schroot-setup' makes one)")
     if union == "aufs" and not kernel_has("aufs"):
         raise UsageError(f"{flag}: union-type=aufs, but this kernel has no aufs (see /proc/filesystems); "
                          "set union-type=overlay in its entry in /etc/schroot/chroot.d/")
-    if union not in ("overlay", "aufs"):
+    if union not in ("none", "overlay", "aufs"):
         raise UsageError(f"{flag}: union-type={union} is not supported; set union-type=overlay "
                          "in its entry in /etc/schroot/chroot.d/")
     if not Path(info.get("Directory", "")).is_dir():
         raise UsageError(f"{flag}: its directory {info.get('Directory') or '(none)'} does not exist")
-    mounted = _fstab_lines(info)
-    if mounted:
-        raise UsageError(f"{flag}: its profile mounts host directories into a session ({mounted[0]} ...), "
-                         f"which a test must not reach; use profile={PROFILE} (written by "
-                         "'piuparts schroot-setup') or a profile whose fstab mounts nothing")
     return info
+
+
+def union_type(info: dict[str, str]) -> str:
+    """The chroot's union type as ``schroot -i`` says it (``none`` when it has none)."""
+    return info.get("Filesystem Union Type", "none") or "none"
 
 
 def _overlay_upper(root: Path) -> Path | None:
@@ -161,20 +159,29 @@ def end_session(session: str) -> bool:
 
 
 class SchrootBackend(Backend, name="schroot"):
-    """Sessions of an existing schroot chroot with a union type."""
+    """Sessions of an existing schroot chroot with a union type; overlay
+    instances of our own over the directory of one without."""
 
     capabilities = Capabilities(host_root=True, upper_dir=True)
 
-    def __init__(self, spec: BaseSpec, cache_dir: Path, chroot: str = "") -> None:
+    def __init__(self, spec: BaseSpec, cache_dir: Path, chroot: str = "", lists_max_age: float = 86400,
+                 tmpfs_size: str | None = "50%") -> None:
         super().__init__(spec, cache_dir)
         self.chroot = chroot
         self.info: dict[str, str] = {}
+        self.lists_max_age = lists_max_age
+        self.tmpfs_size = tmpfs_size
+        #: For a chroot without a union type: our own overlays over its directory.
+        self.own: ExistingBackend | None = None
+        self.fitter: ExistingBackend | None = None
+        self._said_unmounted = False
 
     @classmethod
     def from_options(cls, spec: BaseSpec, options: RunConfig) -> SchrootBackend:
         if not options.schroot:
             raise UsageError("the schroot backend needs --schroot NAME")
-        return cls(spec, options.cache_dir, chroot=options.schroot)
+        return cls(spec, options.cache_dir, chroot=options.schroot, lists_max_age=options.lists_max_age,
+                   tmpfs_size=options.tmpfs_size)
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -194,11 +201,46 @@ class SchrootBackend(Backend, name="schroot"):
         if codename and codename != self.spec.distribution:
             log.warning("The schroot chroot %s holds %s, not %s (-d)", self.chroot, codename,
                         self.spec.distribution)
+        if not (self.directory / "var/lib/dpkg/status").is_file():
+            raise UsageError(f"--schroot {self.chroot}: its directory {self.directory} is not a Debian system "
+                             "(no var/lib/dpkg/status in it)")
+        # What -e DIR does to make an instance fit for the harness (policy-rc.d, eatmydata,
+        # fresh apt lists) is done in each session too: a user's chroot may lack all of it.
+        self.fitter = ExistingBackend(self.spec, self.cache_dir, self.directory, self.lists_max_age,
+                                      self.tmpfs_size)
+        self.fitter.prepare()
+        if union_type(self.info) == "none":
+            log.info("The schroot chroot %s has no union type: its sessions would write into %s. Its sessions "
+                     "are not used; each test runs in an overlay instance of its own over that directory, "
+                     "which is never written (as with -e %s)", self.chroot, self.directory, self.directory)
+            self.own = self.fitter
+            return
         log.info("Using the schroot chroot %s (%s, union-type=%s)", self.chroot, self.directory,
-                 self.info.get("Filesystem Union Type"))
+                 union_type(self.info))
+
+    def _do_instance(self, layers: Sequence[Path] = ()) -> ContextManager[Chroot]:
+        if self.own is not None:
+            return self.own.instance(layers)
+        return self._session()
+
+    def _hide_profile_mounts(self, root: Path) -> None:
+        """Take away every mount the profile made in the session (deepest first), so that
+        nothing of the host shows inside; say so once."""
+        mounted = sorted((m for m in resources.mounts_under(root) if m != str(root)), key=len, reverse=True)
+        if not mounted:
+            return
+        if not self._said_unmounted:
+            inside = " ".join(sorted(m[len(str(root)):] for m in mounted))
+            log.info("The profile of the schroot chroot %s mounts host directories into its sessions (%s); "
+                     "they are unmounted from each test's session, so maintainer scripts see the chroot's "
+                     "own directories there, never the host's", self.chroot, inside)
+            self._said_unmounted = True
+        for target in mounted:
+            command.run(["umount", "--lazy", target], error=TestbedError, what=f"unmounting {target} from the session",
+                        level=logging.DEBUG)
 
     @contextmanager
-    def _do_instance(self, layers: Sequence[Path] = ()) -> Iterator[Chroot]:
+    def _session(self) -> Iterator[Chroot]:
         start = time.monotonic()
         with owned_instance_dir(self.cache_dir) as top:
             session = SESSION_PREFIX + top.name
@@ -215,13 +257,13 @@ class SchrootBackend(Backend, name="schroot"):
                 if info is None or not info.get("Path"):
                     raise TestbedError(f"schroot began the session {session} but cannot describe it")
                 root = Path(info["Path"]).resolve()
-                others = [m for m in resources.mounts_under(root) if m != str(root)]
-                if others:
-                    raise TestbedError(f"the schroot session {session} has {others[-1]} mounted in it; "
-                                       f"its profile must mount nothing of the host (use profile={PROFILE})")
-                upper = _overlay_upper(root) if info.get("Filesystem Union Type") == "overlay" else None
+                with resources.signals_deferred():
+                    self._hide_profile_mounts(root)
+                upper = _overlay_upper(root) if union_type(info) == "overlay" else None
                 run = ["schroot", "--preserve-environment", "--run-session", "-c", session, "--directory", "/", "--"]
                 with booted(root, upper=upper, lower=self.directory if upper else None, run=run) as chroot:
+                    assert self.fitter is not None
+                    self.fitter._fit(chroot)
                     log.info("Instance %s (schroot session %s) started in %.3f s", root, session,
                              time.monotonic() - start)
                     yield chroot
@@ -232,7 +274,8 @@ class SchrootBackend(Backend, name="schroot"):
 
     def describe(self) -> dict[str, str]:
         """What the report says about the base."""
-        return {"backend": self.name, "schroot": self.chroot, "directory": self.info.get("Directory", "")}
+        return {"backend": self.name, "schroot": self.chroot, "directory": self.info.get("Directory", ""),
+                "sessions": "no (an overlay of our own: the chroot has no union type)" if self.own else "yes"}
 
 
 # ---------------------------------------------------------------- schroot-setup

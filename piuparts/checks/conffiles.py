@@ -10,6 +10,11 @@ not reported (it is that package's now), nor one an ignore rule matches.
 
 The same path is also a leftover, so the leftovers check reports it too,
 as "left behind after purge"; this check says why it matters.
+
+The obsolete-conffiles check (a warning, as lintian and adequate make it)
+looks after an upgrade: a conffile that the new version no longer ships
+stays on every upgraded system, flagged "obsolete" in dpkg's database,
+until the package is purged.  The finding names the fix.
 """
 
 from __future__ import annotations
@@ -17,15 +22,17 @@ from __future__ import annotations
 import logging
 
 from piuparts.checks.base import Check, Context
-from piuparts.checks.dpkg_files import INFO, Resolver, exists, info_files, parse_conffiles, read_text, timed
+from piuparts.checks.dpkg_files import (INFO, STATUS, Resolver, base_name, exists, info_files, parse_conffiles,
+                                        parse_obsolete_conffiles, read_text, timed)
 from piuparts.checks.leftovers import NOT_OWNED, dpkg_owners
 from piuparts.chroot import Chroot
-from piuparts.findings import Finding
+from piuparts.findings import WARN, Finding
 
 log = logging.getLogger("piuparts")
 
 NAME = "conffiles"
 MESSAGE = "conffile not removed by purge"
+OBSOLETE = "obsolete-conffiles"
 
 
 def declared_conffiles(chroot: Chroot, packages: list[str]) -> dict[str, str]:
@@ -68,3 +75,24 @@ class Conffiles(Check, name=NAME):
             else:
                 findings.append(self.finding(path, MESSAGE, NOT_OWNED, (self.declared[path],)))
         return findings
+
+
+def obsolete_message(package: str, version: str, path: str) -> str:
+    """What an obsolete conffile is, and the line that removes it on upgrade."""
+    return (f"obsolete conffile after the upgrade to {version}: {package} no longer ships it, yet it stays "
+            f"until the purge; remove it on upgrade with 'rm_conffile {path} {version}~' in "
+            f"debian/{package}.maintscript (dpkg-maintscript-helper(1))")
+
+
+class ObsoleteConffiles(Check, name=OBSOLETE):
+    """A warning for each conffile of a tested package that dpkg flags obsolete after the install (or upgrade)."""
+
+    default_severity = WARN
+
+    def after_install(self, ctx: Context) -> list[Finding]:
+        with timed(ctx.timings, NAME):
+            tested = {base_name(p) for p in ctx.packages}
+            obsolete = parse_obsolete_conffiles(read_text(ctx.chroot.path(STATUS)))
+            return [self.finding(path, obsolete_message(package, version, path), (package,), (package,))
+                    for package, (version, paths) in sorted(obsolete.items()) if package in tested
+                    for path in paths]

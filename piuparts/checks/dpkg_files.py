@@ -127,6 +127,22 @@ def parse_status_conffiles(text: str) -> dict[str, dict[str, str]]:
     return found
 
 
+def parse_obsolete_conffiles(text: str) -> dict[str, tuple[str, list[str]]]:
+    """Installed package -> (its version, its conffiles dpkg flags ``obsolete``), from dpkg's status file.
+
+    dpkg flags a conffile obsolete when an upgrade brought a version that no
+    longer ships it; it stays on disk, and in the package's list, until the purge."""
+    found = {}
+    for fields in _paragraphs(text):
+        if fields.get("Status", "").split()[-1:] != ["installed"] or "Conffiles" not in fields:
+            continue
+        obsolete = [" ".join(words[:-2]) for line in fields["Conffiles"].splitlines()
+                    if len(words := line.strip().split(" ")) >= 3 and words[-1] == "obsolete"]
+        if obsolete:
+            found[fields.get("Package", "")] = (fields.get("Version", ""), obsolete)
+    return found
+
+
 def parse_diversions(text: str) -> dict[str, tuple[str, str]]:
     """Diverted path -> (where it went, package that keeps the path, ``:`` when local).
 
@@ -195,8 +211,11 @@ def file_state(resolver: Resolver, path: str) -> str | None:
         return None
     if not stat.S_ISREG(mode):
         return f"<{_KINDS.get(stat.S_IFMT(mode), 'special file')}>"
-    with open(host, "rb") as handle:
-        return hashlib.file_digest(handle, "md5").hexdigest()
+    try:
+        with open(host, "rb") as handle:
+            return hashlib.file_digest(handle, "md5").hexdigest()
+    except (FileNotFoundError, NotADirectoryError):
+        return None  # gone since the lstat: something still runs inside
 
 
 def exists(resolver: Resolver, path: str) -> bool:

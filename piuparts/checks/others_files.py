@@ -1,23 +1,31 @@
-"""Files of other packages that the test modified or removed.
+"""Files of installed packages that differ from what dpkg installed.
 
-"Other" packages are those installed before the test, less the tested ones
-(what the install pulled in was not there before).  After the install and
-after the purge their files are checked against dpkg's md5sums
-(``info/*.md5sums``) and their conffiles against the hashes in dpkg's
-status file, as piuparts does with ``debsums -ac`` after the install.
+As piuparts does with ``debsums -ac`` after the install, every installed
+package's files are checked against dpkg's md5sums (``info/*.md5sums``)
+and its conffiles against the hashes in dpkg's status file: those of the
+packages that were there before, those the install pulled in, and the
+tested packages' own (a maintainer script must not change a file its
+package ships, nor a conffile: Policy 10.7.3).  After the purge, what is
+still installed is checked again.
 
 Fast: with an overlay only the paths in the upper directory (changed,
 whited out, or under a whited-out or opaque directory) can differ from
 the base, so only those are hashed; without one every listed file is.
-Exact: a file counts only when it differs from dpkg's md5sum *and* from
-what it was before the install (so a base that was already modified
-blames nobody), when its package still lists it (a file taken over with
+Exact: a file of a package that was installed before counts only when it
+differs from dpkg's md5sum *and* from what it was before the install (so
+a base that was already modified blames nobody); a package the test
+installed has no earlier state, so its md5sums alone decide.  A file
+counts only when its package still lists it (a file taken over with
 Replaces is not the other package's any more), and when no ignore rule
-matches it.  Diversions are followed (the other package's file is where
-the diversion put it) and so are usrmerge's directory symlinks: subjects
-are the paths where the files live (``/usr/bin/foo`` for dpkg's
-``/bin/foo``).  Each path is reported once, at the first point it is
-seen.  ``--warn-on-debsums-errors`` of piuparts is
+matches it.  Diversions are followed (the package's file is where the
+diversion put it) and so are usrmerge's directory symlinks: subjects are
+the paths where the files live (``/usr/bin/foo`` for dpkg's ``/bin/foo``).
+Each path is reported once, at the first point it is seen.
+
+Blame: a file of a dependency that was already changed when the
+dependencies were installed (the "dependencies" snapshot) was changed by
+the dependency's own scripts and is blamed on it; anything else on the
+tested packages.  ``--warn-on-debsums-errors`` of piuparts is
 ``--severity others-files=warn`` here.
 """
 
@@ -34,7 +42,7 @@ from piuparts.checks.dpkg_files import (DIVERSIONS, INFO, STATUS, Resolver, ance
                                         read_text, timed)
 from piuparts.checks.leftovers import dpkg_owners, owner_of
 from piuparts.findings import Finding
-from piuparts.state import Ignores
+from piuparts.state import Entry, Ignores, UpperState, present_entry
 
 log = logging.getLogger("piuparts")
 
@@ -94,7 +102,11 @@ def upper_changes(upper: Path, prune: Ignores | None = None) -> tuple[set[str], 
     stack = [""]
     while stack:
         current = stack.pop()
-        with os.scandir(top + current if current else top) as entries:
+        try:
+            entries = os.scandir(top + current if current else top)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone while the walk looked: something still runs inside
+        with entries:
             for entry in entries:
                 path = f"{current}/{entry.name}"
                 changed.add(path)
@@ -170,12 +182,15 @@ class OthersFiles(Check, name=NAME):
 
     def _check(self, ctx: Context, when: str) -> list[Finding]:
         with timed(ctx.timings, NAME):
-            others = {base_name(p) for p in ctx.installed_before} - {base_name(p) for p in ctx.packages}
-            expected = expected_files(ctx.chroot.root, others)
+            before = {base_name(p) for p in ctx.installed_before}
+            expected = expected_files(ctx.chroot.root, None)
             lower = _lower_layer(ctx)
-            changed = {path: state for path, state in self._states(ctx, expected).items()
-                       if path not in self.reported and state != expected[path].digest
-                       and state != self._earlier(path, expected[path], lower)}
+            changed = {}
+            for path, state in self._states(ctx, expected).items():
+                exp = expected[path]
+                earlier = self._earlier(path, exp, lower) if base_name(exp.package) in before else exp.digest
+                if path not in self.reported and state != exp.digest and state != earlier:
+                    changed[path] = state
             return self._findings(ctx, expected, changed, when)
 
     def _findings(self, ctx: Context, expected: dict[str, Expected], changed: States, when: str) -> list[Finding]:
@@ -191,5 +206,31 @@ class OthersFiles(Check, name=NAME):
                 log.debug("ignored %s (rule %s from %s)", shown, rule.pattern, rule.source)
             else:
                 self.reported.add(path)
-                findings.append(self.finding(shown, describe(state, exp, path, when), owner_of(path, owners), ctx=ctx))
+                findings.append(self.finding(shown, describe(state, exp, path, when), owner_of(path, owners),
+                                             _blame(ctx, exp, shown), ctx=ctx))
         return findings
+
+
+def _snapshot_entry(snapshot: object, path: str) -> Entry | None | bool:
+    """What a snapshot recorded at ``path``: its Entry, None (absent), or False (the snapshot
+    does not know: an overlay's upper directory that did not change the path)."""
+    if isinstance(snapshot, UpperState):
+        return snapshot.entries.get(path, False)
+    if isinstance(snapshot, dict):
+        return snapshot.get(path)
+    return False
+
+
+def _blame(ctx: Context, exp: Expected, shown: str) -> tuple[str, ...] | None:
+    """The dependency whose file it is, when the file was already as it is now once the
+    dependencies were installed (their own scripts changed it); None (the tested packages) otherwise."""
+    if base_name(exp.package) not in {base_name(p) for p in ctx.dependencies}:
+        return None
+    at_dependencies = ctx.snapshots.get("dependencies")
+    if at_dependencies is None or at_dependencies is ctx.snapshots.get("before"):
+        return None
+    recorded = _snapshot_entry(at_dependencies, shown)
+    if recorded is False:
+        return None
+    now = present_entry(str(ctx.chroot.root) + shown)
+    return (base_name(exp.package),) if (now[1] if now else None) == recorded else None

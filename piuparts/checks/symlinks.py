@@ -48,10 +48,13 @@ def symlinks_under(top: Path, prune: Ignores | None = None) -> dict[str, str]:
             continue
         for dirent in entries:
             path = f"{current}/{dirent.name}"
-            st = dirent.stat(follow_symlinks=False)
-            if stat.S_ISLNK(st.st_mode):
-                found[path] = os.readlink(dirent.path)
-            elif stat.S_ISDIR(st.st_mode) and st.st_dev == dev and not (prune and prune.prunes(path + "/")):
+            try:  # a path gone while the walk looks (something still runs inside) is absent
+                st = dirent.stat(follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    found[path] = os.readlink(dirent.path)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and st.st_dev == dev and not (prune and prune.prunes(path + "/")):
                 stack.append(path)
     return found
 

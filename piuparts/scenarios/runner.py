@@ -21,9 +21,9 @@ from piuparts.backends import overlay
 from piuparts.checks import Check, Context, make_checks
 from piuparts.checks.purge_status import installed_versions
 from piuparts.chroot import Chroot
-from piuparts.command import Result, failure_message
-from piuparts.errors import TestbedError, UsageError
+from piuparts.command import Result
 from piuparts import debcache, hooks, layers
+from piuparts.failures import classify_install_failure, explain_failure
 from piuparts.findings import FAIL, WARN, Finding
 from piuparts.hooks import Hooks
 from piuparts.inputs import TestSubject
@@ -35,15 +35,7 @@ log = logging.getLogger("piuparts")
 DEBS_DIR = "/tmp/piuparts-debs"
 APT = ("eatmydata", "apt-get", "-y")
 
-_FETCH_FAILED = re.compile(r"^(E|W): (Failed to fetch|Unable to fetch|Some index files failed)|"
-                           r"Temporary failure resolving|Could not connect to|Unable to connect to", re.M)
-_NO_SUCH_PACKAGE = re.compile(r"^E: (Unable to locate package (?P<a>\S+)|Package '(?P<b>[^']+)' has no "
-                              r"installation candidate|Version '[^']+' for '(?P<c>[^']+)' was not found)", re.M)
-_UNMET = re.compile(r"unmet dependencies", re.I)
 _SIMULATED_INSTALL = re.compile(r"^Inst (\S+)", re.M)
-_CONFFILE_PROMPT = re.compile(r"^Configuration file '([^']+)'", re.M)
-# dpkg's reason line: " installed foo package post-installation script subprocess returned error exit status 1"
-_DPKG_REASONS = (re.compile(r"^ .*\bscript subprocess .*$", re.M), re.compile(r"^dpkg: error processing .*$", re.M))
 
 
 @dataclass(frozen=True)
@@ -68,36 +60,6 @@ class Settings:
     #: but what needs the tested packages back (:func:`piuparts.layers.for_subject`
     #: keys it by content): the dependencies' step has nothing to install.
     layer_complete: bool = False
-
-
-def explain_failure(result: Result, what: str) -> str:
-    """The most telling line of a failed apt/dpkg run."""
-    prompt = _CONFFILE_PROMPT.search(result.output)
-    if prompt:
-        return f"{what} failed: dpkg asked about the conffile {prompt[1]} (a conffile prompt)"
-    for reason in _DPKG_REASONS:
-        match = reason.search(result.output)
-        if match:
-            return f"{what} failed: {match[0].strip()}"
-    return failure_message(result, what)
-
-
-def classify_install_failure(result: Result, subject: TestSubject, what: str) -> str:
-    """Raise for what is not the package's fault; return the message otherwise."""
-    if "No space left on device" in result.output:
-        raise TestbedError(f"{what}: the instance ran out of space ({result.tail(1).strip()}); "
-                           "give it more with --tmpfs-size or keep it on disk with --no-tmpfs")
-    if _FETCH_FAILED.search(result.output):
-        raise TestbedError(f"downloading packages failed (mirror or network): {result.tail(1).strip()}")
-    missing = _NO_SUCH_PACKAGE.search(result.output)
-    if missing and subject.apt_names:
-        name = missing["a"] or missing["b"] or missing["c"]
-        raise UsageError(f"--apt {name}: no repository in the chroot's apt sources has this package; "
-                         "check the name, the distribution (-d) and the mirror (-m)")
-    if _UNMET.search(result.output):
-        return f"{what} failed: the dependencies cannot be installed (unmet dependencies): " + \
-            "; ".join(line.strip() for line in result.output.splitlines() if "Depends:" in line)[:500]
-    return explain_failure(result, what)
 
 
 #: The environment of the removals: sudo's prerm refuses to go without it

@@ -1,9 +1,11 @@
 """The schroot backend beyond the contract suite: schroot-setup, the chroots it
-refuses (each with its one-line message, exit 2), isolation from the host,
+refuses (each with its one-line message, exit 2), the chroots sbuild-createchroot
+makes (as it writes them, and with union-type=overlay), isolation from the host,
 and a killed run's session ended by ``piuparts cleanup``.
 
 Every /etc/schroot/chroot.d entry a test writes is removed when it ends,
-except the suite's shared chroot (tests/backend_cases/schroot.py).
+except the suite's shared chroot (tests/backend_cases/schroot.py) and the
+one sbuild-createchroot made (:func:`sbuild_chroot`), both remade daily.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from piuparts import resources
+from piuparts import aptsources, resources, state
 from piuparts.backends.schroot import kernel_has
 from tests.backend_cases.schroot import CHROOT_D, available, sessions, suite_chroot
 from tests.conftest import PIUPARTS
@@ -104,11 +106,11 @@ def test_an_unknown_chroot_is_refused(cache_dir, tmp_path, debs):
         f"'piuparts schroot-setup {name}' makes one)")
 
 
-def test_a_directory_chroot_without_union_type_is_refused(cache_dir, tmp_path, debs, entry):
+def test_a_chroot_whose_directory_is_not_a_debian_system_is_refused(cache_dir, tmp_path, debs, entry):
     name = entry(f"piuparts-ng-test-nounion-{os.getpid()}", f"type=directory\ndirectory={tmp_path}\n")
     assert _refused(cache_dir, tmp_path, debs, name) == (
-        f"piuparts: error: --schroot {name}: a directory chroot without union-type: a test would change "
-        "the chroot itself; set union-type=overlay in its entry in /etc/schroot/chroot.d/")
+        f"piuparts: error: --schroot {name}: its directory {tmp_path} is not a Debian system "
+        "(no var/lib/dpkg/status in it)")
 
 
 @pytest.mark.skipif(kernel_has("aufs"), reason="this kernel has aufs")
@@ -117,13 +119,6 @@ def test_aufs_is_refused_where_the_kernel_has_none(cache_dir, tmp_path, debs, en
     assert _refused(cache_dir, tmp_path, debs, name) == (
         f"piuparts: error: --schroot {name}: union-type=aufs, but this kernel has no aufs (see "
         "/proc/filesystems); set union-type=overlay in its entry in /etc/schroot/chroot.d/")
-
-
-def test_a_profile_that_mounts_the_hosts_directories_is_refused(cache_dir, tmp_path, debs, entry):
-    name = entry(f"piuparts-ng-test-default-profile-{os.getpid()}",
-                 f"type=directory\ndirectory={tmp_path}\nunion-type=overlay\nprofile=default\n")
-    assert _refused(cache_dir, tmp_path, debs, name).startswith(
-        f"piuparts: error: --schroot {name}: its profile mounts host directories into a session (")
 
 
 def test_maintainer_scripts_cannot_reach_the_host(cache_dir, tmp_path, debs):
@@ -148,6 +143,89 @@ def test_findings_equal_the_debootstrap_backends(cache_dir, tmp_path, debs):
                                 for f in run.findings())
     assert found["schroot"] == found["debootstrap"]
     assert ("others-files", "fail", "/etc/debian_version") in [f[:3] for f in found["schroot"]]
+
+
+# --- chroots made by Debian's sbuild-createchroot, as it writes them and changed as users do
+
+HOST_MARKER = "pp-host-marker"
+# Fails when the profile's host mounts reach the maintainer script: the host's
+# sbuild build directory, /tmp or /home, or its /proc.
+SBUILD_PROBE = DebSpec("pp-sbuild-probe", scripts={"postinst": ISOLATION_PROBE.scripts["postinst"] + f"""
+for dir in /build /tmp /home; do
+    [ ! -e $dir/{HOST_MARKER} ] || {{ echo "sees the host's $dir" >&2; exit 1; }}
+done"""})
+SBUILD_NAME = "piuparts-ng-test-sbuild"
+
+
+def sbuild_chroot(cache_dir: Path) -> tuple[str, Path, str]:
+    """A chroot made by sbuild-createchroot (name, directory, the body of its chroot.d entry), once a day."""
+    name = f"{SBUILD_NAME}-{os.path.basename(cache_dir)}"
+    directory = cache_dir / "sbuild" / name
+    entries = [p for p in CHROOT_D.glob(f"{name}-*-sbuild-*") if p.is_file()]
+    fresh = bool(entries) and (directory / "var/lib/dpkg/status").is_file() and \
+        time.time() - entries[0].stat().st_mtime < 86400
+    if not fresh:
+        for path in entries:
+            path.unlink()
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        dist, mirror = aptsources.default_distribution_and_mirror(aptsources.read_host_sources(),
+                                                                  aptsources.host_codename())
+        made = subprocess.run(["sbuild-createchroot", f"--chroot-prefix={name}", dist, str(directory), mirror],
+                              capture_output=True, text=True, timeout=3600)
+        assert made.returncode == 0, made.stdout + made.stderr
+        entries = [p for p in CHROOT_D.glob(f"{name}-*-sbuild-*") if p.is_file()]
+    [path] = entries
+    text = path.read_text()
+    return text.splitlines()[0].strip("[]"), directory, text.split("\n", 1)[1]
+
+
+@pytest.fixture
+def host_markers() -> Iterator[None]:
+    """A marker file in each host directory the sbuild and default profiles mount into sessions."""
+    made = []
+    for top in (Path("/var/lib/sbuild/build"), Path("/tmp"), Path("/home")):
+        if top.is_dir():
+            made.append(top / HOST_MARKER)
+            made[-1].write_text("the host's\n")
+    yield
+    for path in made:
+        path.unlink(missing_ok=True)
+
+
+def _sbuild_run(cache_dir: Path, tmp_path: Path, debs, name: str, directory: Path):
+    before = state.snapshot(directory)
+    run = piuparts(cache_dir, tmp_path, "--schroot", name, "--no-upgrade-test", str(debs(SBUILD_PROBE)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.findings() == []
+    assert state.diff(before, state.snapshot(directory)) == state.Diff()  # the chroot's directory, unchanged
+    assert sessions() == []
+    assert leaks(cache_dir) == []
+    assert not (Path("/tmp") / "pp-schroot-probe").exists()
+    return run
+
+
+def test_a_chroot_made_by_sbuild_createchroot_works_as_it_is(cache_dir, tmp_path, debs, host_markers):
+    name, directory, body = sbuild_chroot(cache_dir)
+    assert "union-type=none" in body.splitlines() or "union-type" not in body
+    assert "profile=sbuild" in body.splitlines()
+    run = _sbuild_run(cache_dir, tmp_path, debs, name, directory)
+    assert run.stdout.count(f"The schroot chroot {name} has no union type: its sessions would write into "
+                            f"{directory}. Its sessions are not used; each test runs in an overlay instance "
+                            "of its own over that directory, which is never written") == 1
+
+
+@pytest.mark.parametrize("profile", ["sbuild", "default"])
+def test_a_sbuild_chroot_with_union_type_overlay_hides_the_profiles_host_mounts(cache_dir, tmp_path, debs, entry,
+                                                                                host_markers, profile):
+    _, directory, body = sbuild_chroot(cache_dir)
+    lines = [line for line in body.splitlines() if not line.startswith(("union-type", "profile", "source-"))]
+    name = entry(f"piuparts-ng-test-sbuild-{profile}-{os.getpid()}",
+                 "\n".join([*lines, "union-type=overlay", f"profile={profile}", ""]))
+    run = _sbuild_run(cache_dir, tmp_path, debs, name, directory)
+    hidden = "/build /dev/pts /dev/shm /proc /sys" if profile == "sbuild" else "/dev /dev/pts /home /proc /sys /tmp"
+    assert run.stdout.count(f"The profile of the schroot chroot {name} mounts host directories into its sessions "
+                            f"({hidden}); they are unmounted from each test's session") == 1
 
 
 def _our_mounts() -> list[str]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.debs import DebSpec
+from tests.debs import DebSpec, make_repo
 from tests.integration.helpers import leaks, piuparts, blame_text, owner_text
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
@@ -50,14 +51,48 @@ CONFFILE_LEFT = LocalDeb(
     conffiles=("/etc/pp-conffile-left/settings.conf",),
     scripts={"postrm": 'if [ "$1" = purge ]; then mkdir -p /etc/pp-conffile-left; '
                        'echo "# regenerated" > /etc/pp-conffile-left/settings.conf; fi'})
-# The clean counterpart of all three file checks: it changes its own conffile and
-# file (not another package's), and dpkg's purge removes its conffile.
+# Changes its own conffile and a file it ships: debsums -ac in piuparts reports both
+# (Policy 10.7.3: maintainer scripts must not change a conffile, even their own).
 OWN_FILES = LocalDeb(
     "pp-own-files", files={"/etc/pp-own-files/settings.conf": "# shipped\n",
                            "/usr/share/pp-own-files/data": "data\n"},
     conffiles=("/etc/pp-own-files/settings.conf",),
     scripts={"postinst": 'if [ "$1" = configure ]; then echo "# local" >> /etc/pp-own-files/settings.conf; '
                          'echo more >> /usr/share/pp-own-files/data; fi'})
+# The clean counterpart of all three file checks: a conffile and a file it leaves
+# as shipped, a file of its own it generates (and its purge removes).
+OWN_FILES_CLEAN = LocalDeb(
+    "pp-own-files-clean", files={"/etc/pp-own-files-clean/settings.conf": "# shipped\n",
+                                 "/usr/share/pp-own-files-clean/data": "data\n"},
+    conffiles=("/etc/pp-own-files-clean/settings.conf",),
+    scripts={"postinst": 'if [ "$1" = configure ]; then cat /usr/share/pp-own-files-clean/data '
+                         '> /etc/pp-own-files-clean/generated; fi',
+             "postrm": 'if [ "$1" = purge ]; then rm -f /etc/pp-own-files-clean/generated; fi'})
+# A dependency (from a repository) whose own postinst changes a file it ships, and a
+# tested package that changes a file of its dependency: each is blamed on who did it.
+DEP_SELF_MODIFIER = DebSpec("pp-dep-selfmod", files={"/usr/share/pp-dep-selfmod/data": "data\n"}, scripts={
+    "postinst": 'if [ "$1" = configure ]; then echo local >> /usr/share/pp-dep-selfmod/data; fi'})
+DEP_PLAIN = DebSpec("pp-dep-plain", files={"/usr/share/pp-dep-plain/data": "data\n"})
+USES_SELFMOD = DebSpec("pp-uses-selfmod", depends="pp-dep-selfmod")
+MODIFIES_DEP = DebSpec("pp-modifies-dep", depends="pp-dep-plain", scripts={
+    "postinst": 'if [ "$1" = configure ]; then echo changed >> /usr/share/pp-dep-plain/data; fi'})
+
+# Version 1 ships a conffile that version 2 no longer ships: after the upgrade dpkg keeps
+# it, flagged obsolete, unless version 2's maintainer scripts remove it (rm_conffile).
+OBSOLETE_V1 = {name: DebSpec(name, "1.0-1", files={f"/etc/{name}.conf": "# v1\n"}, conffiles=(f"/etc/{name}.conf",))
+               for name in ("pp-obsolete", "pp-obsolete-clean")}
+OBSOLETE_V2 = DebSpec("pp-obsolete", "2.0-1")
+OBSOLETE_V2_CLEAN = DebSpec("pp-obsolete-clean", "2.0-1", scripts={
+    name: 'dpkg-maintscript-helper rm_conffile /etc/pp-obsolete-clean.conf 2.0-1~ -- "$@"'
+    for name in ("preinst", "postinst", "postrm")})
+
+# Policy 10.8: a package's log files go with its purge (piuparts reports them).
+LOGGER = 'if [ "$1" = configure ]; then mkdir -p /var/log/pp-logger; echo started > /var/log/pp-logger/pp.log; ' \
+    'echo started > /var/log/pp-logger.log; fi'
+LOGS_LEFT = DebSpec("pp-logger", scripts={"postinst": LOGGER})
+LOGS_PURGED = DebSpec("pp-logger-clean", scripts={
+    "postinst": LOGGER,
+    "postrm": 'if [ "$1" = purge ]; then rm -rf /var/log/pp-logger /var/log/pp-logger.log; fi'})
 
 CRON_FILES = ("/etc/cron.daily/ppcron", "/etc/cron.d/ppcron", "/etc/logrotate.d/ppcron")
 TOOL = {"/usr/bin/ppcron-tool": "#!/bin/sh\nexit 0\n"}
@@ -125,10 +160,80 @@ def test_conffile_recreated_after_purge(cache_dir, debs, tmp_path):
     assert leaks(cache_dir) == []
 
 
-def test_package_changing_only_its_own_files_passes(cache_dir, debs, tmp_path):
+def test_package_changing_its_own_shipped_files_fails_as_with_debsums(cache_dir, debs, tmp_path):
     run = piuparts(cache_dir, tmp_path, str(debs(OWN_FILES)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert found(run) == {
+        ("others-files", "/etc/pp-own-files/settings.conf", "owned by pp-own-files", "pp-own-files",
+         "conffile modified after install"),
+        ("others-files", "/usr/share/pp-own-files/data", "owned by pp-own-files", "pp-own-files",
+         "modified after install")}
+    assert leaks(cache_dir) == []
+
+
+def test_package_leaving_its_shipped_files_alone_passes(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(OWN_FILES_CLEAN)))
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.findings() == []
+    assert leaks(cache_dir) == []
+
+
+# A dependency's own scripts run in the test only with --purge-dependencies (a cached
+# layer was made without the tested package: see piuparts.layers).
+@pytest.mark.parametrize("spec, path, blamed, mode", [
+    (USES_SELFMOD, "/usr/share/pp-dep-selfmod/data", "pp-dep-selfmod", "--purge-dependencies"),
+    (MODIFIES_DEP, "/usr/share/pp-dep-plain/data", "pp-modifies-dep", "--purge-dependencies"),
+    (MODIFIES_DEP, "/usr/share/pp-dep-plain/data", "pp-modifies-dep", "--no-upgrade-test")])
+def test_changed_files_of_dependencies_are_blamed_on_who_changed_them(cache_dir, debs, tmp_path, spec, path,
+                                                                       blamed, mode):
+    repo = make_repo(tmp_path / "repo", [debs(DEP_SELF_MODIFIER), debs(DEP_PLAIN)])
+    run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", mode, "--extra-repo", repo, str(debs(spec)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    owner = path.split("/")[3]
+    assert found(run, "others-files") == {("others-files", path, f"owned by {owner}", blamed, "modified after install")}
+    assert leaks(cache_dir) == []
+
+
+def test_obsolete_conffile_after_the_upgrade_is_a_warning_naming_the_fix(cache_dir, debs, tmp_path):
+    repo = make_repo(tmp_path / "repo", [debs(spec) for spec in OBSOLETE_V1.values()])
+    run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, str(debs(OBSOLETE_V2)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    upgrade = {s["name"]: s for s in run.report["scenarios"]}["install-upgrade-purge"]
+    assert upgrade["verdict"] == "PASS"
+    assert [(f["check"], f["severity"], f["subject"], owner_text(f), blame_text(f), f["message"])
+            for f in run.findings()] == [
+        ("obsolete-conffiles", "warn", "/etc/pp-obsolete.conf", "owned by pp-obsolete", "pp-obsolete",
+         "obsolete conffile after the upgrade to 2.0-1: pp-obsolete no longer ships it, yet it stays until the "
+         "purge; remove it on upgrade with 'rm_conffile /etc/pp-obsolete.conf 2.0-1~' in "
+         "debian/pp-obsolete.maintscript (dpkg-maintscript-helper(1))")]
+    assert leaks(cache_dir) == []
+
+
+def test_conffile_removed_on_upgrade_with_rm_conffile_passes(cache_dir, debs, tmp_path):
+    repo = make_repo(tmp_path / "repo", [debs(spec) for spec in OBSOLETE_V1.values()])
+    run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, str(debs(OBSOLETE_V2_CLEAN)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [s["verdict"] for s in run.report["scenarios"]] == ["PASS", "PASS"]
+    assert run.findings() == []
+    assert leaks(cache_dir) == []
+
+
+def test_log_files_left_after_purge_are_reported(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", str(debs(LOGS_LEFT)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert found(run) == {
+        ("leftovers", path, "not owned", "pp-logger", "left behind after purge")
+        for path in ("/var/log/pp-logger/", "/var/log/pp-logger/pp.log", "/var/log/pp-logger.log")}
+    assert leaks(cache_dir) == []
+
+
+def test_log_files_removed_by_purge_pass_and_the_system_logs_are_ignored(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "-v", "--no-upgrade-test", str(debs(LOGS_PURGED)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.findings() == []
+    # dpkg and apt wrote their logs; -v says which rule hid them.
+    assert "ignored /var/log/dpkg.log (rule /var/log/(alternatives|dpkg|bootstrap|fontconfig)\\.log from " \
+        in run.stdout + run.stderr
     assert leaks(cache_dir) == []
 
 
@@ -173,4 +278,21 @@ def test_logrotate_runs_the_config_when_installed(cache_dir, debs, tmp_path, spe
     run = piuparts(cache_dir, tmp_path, str(debs(spec)))
     assert found(run, "cron-logrotate") == expected, run.stdout + run.stderr
     assert "/usr/sbin/logrotate -f -s /tmp/piuparts-ng-logrotate.state /etc/logrotate.d/" + spec.name in run.stdout
+    assert leaks(cache_dir) == []
+
+
+# adequate (installed on the host by ./bootstrap) reports a package without its copyright file.
+NO_COPYRIGHT = DebSpec("pp-nocopyright", copyright=False)
+INADEQUATE = ("adequate", "missing-copyright-file /usr/share/doc/pp-nocopyright/copyright", None, "pp-nocopyright",
+              "reported by adequate")
+
+
+@pytest.mark.parametrize("option, code, severity", [(None, 0, "warn"), ("--fail-if-inadequate", 1, "fail"),
+                                                    ("--no-adequate", 0, None)])
+def test_adequate_runs_as_in_piuparts(cache_dir, debs, tmp_path, option, code, severity):
+    assert shutil.which("adequate"), "adequate is not installed on the host (./bootstrap installs it)"
+    run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", *([option] if option else []), str(debs(NO_COPYRIGHT)))
+    assert run.returncode == code, run.stdout + run.stderr
+    assert found(run) == ({INADEQUATE} if severity else set())
+    assert [f["severity"] for f in run.findings()] == ([severity] if severity else [])
     assert leaks(cache_dir) == []

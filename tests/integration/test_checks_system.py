@@ -20,7 +20,7 @@ from piuparts.checks import Context
 from piuparts.checks.symlinks import Symlinks
 from piuparts.options import conf_dir, host_architecture
 from piuparts.state import Ignores
-from tests.debs import DebSpec
+from tests.debs import CLEAN, DebSpec
 from tests.integration.helpers import Run, leaks, piuparts, blame_text, owner_text
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
@@ -92,6 +92,38 @@ USER_CLEAN = DebSpec("pp-user-clean", scripts={
     "postrm": 'if [ "$1" = purge ]; then userdel ppuser; fi'})
 
 
+# Hooks that fail the run unless the clean fixture really made what its scripts
+# then take away: a clean verdict means the check saw it made and undone.
+PROOFS = {
+    "diversion": "dpkg-divert --list /usr/bin/pp-foo | "
+                 "grep -qx 'diversion of /usr/bin/pp-foo to /usr/bin/pp-foo.real by pp-divert-clean'",
+    "alternative": "update-alternatives --query ppalt | grep -qx 'Value: /usr/bin/true' && "
+                   "[ \"$(readlink /usr/bin/ppalt)\" = /etc/alternatives/ppalt ]",
+    "user": "getent passwd ppuser && getent group ppuser",
+    "links": "ok=yes; for l in relative absolute chain via-usrmerge dir; do "
+             "[ -L /usr/share/pp-goodlinks/$l ] && [ -e /usr/share/pp-goodlinks/$l ] || ok=no; done; "
+             "[ $ok = yes ] && [ -L /usr/share/pp-goodlinks/runtime ] && "
+             "[ \"$(readlink -f /etc/pp-goodlinks.conf)\" = /usr/bin/true ]",
+}
+
+
+def proof_hooks(tmp_path: Path, what: str) -> str:
+    """A --scriptsdir whose post_install hook fails unless ``what`` exists."""
+    hooks = tmp_path / f"hooks-{what}"
+    hooks.mkdir()
+    script = hooks / "post_install_proof"
+    script.write_text(f"#!/bin/sh\n{PROOFS[what]} || {{ echo 'no {what} after the install' >&2; exit 1; }}\n")
+    script.chmod(0o755)
+    return str(hooks)
+
+
+def assert_proved(run: Run) -> None:
+    """The proof hook ran after the install in every scenario, and passed."""
+    ran = [s for s in run.report["scenarios"] if not s["skipped"]]
+    assert ran and run.stdout.count("Running post_install scripts: post_install_proof") == len(ran)
+    assert run.findings("hooks") == []
+
+
 def found(run: Run) -> set[tuple[str, str, str, str, str | None, str | None]]:
     """Every finding as (check, severity, subject, message, owner, blame)."""
     return {(f["check"], f["severity"], f["subject"], f["message"], owner_text(f), blame_text(f)) for f in run.findings()}
@@ -135,7 +167,9 @@ def test_no_symlinks_skips_the_check(cache_dir, debs, tmp_path):
 
 
 def test_good_symlinks_pass(cache_dir, debs, tmp_path):
-    assert_clean(piuparts(cache_dir, tmp_path, str(debs(GOOD_LINKS))))
+    run = piuparts(cache_dir, tmp_path, "--scriptsdir", proof_hooks(tmp_path, "links"), str(debs(GOOD_LINKS)))
+    assert_clean(run)
+    assert_proved(run)
     assert leaks(cache_dir) == []
 
 
@@ -158,7 +192,9 @@ def test_diversion_of_the_base_removed_fails(cache_dir, debs, tmp_path):
 
 
 def test_diversion_removed_by_postrm_passes(cache_dir, debs, tmp_path):
-    assert_clean(piuparts(cache_dir, tmp_path, str(debs(DIVERT_CLEAN))))
+    run = piuparts(cache_dir, tmp_path, "--scriptsdir", proof_hooks(tmp_path, "diversion"), str(debs(DIVERT_CLEAN)))
+    assert_clean(run)
+    assert_proved(run)
     assert leaks(cache_dir) == []
 
 
@@ -176,7 +212,9 @@ def test_alternative_left_after_purge_fails(cache_dir, debs, tmp_path):
 
 
 def test_alternative_removed_by_postrm_passes(cache_dir, debs, tmp_path):
-    assert_clean(piuparts(cache_dir, tmp_path, str(debs(ALTERNATIVE_CLEAN))))
+    run = piuparts(cache_dir, tmp_path, "--scriptsdir", proof_hooks(tmp_path, "alternative"), str(debs(ALTERNATIVE_CLEAN)))
+    assert_clean(run)
+    assert_proved(run)
     assert leaks(cache_dir) == []
 
 
@@ -193,8 +231,19 @@ def test_user_left_after_purge_is_a_warning(cache_dir, debs, tmp_path):
 
 
 def test_user_removed_by_postrm_passes(cache_dir, debs, tmp_path):
-    assert_clean(piuparts(cache_dir, tmp_path, str(debs(USER_CLEAN))))
+    run = piuparts(cache_dir, tmp_path, "--scriptsdir", proof_hooks(tmp_path, "user"), str(debs(USER_CLEAN)))
+    assert_clean(run)
+    assert_proved(run)
     assert leaks(cache_dir) == []
+
+
+@pytest.mark.parametrize("what", PROOFS)
+def test_the_proof_hooks_fail_when_nothing_was_made(cache_dir, debs, tmp_path, what):
+    run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", "--scriptsdir", proof_hooks(tmp_path, what),
+                   str(debs(CLEAN)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert [(f["check"], f["subject"], f["message"]) for f in run.findings()] == [
+        ("hooks", "post_install_proof", f"post_install_proof exited with 1: no {what} after the install")]
 
 
 def test_symlinks_from_the_upper_dir_and_the_full_walk_agree(cache_dir, debs):

@@ -35,3 +35,21 @@ def test_instance_on_disk_with_no_tmpfs(cache_dir, debs, tmp_path):
     run = piuparts(cache_dir, tmp_path, "--no-tmpfs", "--no-upgrade-test", str(debs(CLEAN)))
     assert run.returncode == 0, run.stdout + run.stderr
     assert leaks(cache_dir) == []
+
+
+# Prints what a network failure looks like, and fails: its own failure, not the mirror's.
+LICENSE_SERVER = DebSpec("pp-license", scripts={"postinst": """\
+echo "Could not connect to the license server license.example.org"
+echo "Temporary failure resolving license.example.org"
+exit 1"""})
+
+
+def test_a_postinst_that_prints_network_errors_fails_the_package(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", str(debs(LICENSE_SERVER)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert run.report["verdict"] == "FAIL"
+    assert [f["message"] for f in run.findings("steps")] == [
+        "install failed: installed pp-license package post-installation script subprocess returned error "
+        "exit status 1"]
+    assert "mirror or network" not in run.stdout + run.stderr
+    assert leaks(cache_dir) == []

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import xml.etree.ElementTree as ET
 
 import pytest
 
 from piuparts import resources
-from tests.debs import ASKING_POSTINST, CLEAN, DAEMON, FAILING_POSTINST, LEFTOVER, PIDNS_PROBE, SLOW_POSTINST
+from tests.debs import DebSpec, ASKING_POSTINST, CLEAN, DAEMON, FAILING_POSTINST, LEFTOVER, PIDNS_PROBE, SLOW_POSTINST
 from tests.integration.helpers import leaks, piuparts, blame_text, owner_text
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
@@ -80,6 +81,26 @@ def test_process_left_running_is_reported_and_ended(cache_dir, debs, tmp_path):
     assert leaks(cache_dir) == []
 
 
+# Leaves a daemon that keeps making and deleting files while the snapshots walk the tree.
+CHURNING_DAEMON = DebSpec("pp-churn", scripts={"postinst": """\
+mkdir -p /var/lib/pp-churn
+cd /var/lib/pp-churn
+setsid sh -c 'while :; do i=0; while [ $i -lt 300 ]; do : > f$i; i=$((i+1)); done; rm -f f*; done' \
+    </dev/null >/dev/null 2>&1 &"""})
+
+
+def test_files_vanishing_during_a_snapshot_are_absent_not_an_error(cache_dir, debs, tmp_path):
+    for _ in range(3):  # each run gives the race many chances; three runs make a miss unlikely
+        run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", str(debs(CHURNING_DAEMON)))
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert "internal error" not in run.stderr
+        found = {(f["check"], f["subject"]) for f in run.findings()}
+        assert ("leftovers", "/var/lib/pp-churn/") in found
+        assert any(check == "processes" and subject.startswith("sh -c while") for check, subject in found), found
+    assert resources.processes_under(cache_dir) == []
+    assert leaks(cache_dir) == []
+
+
 @pytest.mark.parametrize("spec, failures", [(LEFTOVER, "1"), (CLEAN, "0")])
 def test_junit_report(cache_dir, debs, tmp_path, spec, failures):
     junit = tmp_path / "junit.xml"
@@ -121,6 +142,32 @@ def test_postinst_asking_on_the_terminal_fails_fast_quoting_the_question(cache_d
                                "the question: 'Really configure pp-askpostinst? [y/N]'")
     assert 3 <= step["elapsed"] < 15
     assert "FAIL: pp-askpostinst_1.0-1" in run.stdout
+    assert resources.processes_under(cache_dir) == []
+    assert leaks(cache_dir) == []
+
+
+# Other ways a postinst waits for an answer; the i386 runs see the 32-bit system call numbers.
+ASKING = {
+    "dev-tty": DebSpec("pp-ask-tty", scripts={
+        "postinst": 'if [ "$1" = configure ]; then printf "Really configure? [y/N] "; read answer </dev/tty; fi'}),
+    "select": DebSpec("pp-ask-select", scripts={
+        "postinst": 'if [ "$1" = configure ]; then perl -e \'$| = 1; print "Really configure? [y/N] "; '
+                    'vec($r, 0, 1) = 1; select($r, undef, undef, undef)\'; fi'}),
+    "stdin": dataclasses.replace(ASKING_POSTINST, name="pp-ask-stdin"),
+}
+
+
+@pytest.mark.parametrize("arch, how", [("amd64", "dev-tty"), ("amd64", "select"), ("i386", "stdin"),
+                                       ("i386", "dev-tty"), ("i386", "select")])
+def test_postinst_asking_any_way_fails_within_the_prompt_timeout(cache_dir, debs, tmp_path, arch, how):
+    spec = ASKING[how]
+    run = piuparts(cache_dir, tmp_path, "--arch", arch, "--prompt-timeout", "2", "--max-command-runtime", "240",
+                   "--no-upgrade-test", str(debs(spec)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    [step] = run.report["scenarios"][0]["steps"]
+    assert (step["name"], step["ok"], step["commands"][0]["timed_out"]) == ("install", False, False)
+    question = "Really configure pp-askpostinst? [y/N]" if how == "stdin" else "Really configure? [y/N]"
+    assert step["message"] == f"install waited for an answer on the terminal and was killed; the question: {question!r}"
     assert resources.processes_under(cache_dir) == []
     assert leaks(cache_dir) == []
 

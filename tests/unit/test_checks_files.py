@@ -180,11 +180,12 @@ def _install_effects(root: Path) -> None:
     _write(root, "/usr/lib/os-release", "changed\n")          # another package's file: reported
     (root / "etc/issue").unlink()                              # another package's conffile: reported
     _write(root, "/usr/share/taken", "the tested package's now\n")  # taken over (Replaces): not reported
-    _write(root, "/usr/share/pp/data", "changed by its own package\n")  # the tested package's: not reported
+    _write(root, "/usr/share/pp/data", "changed by its own package\n")  # the tested package's: reported
 
 
 EXPECTED = [("/etc/issue", ("base-files",), ("pp",), "conffile removed after install"),
-            ("/usr/lib/os-release", ("base-files",), ("pp",), "modified after install")]
+            ("/usr/lib/os-release", ("base-files",), ("pp",), "modified after install"),
+            ("/usr/share/pp/data", ("pp",), ("pp",), "modified after install")]
 
 
 def test_others_files_without_an_overlay_hashes_everything(tmp_path):
@@ -218,7 +219,7 @@ def test_others_files_honours_ignore_rules(tmp_path):
     check, ctx = OthersFiles(), context(tmp_path, ignores=Ignores([("/usr/lib/os-release", "test")]))
     check.before_install(ctx)
     _install_effects(tmp_path)
-    assert [f.subject for f in check.after_install(ctx)] == ["/etc/issue"]
+    assert [f.subject for f in check.after_install(ctx)] == ["/etc/issue", "/usr/share/pp/data"]
 
 
 def test_conffiles_left_after_purge(tmp_path):
@@ -314,3 +315,22 @@ def test_outcome():
     assert outcome(failed) == "exited 127 with the package removed: /etc/cron.daily/pp: 2: tool: not found"
     late = Result(("x",), -15, "", 60.0, timed_out=True, timeout=60)
     assert outcome(late) == "did not finish within 60 s with the package removed"
+
+
+def test_parse_obsolete_conffiles():
+    from piuparts.checks.dpkg_files import parse_obsolete_conffiles
+    status = (f"Package: pp\nStatus: install ok installed\nVersion: 2.0-1\nConffiles:\n /etc/pp.conf {MD5['conf']}\n"
+              f" /etc/old name.conf {MD5['conf']} obsolete\n\n"
+              f"Package: gone\nStatus: deinstall ok config-files\nVersion: 1\nConffiles:\n /etc/g {MD5['conf']} obsolete\n")
+    assert parse_obsolete_conffiles(status) == {"pp": ("2.0-1", ["/etc/old name.conf"])}
+
+
+def test_parse_adequate_leaves_broken_symlinks_and_obsolete_conffiles_to_our_checks():
+    from piuparts.checks.adequate import parse_adequate
+    output = ("pp: missing-copyright-file /usr/share/doc/pp/copyright\n"
+              "pp: broken-symlink /usr/share/pp/run -> /run/pp/socket\n"
+              "pp:amd64: obsolete-conffile /etc/pp.conf\n"
+              "other: library-not-found /usr/bin/other => libx.so.1\n"
+              "pp:amd64: library-not-found /usr/bin/pp => libpp.so.1\n")
+    assert parse_adequate(output, {"pp"}) == [("pp", "missing-copyright-file /usr/share/doc/pp/copyright"),
+                                             ("pp", "library-not-found /usr/bin/pp => libpp.so.1")]

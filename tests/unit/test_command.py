@@ -378,3 +378,33 @@ def test_terminal_daemon_holding_the_terminal_does_not_hang_the_step():
         assert result.ok and result.elapsed < 5
     finally:
         os.kill(daemon, signal.SIGKILL)
+
+
+# However a script asks, the prompt is caught before the step's time limit (30 s here).
+ASKING = {
+    "reading /dev/tty opened by path": ["sh", "-c", "printf 'Your name? '; read name </dev/tty"],
+    "select(2) on stdin": ["perl", "-e", '$| = 1; print "Continue? "; vec($r, 0, 1) = 1; select($r, undef, undef, undef)'],
+    "poll(2) on stdin": [sys.executable, "-c", "import select; print('Continue?', end=' ', flush=True); "
+                         "p = select.poll(); p.register(0, select.POLLIN); p.poll()"],
+    "epoll on /dev/tty": [sys.executable, "-c", "import select; print('Continue?', end=' ', flush=True); "
+                          "t = open('/dev/tty'); e = select.epoll(); e.register(t, select.EPOLLIN); e.poll()"],
+    "Python's input()": [sys.executable, "-c", "input('Your name? ')"],
+}
+
+
+@pytest.mark.parametrize("argv", ASKING.values(), ids=ASKING.keys())
+def test_terminal_prompt_is_caught_however_it_is_asked(argv):
+    result = command.run(argv, terminal=True, prompt_timeout=1, timeout=30)
+    assert not result.timed_out, result
+    assert result.prompt in ("Your name?", "Continue?")
+
+
+def test_terminal_waiting_on_a_pipe_is_not_a_prompt():
+    # Silent and blocked in poll(2), but on a pipe of its own, not on the terminal.
+    script = ("import os, select, time; r, w = os.pipe(); "
+              "os.fork() or (time.sleep(2), os.write(w, b'x'), os._exit(0)); "
+              "print('waiting?', end=' ', flush=True); p = select.poll(); p.register(r, select.POLLIN); p.poll(); "
+              "print('done')")
+    result = command.run([sys.executable, "-c", script], terminal=True, prompt_timeout=0.5, timeout=30)
+    assert result.ok and result.prompt is None
+    assert result.output == "waiting? done\n"

@@ -626,3 +626,49 @@ def test_diff_overlay_opaque_directory_hides_the_lower_children(tmp_path: Path, 
         added={"/etc/only.conf": file_entry("only\n")},
         removed={"/etc/a.conf": file_entry("A\n"), "/etc/b.conf": file_entry("B\n")},
     )
+
+
+def test_a_path_that_is_gone_has_no_entry(tree: Path):
+    from piuparts.state import present_entry
+    assert present_entry(str(tree / "no-such-file")) is None
+    assert present_entry(str(tree / "etc" / "no-such-dir" / "file")) is None
+
+
+CHURN = """
+import os, sys
+os.chdir(sys.argv[1])
+while True:
+    for i in range(300):
+        with open(f"f{i}", "w") as f:
+            f.write("x")
+    os.mkdir("d"); open("d/inner", "w").close()
+    for i in range(300):
+        os.unlink(f"f{i}")
+    os.unlink("d/inner"); os.rmdir("d")
+"""
+
+
+def test_paths_vanishing_during_the_walk_are_absent(tmp_path: Path, caplog: pytest.LogCaptureFixture):
+    """A daemon a test left may still create and delete files while snapshots are taken."""
+    import subprocess
+    import sys
+    busy = tmp_path / "var/lib/busy"
+    busy.mkdir(parents=True)
+    churn = subprocess.Popen([sys.executable, "-c", CHURN, str(busy)])
+    logger = logging.getLogger("piuparts")
+    saved = logger.level
+    logger.addHandler(caplog.handler)  # whether or not the logger propagates
+    logger.setLevel(logging.DEBUG)
+    try:
+        for _ in range(2000):
+            state = snapshot(tmp_path)
+            assert "/var/lib/busy" in state
+            snapshot_upper(tmp_path)
+            if "went away during the walk" in caplog.text:
+                break
+    finally:
+        churn.kill()
+        churn.wait()
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(saved)
+    assert "went away during the walk: absent" in caplog.text
