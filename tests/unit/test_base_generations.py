@@ -78,6 +78,10 @@ def test_a_lists_refresh_makes_the_next_generation_beside_the_one_in_use(tmp_pat
                               and "dpkg-query" not in c]) == [
         f"cp -a --one-file-system -- CACHE/bases/{key}/gen-1/root CACHE/bases/{key}/.build-X/root",
         f"chroot CACHE/bases/{key}/.build-X/root apt-get update",
+        f"chroot CACHE/bases/{key}/.build-X/root apt-cache gencaches",
+        f"chroot CACHE/bases/{key}/.build-X/root apt-get -y -o Dpkg::Options::=--force-confdef "
+        "-o Dpkg::Options::=--force-confold dist-upgrade",
+        f"chroot CACHE/bases/{key}/.build-X/root apt-get clean",
         f"chroot CACHE/bases/{key}/.build-X/root apt-cache gencaches"]
     assert (first.root, second.root) == (first.base_dir / "gen-1/root", first.base_dir / "gen-2/root")
     assert os.readlink(first.base_dir / "current") == "gen-2"
