@@ -14,7 +14,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -177,7 +176,8 @@ def _piuparts_options(g: argparse._ArgumentGroup) -> None:
                    help="test the packages of all .changes files together (default: each .changes on its own)")
     g.add_argument("--single-packages", action="store_true",
                    help="test each package of the command line on its own (default: all together)")
-    g.add_argument("-t", "--tmpdir", metavar="DIR", help="temporary files go to DIR (instances: --cache-dir)")
+    g.add_argument("-t", "--tmpdir", metavar="DIR",
+                   help="accepted (checked to exist); instances live under --cache-dir, their changes in a tmpfs")
     g.add_argument("-K", "--keyring", metavar="FILE", help="accepted; bases use debootstrap's default keyring")
     g.add_argument("--docker-image", metavar="IMAGE", help="not supported: give an exported image with -b")
     g.add_argument("--log-level", choices=("error", "info", "dump", "debug"),
@@ -277,8 +277,6 @@ def _main(argv: list[str]) -> int:
         log_file = _setup_logging(args)
         json_path = Path(args.json) if args.json else None
         config = opts.from_args(args)
-        if args.tmpdir:
-            tempfile.tempdir = str(Path(args.tmpdir).absolute())
         subjects = test_subjects(args)
         with api.Session(config) as session:
             results = [session.test(subject) for subject in subjects]

@@ -286,8 +286,8 @@ def log_no_effect(args: argparse.Namespace) -> None:
         log.info("--do-not-verify-signatures: apt inside each instance accepts unsigned repositories; the "
                  "debootstrap base is still verified")
     if args.tmpdir:
-        log.info("-t %s: temporary files go there; instances live under the cache directory (--cache-dir)",
-                 args.tmpdir)
+        log.info("-t %s: not needed: instances live under the cache directory (--cache-dir) and their changes in "
+                 "a tmpfs (--tmpfs-size, --no-tmpfs)", args.tmpdir)
 
 
 def check_compat(args: argparse.Namespace) -> None:

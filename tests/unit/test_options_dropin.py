@@ -183,7 +183,8 @@ def test_testdebs_repo_is_an_extra_source(tmp_path):
     cfg = config("--testdebs-repo", str(tmp_path), "--distupgrade-to-testdebs-from", str(tmp_path))
     assert cfg.extra_repos == (f"deb [trusted=yes] file://{tmp_path} ./",) * 2
     assert cfg.bindmounts == (tmp_path,)
-    assert config("--testdebs-repo", "deb http://r.invalid/ sid main").extra_repos == ("deb http://r.invalid/ sid main",)
+    line = "deb http://r.invalid/ sid main"
+    assert config("--testdebs-repo", line).extra_repos == (line,)
 
 
 @pytest.mark.parametrize(("argv", "message"), [
