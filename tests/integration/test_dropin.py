@@ -241,3 +241,29 @@ def test_piuparts_debian_org_slave_command_line_through_a_proxy(cache_dir, tmp_p
     assert any(line.startswith("DEBUG: Command ok: [") and f"'hello={version}']" in line for line in lines)
     assert not [line for line in lines if line.startswith("ERROR:")]
     assert leaks(cache_dir) == []
+
+
+INSIDE_CHECKS = DebSpec("pp-dropin-inside", depends="libc6\nRecommends: hello", scripts={"postinst": r'''
+if [ "$1" = configure ]; then
+    case "${LD_PRELOAD:-}" in *eatmydata*) echo "libeatmydata is preloaded" >&2; exit 1;; esac
+    apt-config dump | grep -q '^APT::Install-Recommends "true";' || { echo "apt skips Recommends" >&2; exit 1; }
+    grep -qx force-confdef /etc/dpkg/dpkg.cfg.d/piuparts || { echo "dpkg without force-confdef" >&2; exit 1; }
+    /usr/sbin/policy-rc.d mariadb start || { echo "mariadb may not start" >&2; exit 1; }
+    if /usr/sbin/policy-rc.d apache2 start; then echo "apache2 may start" >&2; exit 1; fi
+    command -v less >/dev/null || { echo "the fake essential package is missing" >&2; exit 1; }
+fi'''})
+
+
+def test_options_that_change_the_instance_are_done_inside(cache_dir, tmp_path, debs):
+    """--no-eatmydata, --install-recommends, --dpkg-force-confdef, --allow-database and
+    --fake-essential-packages, seen by a maintainer script; the base is left as it was."""
+    run = piuparts(cache_dir, tmp_path, "--no-eatmydata", "--install-recommends", "--dpkg-force-confdef",
+                   "--allow-database", "--fake-essential-packages", "less", str(debs(INSIDE_CHECKS)))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    installed = [argv for s in run.report["scenarios"] for step in s["steps"] for c in step["commands"]
+                 if step["name"] == "install dependencies" for argv in [c["argv"]]]
+    assert any("hello" in argv for argv in installed)  # the Recommends
+    assert run.findings("leftovers") == []  # less stays: it was there before the test
+    base = Path(run.report["base"]["base"]) / "root"
+    assert not (base / "usr/local/bin/eatmydata").exists()
+    assert "mariadb" not in (base / "usr/sbin/policy-rc.d").read_text()
