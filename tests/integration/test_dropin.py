@@ -152,8 +152,10 @@ def _scriptsdir(tmp_path: Path, scripts: dict[str, str]) -> Path:
 def test_debusine_command_line_hook_and_base_without_dev(cache_dir, tmp_path, debs, nodev_tarball, extra_repo):
     """debusine's exact command line: its post_chroot_unpack script's apt sources
     are used (apt-get update runs after it), on a base tarball without /dev."""
-    scripts = _scriptsdir(tmp_path, {"post_chroot_unpack_debusine_sources":
-                                     f"echo '{extra_repo}' > /etc/apt/sources.list.d/debusine-extra.list"})
+    url = extra_repo.split()[2]  # the hook as debusine writes it: a deb822 source, then DONE
+    scripts = _scriptsdir(tmp_path, {"post_chroot_unpack_debusine": (
+        f"printf %s 'Types: deb\nURIs: {url}\nSuites: ./\nTrusted: yes\n' "
+        "> /etc/apt/sources.list.d/extra_repository_0.sources\necho DONE")})
     run = piuparts(cache_dir, tmp_path, "--keep-sources-list", "--allow-database", "--warn-on-leftovers-after-purge",
                    f"--basetgz={nodev_tarball}", f"--scriptsdir={scripts}", str(debs(NEEDS_EXTRA)),
                    str(debs(LEFTOVER)))
