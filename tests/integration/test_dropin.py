@@ -184,8 +184,10 @@ def test_salsa_ci_command_line(cache_dir, tmp_path, debs, base_root):
     assert leaks(cache_dir) == []
 
 
-def _jenkins(cache_dir: Path, tmp_path: Path, deb: Path) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    """jdg-piuparts-wrapper with ours as ``piuparts`` on PATH, then jdg-tap-piuparts on its log."""
+def _jenkins(cache_dir: Path, tmp_path: Path, deb: Path,
+             debian_scripts: bool = False) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """jdg-piuparts-wrapper with ours as ``piuparts`` on PATH, then jdg-tap-piuparts on its log;
+    with ``debian_scripts``, the wrapper's default hooks (Debian's /etc/piuparts/scripts)."""
     shims = tmp_path / "bin"
     shims.mkdir()
     (shims / "piuparts").write_text(f"#!/bin/sh\nPYTHONPATH={WORKTREE} exec {sys.executable} -m piuparts "
@@ -196,7 +198,7 @@ def _jenkins(cache_dir: Path, tmp_path: Path, deb: Path) -> tuple[subprocess.Com
     (tmp_path / "no-scripts").mkdir()
     env = {"PATH": f"{shims}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "SKIP_BASE_TGZ": "1",
            "distribution": api.config_from_argv([])[0].distribution, "architecture": "amd64",
-           "SCRIPTSDIR": str(tmp_path / "no-scripts")}
+           **({} if debian_scripts else {"SCRIPTSDIR": str(tmp_path / "no-scripts")})}
     wrapper = subprocess.run(["jdg-piuparts-wrapper", str(deb)], cwd=work, env=env, capture_output=True, text=True,
                              timeout=900)
     tap = subprocess.run(["jdg-tap-piuparts", "piuparts.txt"], cwd=work, capture_output=True, text=True, check=True)
@@ -213,7 +215,8 @@ def test_jenkins_debian_glue_shows_a_failing_postinst(cache_dir, tmp_path, debs)
 
 
 def test_jenkins_debian_glue_shows_a_clean_package_green(cache_dir, tmp_path, debs):
-    wrapper, tap = _jenkins(cache_dir, tmp_path, debs(CLEAN))
+    wrapper, tap = _jenkins(cache_dir, tmp_path, debs(CLEAN), debian_scripts=True)
+    assert "using default [/etc/piuparts/scripts/]" in wrapper.stdout
     assert wrapper.returncode == 0, wrapper.stdout[-3000:] + wrapper.stderr
     assert "not recent enough" not in wrapper.stdout
     assert [line for line in tap if line.startswith("not ok")] == []
