@@ -16,15 +16,18 @@ post_setup hooks, as piuparts 1.1.7 makes them after unpacking its chroot:
   (first on the instance's PATH), so libeatmydata is not preloaded;
 - ``--allow-database``: a policy-rc.d that lets the database servers
   start (piuparts' list), and refuses every other service;
-- ``apt-get update`` after post_chroot_unpack scripts (they may write
-  apt sources, and piuparts updates after them), tried again up to
-  ``--update-retries`` times;
+- ``apt-get update`` after post_chroot_unpack scripts that changed the
+  apt sources or keys (debusine's write its extra repositories there, and
+  piuparts updates after them), tried again up to ``--update-retries``
+  times;
 - ``--fake-essential-packages``: installed before the test, never removed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from piuparts.chroot import Chroot
@@ -108,13 +111,43 @@ def prepare(chroot: Chroot, config: "RunConfig", hooks: "Hooks") -> None:
     """Everything the options change in a new instance (see the module's docstring)."""
     for path, (text, mode) in files(config).items():
         write(chroot, path, text, mode)
-    if any(name.startswith("post_chroot_unpack") for name in hooks.scripts):
+    if any(name.startswith("post_chroot_unpack") for name in hooks.scripts) and sources_changed(chroot):
         apt_update(chroot, config.update_retries)
     if config.fake_essential_packages:
         packages = list(config.fake_essential_packages)
         log.info("Installing the fake essential packages (kept through the test): %s", " ".join(packages))
         chroot.run(["apt-get", "-y", "install", *packages], timeout=config.max_command_runtime,
                    error=TestbedError, what=f"installing --fake-essential-packages {','.join(packages)}")
+
+
+#: What apt-get update reads besides apt's settings: where the sources are and the keys that sign them.
+APT_SOURCES = ("etc/apt/sources.list", "etc/apt/sources.list.d", "etc/apt/trusted.gpg", "etc/apt/trusted.gpg.d",
+               "etc/apt/keyrings", "usr/share/keyrings")
+
+
+def _contents(top: Path) -> dict[str, bytes]:
+    """Relative path -> content of the regular files (and link targets) under APT_SOURCES in ``top``."""
+    found: dict[str, bytes] = {}
+    for inner in APT_SOURCES:
+        base = top / inner
+        paths = [base] if not base.is_dir() or base.is_symlink() else sorted(base.rglob("*"))
+        for path in paths:
+            if path.is_symlink():
+                found[str(path.relative_to(top))] = os.readlink(path).encode()
+            elif path.is_file():
+                found[str(path.relative_to(top))] = path.read_bytes()
+    return found
+
+
+def sources_changed(chroot: Chroot) -> bool:
+    """Whether the instance's apt sources or keys differ from its base's (True
+    when the backend cannot tell: then apt-get update runs, as in piuparts)."""
+    if chroot.lower is None or not chroot.host_root:
+        return True
+    changed = _contents(chroot.root) != _contents(chroot.lower)
+    if not changed:
+        log.info("The post_chroot_unpack scripts left the apt sources as they were: no apt-get update needed")
+    return changed
 
 
 def apt_update(chroot: Chroot, retries: int = 0) -> None:

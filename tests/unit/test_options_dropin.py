@@ -312,3 +312,25 @@ def test_jenkins_debian_glue_sees_findings_and_broken_symlinks(tmp_path):
 def test_jenkins_debian_glue_sees_nothing_wrong_in_a_pass(tmp_path):
     assert not [line for line in _tap(tmp_path, _result([ScenarioResult("install-purge")], "pass"))
                 if line.startswith("not ok")]
+
+
+def _tree(top: Path, files: dict[str, str]) -> Path:
+    for inner, text in files.items():
+        (top / inner).parent.mkdir(parents=True, exist_ok=True)
+        (top / inner).write_text(text)
+    return top
+
+
+def test_apt_update_follows_a_change_of_the_sources_only(tmp_path):
+    from piuparts.chroot import Chroot
+    base = {"etc/apt/sources.list.d/debian.sources": "Types: deb\n", "etc/apt/apt.conf.d/99x": "A;\n"}
+    lower = _tree(tmp_path / "lower", base)
+    same = Chroot(_tree(tmp_path / "same", {**base, "etc/apt/apt.conf.d/99y": "B;\n"}), (), lower=lower)
+    added = Chroot(_tree(tmp_path / "added", {**base, "etc/apt/sources.list.d/extra_repository_0.sources": "x"}),
+                   (), lower=lower)
+    keyed = Chroot(_tree(tmp_path / "keyed", {**base, "etc/apt/keyrings/extra_apt_key_0.asc": "key"}), (),
+                   lower=lower)
+    assert not instance_setup.sources_changed(same)
+    assert instance_setup.sources_changed(added)
+    assert instance_setup.sources_changed(keyed)
+    assert instance_setup.sources_changed(Chroot(tmp_path / "same", ()))  # no base to compare with: update
