@@ -166,7 +166,7 @@ def test_debusine_command_line_hook_and_base_without_dev(cache_dir, tmp_path, de
     assert any("pp-dropin-extra" in argv for argv in installed)  # only the hook's apt source has it
     assert sorted((f["severity"], f["subject"]) for f in run.findings("leftovers")) == [
         ("warn", "/etc/x/"), ("warn", "/etc/x/generated.conf")]
-    base = Path(run.report["base"]["base"]) / "root"
+    base = Path(run.report["base"]["base"]) / run.report["base"]["generation"] / "root"
     assert sorted(p.name for p in (base / "dev").iterdir()) == []  # the nodes were made in the instances only
     assert leaks(cache_dir) == []
 
@@ -269,6 +269,6 @@ def test_options_that_change_the_instance_are_done_inside(cache_dir, tmp_path, d
                  if step["name"] == "install dependencies" for argv in [c["argv"]]]
     assert any("hello" in argv for argv in installed)  # the Recommends
     assert run.findings("leftovers") == []  # less stays: it was there before the test
-    base = Path(run.report["base"]["base"]) / "root"
+    base = Path(run.report["base"]["base"]) / run.report["base"]["generation"] / "root"
     assert not (base / "usr/local/bin/eatmydata").exists()
     assert "mariadb" not in (base / "usr/sbin/policy-rc.d").read_text()
