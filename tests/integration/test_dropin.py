@@ -272,3 +272,12 @@ def test_options_that_change_the_instance_are_done_inside(cache_dir, tmp_path, d
     base = Path(run.report["base"]["base"]) / run.report["base"]["generation"] / "root"
     assert not (base / "usr/local/bin/eatmydata").exists()
     assert "mariadb" not in (base / "usr/sbin/policy-rc.d").read_text()
+
+
+TMP_LEFTOVER = DebSpec("pp-dropin-tmp", scripts={"postinst": 'if [ "$1" = configure ]; then touch /tmp/pp-left; fi'})
+
+
+def test_pedantic_purge_test_reports_what_is_left_in_tmp(cache_dir, tmp_path, debs):
+    run = piuparts(cache_dir, tmp_path, "--pedantic-purge-test", str(debs(TMP_LEFTOVER)))
+    assert run.returncode == 1, run.stdout[-3000:] + run.stderr
+    assert [(f["severity"], f["subject"]) for f in run.findings("leftovers")] == [("fail", "/tmp/pp-left")]
