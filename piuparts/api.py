@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NoReturn, Sequence
 
 from piuparts import __version__, aptsources, hooks as hooks_mod, instance_setup, layers, log as logsetup, repos
 from piuparts.backends import Backend, BaseSpec
@@ -60,7 +60,12 @@ def config_from_argv(argv: Sequence[str]) -> tuple[RunConfig, Subject | None]:
     """piuparts' command-line options (and packages, if any) as a RunConfig and
     the subject they name (None when ``argv`` names no package)."""
     from piuparts import cli, options
-    args = cli.parser().parse_args(list(argv))
+    parser = cli.parser()
+
+    def refuse(message: str) -> NoReturn:  # argparse would exit: a library raises
+        raise UsageError(message)
+    parser.error = refuse  # type: ignore[method-assign]
+    args = parser.parse_args(list(argv))
     config = options.from_args(args)
     return config, (Subject.from_args(args.packages, args.apt) if args.packages else None)
 

@@ -10,6 +10,7 @@ interrupted by Ctrl-C.  ``status`` and ``reschedule`` exit 0.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import signal
 import sys
@@ -58,6 +59,7 @@ def _run(conf: config_mod.Config, args: argparse.Namespace) -> int:
     workers = args.workers if args.workers is not None else conf.workers
     if workers < 1 or (args.max_tests is not None and args.max_tests < 0):
         raise UsageError("--workers must be at least 1 and --max-tests not negative")
+    conf = dataclasses.replace(conf, workers=workers)  # the tests' share of memory follows it
     stop = engine.Stop()
     previous = signal.signal(signal.SIGINT, stop.press)
     start = time.monotonic()

@@ -21,7 +21,6 @@ import contextlib
 import fcntl
 import gzip
 import hashlib
-import io
 import logging
 import os
 import shutil
@@ -74,7 +73,9 @@ def piuparts_argv(config: Config, section: Section, arch: str, extra_repos: Sequ
     # versions tested come from the Packages read at the start of this run.
     components = section.components or tuple(dict.fromkeys(("main", section.area)))  # contrib needs main
     argv += ["-m", " ".join([section.mirror, *components]),
-             "--arch", arch, "--cache-dir", str(config.cache_dir), "--lists-max-age", "1"]
+             "--arch", arch, "--cache-dir", str(config.cache_dir), "--lists-max-age", "1",
+             # Each worker's instances get their share of the memory, not half of it each.
+             "--tmpfs-size", f"{max(1, 50 // max(1, config.workers))}%"]
     for line in extra_repos:
         argv += ["--extra-repo", line]
     return argv + list(section.piuparts_flags)
@@ -82,13 +83,8 @@ def piuparts_argv(config: Config, section: Section, arch: str, extra_repos: Sequ
 
 def run_config(section: Section, argv: list[str]) -> RunConfig:
     """The section's RunConfig; a bad piuparts-flags is a one-line error naming its line."""
-    captured = io.StringIO()
     try:
-        with contextlib.redirect_stderr(captured):
-            config, subject = config_from_argv(argv)
-    except SystemExit:  # argparse's way of saying the flags are wrong
-        said = captured.getvalue().strip().splitlines()
-        raise UsageError(f"{section.located('piuparts-flags')}: {said[-1] if said else 'bad options'}") from None
+        config, subject = config_from_argv(argv)
     except UsageError as err:
         raise UsageError(f"{section.located('piuparts-flags')}: {err}") from None
     if subject is not None:
