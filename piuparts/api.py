@@ -33,7 +33,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator, NoReturn, Sequence
 
-from piuparts import __version__, aptsources, hooks as hooks_mod, layers, log as logsetup, repos
+from piuparts import __version__, aptsources, hooks as hooks_mod, instance_setup, layers, log as logsetup, repos
 from piuparts.backends import Backend, BaseSpec
 from piuparts.chroot import Chroot
 from piuparts.config import SCHEMA_VERSION, RunConfig
@@ -298,6 +298,7 @@ def prepare_instance(chroot: Chroot, config: RunConfig, hooks: Hooks) -> None:
     """The setup hooks, extra repositories and bind mounts of a new instance."""
     hooks.install(chroot)
     _setup_hooks(chroot, hooks, "post_chroot_unpack")
+    instance_setup.prepare(chroot, config, hooks)  # piuparts' options that change the instance; apt-get update
     repos.set_up(chroot, config.extra_repos, config.bindmounts, config.max_command_runtime)
     _setup_hooks(chroot, hooks, "post_setup")
 

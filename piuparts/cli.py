@@ -21,7 +21,7 @@ from piuparts.backends import Backend
 from piuparts.batch import cli as batch_cli
 from piuparts.checks import Check
 from piuparts.errors import Interrupted, PiupartsError, UsageError
-from piuparts.report import json as json_report, junit as junit_report, text as text_report
+from piuparts.report import json as json_report, junit as junit_report, pilog, text as text_report
 
 log = logging.getLogger("piuparts")
 
@@ -58,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
         prog="piuparts", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Install, remove and purge Debian packages in a throwaway chroot and report what they leave behind.")
     p.add_argument("packages", nargs="*", metavar="PACKAGE", help=".deb or .changes files; package names with --apt")
-    p.add_argument("--apt", action="store_true", help="the PACKAGE arguments are names (NAME or NAME=VERSION) from the archive")
+    p.add_argument("-a", "--apt", action="store_true",
+                   help="the PACKAGE arguments are names (NAME or NAME=VERSION) from the archive")
     p.add_argument("-d", "--distribution", action="append", metavar="NAME",
                    help="distribution codename (default: the host's, from its apt sources); given more than "
                         "once, only the distupgrade test runs: install in the first, dist-upgrade to each next one, "
@@ -113,9 +114,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="fail a step that waits this long for an answer on its terminal (default: %(default)s)")
     p.add_argument("-i", "--ignore", action="append", metavar="PATH", help="ignore this exact path (repeatable)")
-    p.add_argument("-I", "--ignore-regex", action="append", metavar="REGEX",
+    p.add_argument("-I", "--ignore-regex", "--ignore-regexp", action="append", metavar="REGEX",
                    help="ignore paths the anchored REGEX matches whole (repeatable)")
-    p.add_argument("--no-ignores", action="store_true", help="do not use the default ignore lists")
+    p.add_argument("-n", "--no-ignores", action="store_true", help="do not use the default ignore lists")
     p.add_argument("--severity", action="append", metavar="CHECK=LEVEL",
                    help="make a check fail, warn or skip (repeatable); checks: " + ", ".join(Check.registry))
     for flag, meaning in opts.PIUPARTS_SEVERITY_OPTIONS.items():
@@ -123,10 +124,84 @@ def parser() -> argparse.ArgumentParser:
                        help="as in piuparts: " + ", ".join(f"{c}={lvl}" for c, lvl in meaning))
     p.add_argument("--json", metavar="FILE", help="write the result as JSON to FILE")
     p.add_argument("--junit", metavar="FILE", help="write the result as JUnit XML to FILE (GitLab, Jenkins)")
-    p.add_argument("-l", "--log-file", metavar="FILE", help="also write the log to FILE")
+    p.add_argument("-l", "--log-file", "--logfile", metavar="FILE",
+                   help="also write the log to FILE, with piuparts' lines for CI wrappers at its end")
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug output: command output, ignore rules")
-    p.add_argument("--version", action="version", version=f"piuparts-ng {__version__}")
+    p.add_argument("--version", action="version", version=version_line())
+    _piuparts_options(p.add_argument_group("more of piuparts 1.1.7's options (see the README's table)"))
     return p
+
+
+#: The piuparts release whose options and log lines this one accepts and writes.
+PIUPARTS_COMPAT = "1.1.7"
+
+
+def version_line() -> str:
+    """What --version prints: piuparts' form (``piuparts VERSION``), with a
+    version that compares with piuparts' as the release it stands in for."""
+    return f"piuparts {PIUPARTS_COMPAT}+ng{__version__} (piuparts-ng {__version__})"
+
+
+def _piuparts_options(g: argparse._ArgumentGroup) -> None:
+    """The rest of piuparts 1.1.7's options: each works, or logs why it changes nothing here."""
+    g.add_argument("-D", "--defaults", metavar="DEFAULTS",
+                   help="debian (the default) or ubuntu: Ubuntu's mirror and components when -m does not say")
+    g.add_argument("--install-recommends", action="store_true", help="install Recommends too")
+    g.add_argument("--install-suggests", action="store_true", help="install Suggests too")
+    g.add_argument("--no-eatmydata", action="store_true",
+                   help="run apt and dpkg without libeatmydata (dpkg's fsyncs happen)")
+    g.add_argument("--dpkg-noforce-unsafe-io", action="store_true",
+                   help="dpkg without --force-unsafe-io (it syncs as on a real system)")
+    g.add_argument("--dpkg-force-confdef", action="store_true",
+                   help="dpkg takes the default action on a modified conffile (hides the problems piuparts "
+                        "is for; see #466118)")
+    g.add_argument("--do-not-verify-signatures", action="store_true",
+                   help="apt inside accepts unsigned repositories")
+    g.add_argument("--no-check-valid-until", action="store_true",
+                   help="apt inside accepts expired Release files (Acquire::Check-Valid-Until=false)")
+    g.add_argument("--allow-database", action="store_true",
+                   help="let database servers (MariaDB, MySQL, PostgreSQL, Firebird) start; processes left "
+                        "running are then a warning")
+    g.add_argument("--proxy", metavar="URL", help="apt inside goes through the HTTP proxy at URL")
+    g.add_argument("--update-retries", type=int, metavar="N", help="try apt-get update inside N more times")
+    g.add_argument("--fake-essential-packages", action="append", metavar="PKG[,PKG...]",
+                   help="install these before the test and keep them (repeatable)")
+    g.add_argument("--pedantic-purge-test", action="store_true",
+                   help="files left in /tmp count as leftovers too")
+    g.add_argument("--testdebs-repo", metavar="REPO",
+                   help="an apt source line, URL or directory (a flat repository) with the packages to test")
+    g.add_argument("--distupgrade-to-testdebs", action="store_true", help="accepted; see the README")
+    g.add_argument("--distupgrade-to-testdebs-from", metavar="DIR",
+                   help="--bindmount DIR --testdebs-repo DIR --distupgrade-to-testdebs")
+    g.add_argument("--single-changes-list", action="store_true",
+                   help="test the packages of all .changes files together (default: each .changes on its own)")
+    g.add_argument("--single-packages", action="store_true",
+                   help="test each package of the command line on its own (default: all together)")
+    g.add_argument("-t", "--tmpdir", metavar="DIR",
+                   help="accepted (checked to exist); instances live under --cache-dir, their changes in a tmpfs")
+    g.add_argument("-K", "--keyring", metavar="FILE", help="accepted; bases use debootstrap's default keyring")
+    g.add_argument("--docker-image", metavar="IMAGE", help="not supported: give an exported image with -b")
+    g.add_argument("--log-level", choices=("error", "info", "dump", "debug"),
+                   help="debug and dump show what -v shows; error and info the default")
+    g.add_argument("--warn-on-usr-move", choices=("disabled", "warn", "fail"), help="accepted; no such check here")
+    g.add_argument("--max-command-output-size", type=float, metavar="MB", help="accepted; see the README")
+    for name in ("--debfoster-options",):
+        g.add_argument(name, metavar="OPTIONS", help="accepted; bases are never minimized")
+    g.add_argument("--extra-old-packages", action="append", metavar="PKG[,PKG...]", help="accepted; not supported")
+    g.add_argument("-B", "--end-meta", metavar="FILE", help="accepted; the distupgrade test makes its own reference")
+    g.add_argument("-S", "--save-end-meta", metavar="FILE", help="accepted; nothing is saved")
+    for names, meaning in ((("-k", "--keep-env", "--keep-tmpdir"), "accepted; instances are always removed"),
+                           (("--keep-sources-list",), "the apt sources are never rewritten here"),
+                           (("--list-installed-files",), "accepted; -v shows what each step did"),
+                           (("--merged-usr",), "bases are merged-/usr already"),
+                           (("--no-adequate",), "adequate is never run here"),
+                           (("--fail-if-inadequate",), "accepted; adequate is not run here"),
+                           (("--upgrade-before-dist-upgrade",), "accepted; one dist-upgrade a step"),
+                           (("--skip-minimize",), "bases are never minimized"),
+                           (("--minimize",), "accepted; bases are never minimized"),
+                           (("--warn-on-install-over-symlink",), "accepted; no such check here"),
+                           (("--shell-on-error",), "accepted; no shell is started")):
+        g.add_argument(*names, action="store_true", help=meaning)
 
 
 def cleanup_parser() -> argparse.ArgumentParser:
@@ -193,6 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     json_path: Path | None = None
+    log_file: pilog.LogFile | None = None
     try:
         if argv[:1] == ["cleanup"]:
             return cleanup(argv[1:])
@@ -204,41 +280,91 @@ def _main(argv: list[str]) -> int:
         if args.list_backends:
             print(list_backends())
             return 0
-        logsetup.setup(args.verbose, logfile=args.log_file)
+        log_file = _setup_logging(args)
         json_path = Path(args.json) if args.json else None
         config = opts.from_args(args)
-        subject = api.Subject.from_args(args.packages, args.apt)
+        subjects = test_subjects(args)
         with api.Session(config) as session:
-            result = session.test(subject)
-        return _report(result, json_path, args.junit)
+            results = [session.test(subject) for subject in subjects]
+        return _report(results, json_path, args.junit, log_file)
     except PiupartsError as err:
-        return _error(str(err), err.exit_code, json_path)
+        return _error(str(err), err.exit_code, json_path, log_file)
     except KeyboardInterrupt:
-        return _error("interrupted", 130, json_path)
+        return _error("interrupted", 130, json_path, log_file)
     except Interrupted as err:
-        return _error(str(err), err.exit_code, json_path)
+        return _error(str(err), err.exit_code, json_path, log_file)
     except Exception as err:  # a bug of ours: one line, the traceback with -v
         log.debug("internal error", exc_info=True)
         return _error(f"internal error: {type(err).__name__}: {err} (run with -v for the traceback "
-                      "and report it)", api.KINDS["internal"], json_path)
+                      "and report it)", api.KINDS["internal"], json_path, log_file)
+    finally:
+        if log_file is not None:
+            logging.getLogger("piuparts").removeHandler(log_file)
+            log_file.close()
 
 
-def _report(result: api.RunResult, json_path: Path | None, junit: str | None) -> int:
-    """The summary, the JSON and JUnit reports; the exit code of the verdict."""
+def _setup_logging(args: argparse.Namespace) -> pilog.LogFile | None:
+    """The console log, and the ``-l`` file (the console's lines, then piuparts' at the end)."""
+    verbosity = args.verbose or (1 if args.log_level in ("debug", "dump") else 0)
+    logger = logsetup.setup(verbosity)
+    if not args.log_file:
+        return None
+    console = logger.handlers[0]
+    assert console.formatter is not None
+    try:
+        log_file = pilog.LogFile(Path(args.log_file), console.formatter, console.level)
+    except OSError as err:
+        raise UsageError(f"-l {args.log_file}: cannot write the log file ({err.strerror})") from None
+    logger.addHandler(log_file)
+    return log_file
+
+
+def test_subjects(args: argparse.Namespace) -> list[api.Subject]:
+    """What the command line asks to test, one test each, grouped as piuparts groups them:
+    each .changes file on its own (all together with --single-changes-list), the
+    other packages together (each on its own with --single-packages)."""
+    if not args.packages:
+        return [api.Subject.from_args([], args.apt)]  # says that there is nothing to test
+    changes = [] if args.apt else [arg for arg in args.packages if arg.endswith(".changes")]
+    regular = [arg for arg in args.packages if arg not in changes]
+    by_changes = [api.Subject.from_args([path]) for path in changes]
+    pool = api.Subject.from_args(regular, args.apt) if regular else api.Subject()
+    if args.single_changes_list:
+        pool = api.Subject(debs=tuple(d for s in by_changes for d in s.debs) + pool.debs, apt_names=pool.apt_names)
+        by_changes = []
+    if args.single_packages:
+        singles = [api.Subject(debs=(deb,)) for deb in pool.debs]
+        return by_changes + singles + [api.Subject(apt_names=(name,)) for name in pool.apt_names]
+    return by_changes + ([pool] if pool.debs or pool.apt_names else [])
+
+
+def _report(results: list[api.RunResult], json_path: Path | None, junit: str | None,
+            log_file: pilog.LogFile | None = None) -> int:
+    """The summaries, the JSON and JUnit reports, the ``-l`` file's last lines;
+    the exit code of the worst verdict."""
     if json_path:
-        json_report.write(json_path, result.to_json())
-    if result.error is not None:
-        hint = " (run with -v for the traceback and report it)" if result.kind == "internal" else ""
-        return _error(result.error + hint, result.exit_code, None)
-    scenarios = result.scenario_results()
-    print(text_report.summary(scenarios, result.subject["label"]), flush=True)
+        documents = [r.to_json() for r in results]
+        json_report.write(json_path, documents[0] if len(documents) == 1 else documents)
+    if log_file is not None:
+        log_file.finish(results)
+    for result in results:
+        if result.error is not None:
+            hint = " (run with -v for the traceback and report it)" if result.kind == "internal" else ""
+            print(f"piuparts: error: {result.error}{hint}", file=sys.stderr, flush=True)
+            continue
+        print(text_report.summary(result.scenario_results(), result.subject["label"]), flush=True)
     if junit:
-        junit_report.write(Path(junit), scenarios, result.subject["packages"], f"piuparts {result.subject['label']}")
-    return result.exit_code
+        scenarios = [s for r in results for s in r.scenario_results()]
+        packages = [p for r in results for p in r.subject["packages"]]
+        junit_report.write(Path(junit), scenarios, packages,
+                           f"piuparts {', '.join(r.subject['label'] for r in results)}")
+    return max(r.exit_code for r in results)
 
 
-def _error(message: str, code: int, json_path: Path | None) -> int:
+def _error(message: str, code: int, json_path: Path | None, log_file: pilog.LogFile | None = None) -> int:
     print(f"piuparts: error: {message}", file=sys.stderr, flush=True)
+    if log_file is not None:
+        log_file.finish([], error=message)
     if json_path:
         try:
             json_report.write(json_path, {"verdict": "ERROR", "exit_code": code, "error": message})

@@ -64,6 +64,25 @@ class RunConfig:
     lvm_snapshot_size: str = "1G"
     existing_chroot: Path | None = None
     hard_link: bool = False
+    #: piuparts' options that change what happens inside each instance
+    #: (see piuparts.instance_setup): apt's and dpkg's settings there,
+    #: services allowed to start, packages added before the test.
+    install_recommends: bool = False
+    install_suggests: bool = False
+    eatmydata: bool = True
+    dpkg_unsafe_io: bool = True
+    dpkg_force_confdef: bool = False
+    #: --do-not-verify-signatures: apt inside accepts unsigned repositories.
+    allow_unauthenticated: bool = False
+    check_valid_until: bool = True
+    allow_database: bool = False
+    #: --proxy: the HTTP proxy apt inside goes through.
+    proxy: str | None = None
+    #: --update-retries: how often apt-get update inside is tried again.
+    update_retries: int = 0
+    fake_essential_packages: tuple[str, ...] = ()
+    #: --pedantic-purge-test: what is left in /tmp counts too.
+    pedantic_purge_test: bool = False
     version: int = SCHEMA_VERSION
 
     @property
@@ -75,7 +94,8 @@ class RunConfig:
     def ignores(self) -> Any:
         """The :class:`piuparts.state.Ignores` these settings make (built once)."""
         from piuparts.options import build_ignores
-        return build_ignores(self.default_ignores, self.ignore_paths, self.ignore_regexes, self.distribution)
+        return build_ignores(self.default_ignores, self.ignore_paths, self.ignore_regexes, self.distribution,
+                             pedantic=self.pedantic_purge_test)
 
     def to_json(self) -> dict[str, Any]:
         """Plain data: paths as strings, tuples as lists."""

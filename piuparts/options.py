@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from piuparts import aptsources, repos
 from piuparts.config import RunConfig
@@ -47,9 +48,15 @@ def _mirror_and_components(value: str | None, default_components: tuple[str, ...
     return words[0].rstrip("/"), tuple(words[1:]) or default_components
 
 
-def build_ignores(defaults: bool, paths: tuple[str, ...], regexes: tuple[str, ...], distribution: str) -> Ignores:
+#: Default rules that --pedantic-purge-test leaves out, as piuparts does.
+NON_PEDANTIC_RULES = ("/tmp/.*",)
+
+
+def build_ignores(defaults: bool, paths: tuple[str, ...], regexes: tuple[str, ...], distribution: str,
+                  pedantic: bool = False) -> Ignores:
     """The default ignore list (unless ``defaults`` is false: --no-ignores), the
-    distribution's, then the exact ``paths`` (-i) and the ``regexes`` (-I)."""
+    distribution's, then the exact ``paths`` (-i) and the ``regexes`` (-I).
+    ``pedantic`` (--pedantic-purge-test) leaves out the default rule for /tmp."""
     ignores = Ignores()
     if defaults:
         conf = conf_dir()
@@ -57,6 +64,8 @@ def build_ignores(defaults: bool, paths: tuple[str, ...], regexes: tuple[str, ..
         per_distro = conf / f"ignores.{distribution}.conf"
         if per_distro.is_file():
             ignores.extend_from(per_distro)
+        if pedantic:
+            ignores = Ignores((r.pattern, r.source) for r in ignores.rules if r.pattern not in NON_PEDANTIC_RULES)
     for path in paths:
         ignores.add(re.escape(path), "-i")
     for regex in regexes:
@@ -91,6 +100,8 @@ def severities(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     for flag, meaning in PIUPARTS_SEVERITY_OPTIONS.items():
         if getattr(args, flag.split("|")[-1].lstrip("-").replace("-", "_")):
             result += meaning
+    if getattr(args, "allow_database", False):
+        result.append(("processes", "warn"))  # piuparts: running processes are a warning then
     for item in args.severity or ():
         name, _, level = item.partition("=")
         if name not in Check.registry or level not in LEVELS:
@@ -143,7 +154,11 @@ def backend_choice(args: argparse.Namespace) -> tuple[str, Path | None]:
 
 def from_args(args: argparse.Namespace) -> RunConfig:
     """Check the parsed command line and fill in the host's defaults."""
+    check_compat(args)
+    log_no_effect(args)
     mirror, components = _mirror_and_components(args.mirror, ("main",))
+    if mirror is None and args.defaults == "ubuntu":
+        mirror, components = UBUNTU_MIRROR
     distribution = args.distribution[0] if args.distribution else None
     if distribution is None or mirror is None:
         host_dist, host_mirror = aptsources.default_distribution_and_mirror(
@@ -152,8 +167,13 @@ def from_args(args: argparse.Namespace) -> RunConfig:
         mirror = mirror or host_mirror
     if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", distribution):
         raise UsageError(f"-d {distribution!r}: not a distribution name (use a codename such as bookworm)")
-    for line in args.extra_repo or ():
+    testdebs = [args.testdebs_repo] if args.testdebs_repo else []
+    testdebs += [args.distupgrade_to_testdebs_from] if args.distupgrade_to_testdebs_from else []
+    extra_repos = (*(args.extra_repo or ()), *(testdebs_source(value) for value in testdebs))
+    for line in extra_repos:
         repos.parse_extra_repo(line)
+    bindmounts = [*(args.bindmount or ()), *([str(Path(args.distupgrade_to_testdebs_from).absolute())]
+                                             if args.distupgrade_to_testdebs_from else [])]
     if not re.fullmatch(r"[0-9]+[kmgKMG%]?", args.tmpfs_size):
         raise UsageError(f"--tmpfs-size {args.tmpfs_size!r}: a size such as 8g, 512m or 50% (of memory)")
     for directory in args.scriptsdir or ():
@@ -178,8 +198,7 @@ def from_args(args: argparse.Namespace) -> RunConfig:
         lists_max_age=args.lists_max_age * 3600, max_command_runtime=args.max_command_runtime,
         default_ignores=not args.no_ignores, ignore_paths=tuple(args.ignore or ()),
         ignore_regexes=tuple(args.ignore_regex or ()), severities=severities(args),
-        extra_repos=tuple(args.extra_repo or ()),
-        bindmounts=tuple(repos.check_bindmount(d) for d in args.bindmount or ()),
+        extra_repos=extra_repos, bindmounts=tuple(repos.check_bindmount(d) for d in bindmounts),
         scriptsdirs=tuple(Path(d).absolute() for d in args.scriptsdir or ()),
         tmpfs_size=None if args.no_tmpfs else args.tmpfs_size,
         install_purge_test=not args.no_install_purge_test, upgrade_test=not args.no_upgrade_test,
@@ -188,6 +207,131 @@ def from_args(args: argparse.Namespace) -> RunConfig:
         schroot=args.schroot, lvm_volume=args.lvm_volume, lvm_snapshot_size=args.lvm_snapshot_size,
         existing_chroot=Path(args.existing_chroot).absolute() if args.existing_chroot else None,
         hard_link=args.hard_link, prompt_timeout=args.prompt_timeout,
-        purge_dependencies=args.purge_dependencies)
+        purge_dependencies=args.purge_dependencies, **instance_options(args))
     config.ignores  # a bad -I regular expression is a usage error now, not in the middle of a run
-    return config
+    return _own_dependencies(config)
+
+
+def _own_dependencies(config: RunConfig) -> RunConfig:
+    """With options that change what instances do, the dependencies are installed
+    in each test (a cached layer is made without those options), as piuparts does."""
+    import dataclasses
+    import logging
+
+    from piuparts import instance_setup
+    if config.dpkg_force_confdef:
+        logging.getLogger("piuparts").info(
+            "Warning: dpkg has been configured to use the force-confdef option. This will hide problems, "
+            "see #466118.")
+    if config.purge_dependencies or not instance_setup.changes_instances(config):
+        return config
+    logging.getLogger("piuparts").info(
+        "The options change what each instance does, so the dependencies are installed (and purged) in each "
+        "test, as with --purge-dependencies, not taken from a cached layer")
+    return dataclasses.replace(config, purge_dependencies=True)
+
+
+# -- piuparts 1.1.7's other options ----------------------------------------------
+
+#: Options of piuparts 1.1.7 that change nothing here: attribute -> why (logged once when given).
+NO_EFFECT = {
+    "debfoster_options": "--debfoster-options: bases are never minimized with debfoster here (a debootstrap "
+                        "minbase is minimal already); ignored",
+    "minimize": "--minimize: bases are never minimized with debfoster here (a debootstrap minbase is minimal "
+                "already); ignored",
+    "skip_minimize": "--skip-minimize: bases are never minimized here; nothing to skip",
+    "keep_sources_list": "--keep-sources-list: the chroot's apt sources are never rewritten here (only the "
+                         "distupgrade test switches their suites); nothing to keep",
+    "keep_env": "-k/--keep-env: instances are always removed, also after a failure (nothing leaks); --json FILE "
+                "keeps every step, command and finding, -v every command's output",
+    "list_installed_files": "--list-installed-files: the files a package adds are not listed here; -v logs what "
+                            "each step ran and printed",
+    "merged_usr": "--merged-usr: debootstrap makes merged-/usr bases by default (bookworm and later); nothing to do",
+    "no_adequate": "--no-adequate: adequate is never run here; nothing to skip",
+    "fail_if_inadequate": "--fail-if-inadequate: adequate is not run here; ignored",
+    "upgrade_before_dist_upgrade": "--upgrade-before-dist-upgrade: the distupgrade test runs one apt-get "
+                                   "dist-upgrade a step here; ignored",
+    "end_meta": "-B/--end-meta: the distupgrade test makes its reference (the same upgrades without the "
+                "packages) in the same run here; ignored",
+    "save_end_meta": "-S/--save-end-meta: the distupgrade test makes its reference in the same run here; "
+                     "nothing is saved",
+    "extra_old_packages": "--extra-old-packages: not supported here; the upgrade test installs the old versions "
+                          "of the tested packages only",
+    "distupgrade_to_testdebs": "--distupgrade-to-testdebs: the testdebs repository is an extra apt source through "
+                               "every dist-upgrade here, not a last upgrade step of its own",
+    "warn_on_install_over_symlink": "--warn-on-install-over-symlink: there is no check of files installed over "
+                                    "symlinks here; nothing to turn into a warning",
+    "shell_on_error": "--shell-on-error: no interactive shell is started here (instances are removed as the "
+                      "test ends); -v and --json FILE show what failed",
+    "max_command_output_size": "--max-command-output-size: a command is never stopped for its output here; the "
+                               "head and the tail of its output (2 MB) are kept",
+}
+
+#: --defaults ubuntu: the mirror and components when -m does not say.
+UBUNTU_MIRROR = ("http://archive.ubuntu.com/ubuntu", ("main", "universe", "restricted", "multiverse"))
+
+
+def log_no_effect(args: argparse.Namespace) -> None:
+    """One log line for each given option that changes nothing here, saying why."""
+    import logging
+    log = logging.getLogger("piuparts")
+    for attr, why in NO_EFFECT.items():
+        if getattr(args, attr, None):
+            log.info("%s", why)
+    if args.warn_on_usr_move not in (None, "disabled"):
+        log.info("--warn-on-usr-move %s: there is no check of files moved between / and /usr here; ignored",
+                 args.warn_on_usr_move)
+    if args.keyring:
+        log.info("-K %s: not used: bases are made with debootstrap's default keyring, and apt inside trusts the "
+                 "base's keyrings", args.keyring)
+    if args.do_not_verify_signatures:
+        log.info("--do-not-verify-signatures: apt inside each instance accepts unsigned repositories; the "
+                 "debootstrap base is still verified")
+    if args.tmpdir:
+        log.info("-t %s: not needed: instances live under the cache directory (--cache-dir) and their changes in "
+                 "a tmpfs (--tmpfs-size, --no-tmpfs)", args.tmpdir)
+
+
+def check_compat(args: argparse.Namespace) -> None:
+    """Refuse piuparts options whose values make no sense, or that cannot be honoured."""
+    if args.docker_image:
+        raise UsageError(f"--docker-image {args.docker_image}: not supported here; export the image "
+                         "('docker export CONTAINER | gzip > base.tgz') and give it with -b base.tgz")
+    if args.defaults not in (None, "debian", "ubuntu"):
+        raise UsageError(f"-D {args.defaults!r}: the defaults are 'debian' or 'ubuntu'")
+    if args.keyring and not Path(args.keyring).is_file():
+        raise UsageError(f"-K {args.keyring}: no such file")
+    if args.tmpdir and not Path(args.tmpdir).is_dir():
+        raise UsageError(f"-t {args.tmpdir}: no such directory")
+    if args.proxy and not re.match(r"^https?://[^/\s]+", args.proxy):
+        raise UsageError(f"--proxy {args.proxy!r}: a proxy is a URL such as http://HOST:3128")
+    if args.update_retries is not None and args.update_retries < 0:
+        raise UsageError("--update-retries must be 0 or more")
+    if args.max_command_output_size is not None and args.max_command_output_size <= 0:
+        raise UsageError("--max-command-output-size must be a positive number of MB")
+
+
+def testdebs_source(value: str) -> str:
+    """--testdebs-repo as an apt source line: a line as it is, a URL or a directory as a flat repository."""
+    if value.startswith(("deb ", "deb[")):
+        return value
+    if re.match(r"^(https?|ftp|file)://", value):
+        return f"deb [trusted=yes] {value} ./"
+    return f"deb [trusted=yes] file://{Path(value).absolute()} ./"
+
+
+def comma_lists(values: list[str] | None) -> tuple[str, ...]:
+    """Options given as comma-separated lists, any number of times."""
+    return tuple(name for value in values or () for name in value.split(",") if name.strip())
+
+
+def instance_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The RunConfig fields of piuparts' options that change what happens inside each instance."""
+    return {"install_recommends": args.install_recommends, "install_suggests": args.install_suggests,
+            "eatmydata": not args.no_eatmydata, "dpkg_unsafe_io": not args.dpkg_noforce_unsafe_io,
+            "dpkg_force_confdef": args.dpkg_force_confdef,
+            "allow_unauthenticated": args.do_not_verify_signatures,
+            "check_valid_until": not args.no_check_valid_until, "allow_database": args.allow_database,
+            "proxy": args.proxy, "update_retries": args.update_retries or 0,
+            "fake_essential_packages": comma_lists(args.fake_essential_packages),
+            "pedantic_purge_test": args.pedantic_purge_test}

@@ -9,7 +9,9 @@ one costs a few mounts and the changes can be read from the upper layer.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import stat
 import subprocess
 import time
 from contextlib import contextmanager
@@ -31,17 +33,55 @@ def _mount(*args: str) -> None:
     command.run(["mount", *args], error=TestbedError, what=f"mounting {args[-1]}", level=logging.DEBUG)
 
 
+#: Mount points and device nodes a system needs and a base may lack (a
+#: tarball made without /dev): (path, major, minor); a directory without.
+NEEDED_NODES: tuple[tuple[str, int | None, int | None], ...] = (
+    ("proc", None, None), ("dev", None, None), ("dev/pts", None, None), ("dev/shm", None, None),
+    ("dev/null", 1, 3), ("dev/zero", 1, 5), ("dev/full", 1, 7), ("dev/random", 1, 8), ("dev/urandom", 1, 9),
+    ("dev/tty", 5, 0), ("dev/ptmx", 5, 2))
+
+
+def make_missing_nodes(root: Path) -> list[Path]:
+    """Create in ``root`` the mount points and device nodes of NEEDED_NODES it
+    lacks; return what was created, in creation order."""
+    created = []
+    for inner, major, minor in NEEDED_NODES:
+        path = root / inner
+        if path.exists() or path.is_symlink():
+            continue
+        if major is None:
+            path.mkdir(mode=0o755)
+        else:
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor or 0))
+            path.chmod(0o666)
+        created.append(path)
+    return created
+
+
 @contextmanager
 def api_mounted(root: Path) -> Iterator[Chroot]:
-    """``root`` itself (no overlay) with the API filesystems, for finishing a base."""
+    """``root`` itself (no overlay) with the API filesystems, for finishing a
+    base; mount points and device nodes it lacks are there only meanwhile."""
+    created: list[Path] = []
     try:
         with resources.signals_deferred():
+            created = make_missing_nodes(root)
             _mount_api(root)
         yield Chroot(root, ("chroot", str(root)))
     finally:
         with resources.signals_deferred():
             resources.kill_processes_under(root)
             resources.unmount_all(root)
+            _remove_nodes(created)
+
+
+def _remove_nodes(created: list[Path]) -> None:
+    """Remove what :func:`make_missing_nodes` created (a directory only when empty)."""
+    for path in reversed(created):
+        try:
+            path.rmdir() if path.is_dir() and not path.is_symlink() else path.unlink()
+        except OSError:
+            log.debug("Left %s in place: it is no longer empty", path)
 
 
 def _start_pid_namespace(root: Path) -> tuple[list[str], int, subprocess.Popen[bytes]]:
@@ -119,6 +159,7 @@ def booted(root: Path, upper: Path | None = None, lower: Path | None = None,
     unshare: subprocess.Popen[bytes] | None = None
     try:
         with resources.signals_deferred():
+            make_missing_nodes(root)  # in the instance (its upper layer), never in the base
             enter, holder, unshare = _start_pid_namespace(root)
             _mount_api(root, enter)
             _copy_resolv_conf(root)

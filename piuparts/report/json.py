@@ -8,8 +8,8 @@ from typing import Any
 
 
 
-def write(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` (atomically: a reader never sees half a file)."""
+def write(path: Path, data: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """Write ``data`` (one result, or a list of them) to ``path`` (atomically: a reader never sees half a file)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
     tmp.replace(path)

@@ -1,0 +1,147 @@
+"""The log file of ``-l/--log-file``: our log, then piuparts' key lines.
+
+CI wrappers read piuparts' log, not only its exit code (jenkins-debian-glue's
+``jdg-tap-piuparts`` turns it into TAP).  So the file gets, as the test
+ends, the lines piuparts 1.1.7 writes with their meanings, in its format
+(``0m1.2s LEVEL: message``):
+
+- ``DEBUG: Command ok: [ARGV]`` for each command of a step that succeeded,
+  and ``ERROR: Command failed (status=N): [ARGV]`` (the argv as a Python
+  list), followed by the step's reason, indented, for one that failed;
+- ``ERROR: FAIL: TITLE:`` and the paths or objects indented below it, for
+  each check whose findings fail the test; ``ERROR: WARN: Broken
+  symlinks:`` for broken symlinks that only warn (piuparts logs those at
+  the error level), ``WARNING: WARN: TITLE:`` for other warnings;
+- ``PASS:``/``FAIL:`` for each scenario with piuparts' names for its tests
+  (``Installation and purging test.``), ``SKIP:`` for one skipped;
+- ``INFO: PASS: All tests.`` and ``INFO: piuparts run ends.`` when everything
+  passed, else ``ERROR: piuparts run ends.``
+
+The console log is left as it is; only the file gets these lines.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from itertools import groupby
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from piuparts.findings import FAIL, WARN
+
+if TYPE_CHECKING:
+    from piuparts.api import RunResult
+
+#: piuparts' names for what each scenario tests.
+SCENARIO_TITLES = {"install-purge": "Installation and purging test.",
+                   "install-upgrade-purge": "Installation, upgrade and purging tests.",
+                   "distupgrade": "Upgrading between Debian distributions."}
+#: The heading of each check's findings (piuparts' wording where it has one).
+CHECK_TITLES = {"leftovers": "Package purging left files on system",
+                "dependency-leftovers": "Files left on system by dependencies of the tested packages",
+                "processes": "Processes are running inside chroot",
+                "purge": "Packages still installed after purge",
+                "symlinks": "Broken symlinks",
+                "diversions": "Installed diversions (dpkg-divert) not removed by purge",
+                "alternatives": "Alternatives not removed by purge",
+                "users": "Users or groups left behind by purge",
+                "others-files": "debsums reports modifications inside the chroot",
+                "conffiles": "Conffiles left behind or changed",
+                "cron-logrotate": "Cron or logrotate files fail with the package removed",
+                "hooks": "Custom scripts failed",
+                "steps": "Steps failed"}
+NOT_TESTED = {"usage": "bad usage or configuration", "testbed": "the test bed failed, not the package",
+              "internal": "an internal error of piuparts-ng"}
+
+Line = tuple[int, str]
+
+
+def _indent(lines: Iterable[str]) -> str:
+    return "".join(f"\n  {line}" for line in lines)
+
+
+def command_lines(scenario: dict[str, Any]) -> list[Line]:
+    """``Command ok`` / ``Command failed`` for every command of every step."""
+    lines: list[Line] = []
+    for step in scenario.get("steps", []):
+        for command in step.get("commands", []):
+            argv, status = list(command["argv"]), int(command["returncode"])
+            if status == 0:
+                lines.append((logging.DEBUG, f"Command ok: {argv!r}"))
+            else:
+                reason = [step["message"]] if step.get("message") else []
+                lines.append((logging.ERROR, f"Command failed (status={status}): {argv!r}{_indent(reason)}"))
+    return lines
+
+
+def finding_lines(scenario: dict[str, Any]) -> list[Line]:
+    """``FAIL:`` and ``WARN:`` lines, one a check and severity, the findings indented below."""
+    failed_steps = {s["name"] for s in scenario.get("steps", [])
+                    if any(c["returncode"] != 0 for c in s.get("commands", []))}
+    findings = [f for f in scenario.get("findings", [])
+                if f["severity"] in (FAIL, WARN) and not (f["check"] == "steps" and f["subject"] in failed_steps)]
+    lines: list[Line] = []
+    key = (lambda f: (f["severity"] != FAIL, f["check"]))
+    for (warn_only, check), group in groupby(sorted(findings, key=key), key=key):
+        title = CHECK_TITLES.get(check, check)
+        body = _indent(_finding_text(f) for f in group)
+        if not warn_only:
+            lines.append((logging.ERROR, f"FAIL: {title}:{body}"))
+        else:  # piuparts logs broken symlinks at the error level even when they only warn
+            lines.append((logging.ERROR if check == "symlinks" else logging.WARNING, f"WARN: {title}:{body}"))
+    return lines
+
+
+def _finding_text(finding: dict[str, Any]) -> str:
+    owners = finding.get("owners")
+    text = str(finding["subject"])
+    if owners is not None:
+        text += "\t owned by: " + ", ".join(owners) if owners else "\t not owned"
+    return f"{text} ({finding['message']})" if finding.get("message") else text
+
+
+def scenario_lines(scenario: dict[str, Any]) -> list[Line]:
+    """Everything piuparts would say about one scenario, its verdict last."""
+    title = SCENARIO_TITLES.get(scenario["name"], f"{scenario['name']} test.")
+    if scenario.get("skipped"):
+        return [(logging.INFO, f"SKIP: {title} {scenario['skipped']}")]
+    verdict = scenario.get("verdict", "PASS")
+    return [*command_lines(scenario), *finding_lines(scenario),
+            (logging.INFO, f"PASS: {title}") if verdict == "PASS" else (logging.ERROR, f"FAIL: {title}")]
+
+
+def result_lines(results: list["RunResult"], error: str | None = None) -> list[Line]:
+    """piuparts' key lines for every test of the run, then how the run ends
+    (``error``: what stopped the run before its tests ended)."""
+    lines: list[Line] = []
+    for result in results:
+        for scenario in result.scenarios:
+            lines += scenario_lines(scenario)
+        if result.error is not None:
+            why = NOT_TESTED.get(result.kind, result.kind)
+            lines.append((logging.ERROR, f"FAIL: {result.subject.get('label', '')} not tested ({why}): "
+                                         f"{result.error}"))
+    if error is not None:
+        lines.append((logging.ERROR, f"FAIL: not tested: {error}"))
+    elif results and all(r.kind == "pass" for r in results):
+        return [*lines, (logging.INFO, "PASS: All tests."), (logging.INFO, "piuparts run ends.")]
+    return [*lines, (logging.ERROR, "piuparts run ends.")]
+
+
+class LogFile(logging.FileHandler):
+    """The ``-l`` file: what the console shows, as it is logged, then piuparts'
+    key lines (:meth:`finish`), in the same ``0m1.2s LEVEL: message`` form."""
+
+    def __init__(self, path: Path, formatter: logging.Formatter, level: int) -> None:
+        super().__init__(path, mode="w", encoding="utf-8")
+        self.setFormatter(formatter)
+        self.setLevel(level)
+
+    def finish(self, results: list["RunResult"], error: str | None = None) -> None:
+        """Write piuparts' lines for ``results`` (see :func:`result_lines`); the file is complete after it."""
+        for level, message in result_lines(results, error):
+            record = logging.makeLogRecord({"name": "piuparts.pilog", "levelno": level,
+                                            "levelname": logging.getLevelName(level), "msg": message,
+                                            "created": time.time()})
+            self.emit(record)  # whatever the file's level: these lines are the file's point
