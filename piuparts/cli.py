@@ -194,8 +194,6 @@ def _piuparts_options(g: argparse._ArgumentGroup) -> None:
                            (("--keep-sources-list",), "the apt sources are never rewritten here"),
                            (("--list-installed-files",), "accepted; -v shows what each step did"),
                            (("--merged-usr",), "bases are merged-/usr already"),
-                           (("--no-adequate",), "adequate is never run here"),
-                           (("--fail-if-inadequate",), "accepted; adequate is not run here"),
                            (("--upgrade-before-dist-upgrade",), "accepted; one dist-upgrade a step"),
                            (("--skip-minimize",), "bases are never minimized"),
                            (("--minimize",), "accepted; bases are never minimized"),

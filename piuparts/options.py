@@ -247,8 +247,6 @@ NO_EFFECT = {
     "list_installed_files": "--list-installed-files: the files a package adds are not listed here; -v logs what "
                             "each step ran and printed",
     "merged_usr": "--merged-usr: debootstrap makes merged-/usr bases by default (bookworm and later); nothing to do",
-    "no_adequate": "--no-adequate: adequate is never run here; nothing to skip",
-    "fail_if_inadequate": "--fail-if-inadequate: adequate is not run here; ignored",
     "upgrade_before_dist_upgrade": "--upgrade-before-dist-upgrade: the distupgrade test runs one apt-get "
                                    "dist-upgrade a step here; ignored",
     "end_meta": "-B/--end-meta: the distupgrade test makes its reference (the same upgrades without the "
