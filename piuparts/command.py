@@ -100,9 +100,30 @@ class _Capture:
         return bytes(self.head + marker + self.tail).decode("utf-8", "replace")
 
     def last_line(self) -> str:
-        """The last non-empty line written so far (a terminal's carriage returns resolved)."""
-        lines = _terminal_text(bytes(self.tail or self.head).decode("utf-8", "replace")).splitlines()
+        """The question on the terminal: the last non-empty line written so far (a
+        terminal's carriage returns resolved), or, from a program that draws a
+        screen (whiptail, dialog), the text of its last screen."""
+        text = bytes(self.tail or self.head).decode("utf-8", "replace")
+        if _CURSOR_MOVES.search(text):
+            return _screen_text(text)
+        lines = _terminal_text(text).splitlines()
         return next((line.strip() for line in reversed(lines) if line.strip()), "")
+
+
+#: Escape sequences that move the cursor (CSI ... H / f) or clear the screen (CSI 2 J).
+_CURSOR_MOVES = re.compile(r"\x1b\[[0-9;]*[Hf]")
+_CLEAR_SCREEN = re.compile(r"\x1b\[2J")
+#: Any other escape sequence: CSI, OSC, charset selection, two-character ones.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()][0-9A-Za-z]|.)")
+#: Box-drawing characters (U+2500-U+257F) and backspaces, as whiptail draws its frames.
+_FRAMES = re.compile("[\u2500-\u257f\x08]+")
+
+
+def _screen_text(text: str) -> str:
+    """The words on the last screen a full-screen program drew, one line of text."""
+    screen = _CLEAR_SCREEN.split(text)[-1]
+    lines = _ESCAPES.sub("", _CURSOR_MOVES.sub("\n", screen)).splitlines()
+    return " ".join(" ".join(_FRAMES.sub(" ", line).split()) for line in lines if _FRAMES.sub(" ", line).strip())
 
 
 def _terminal_text(text: str) -> str:

@@ -154,10 +154,13 @@ ASKING = {
         "postinst": 'if [ "$1" = configure ]; then perl -e \'$| = 1; print "Really configure? [y/N] "; '
                     'vec($r, 0, 1) = 1; select($r, undef, undef, undef)\'; fi'}),
     "stdin": dataclasses.replace(ASKING_POSTINST, name="pp-ask-stdin"),
+    "whiptail": DebSpec("pp-ask-whiptail", depends="whiptail", scripts={
+        "postinst": 'if [ "$1" = configure ]; then TERM=xterm whiptail --yesno "Really configure?" 8 40; fi'}),
 }
 
 
-@pytest.mark.parametrize("arch, how", [("amd64", "dev-tty"), ("amd64", "select"), ("i386", "stdin"),
+@pytest.mark.parametrize("arch, how", [("amd64", "dev-tty"), ("amd64", "select"), ("amd64", "whiptail"),
+                                       ("i386", "stdin"),
                                        ("i386", "dev-tty"), ("i386", "select")])
 def test_postinst_asking_any_way_fails_within_the_prompt_timeout(cache_dir, debs, tmp_path, arch, how):
     spec = ASKING[how]
@@ -166,7 +169,8 @@ def test_postinst_asking_any_way_fails_within_the_prompt_timeout(cache_dir, debs
     assert run.returncode == 1, run.stdout + run.stderr
     [step] = run.report["scenarios"][0]["steps"]
     assert (step["name"], step["ok"], step["commands"][0]["timed_out"]) == ("install", False, False)
-    question = "Really configure pp-askpostinst? [y/N]" if how == "stdin" else "Really configure? [y/N]"
+    question = {"stdin": "Really configure pp-askpostinst? [y/N]",
+                "whiptail": "Really configure? <Yes> <No>"}.get(how, "Really configure? [y/N]")
     assert step["message"] == f"install waited for an answer on the terminal and was killed; the question: {question!r}"
     assert resources.processes_under(cache_dir) == []
     assert leaks(cache_dir) == []

@@ -389,6 +389,8 @@ ASKING = {
     "epoll on /dev/tty": [sys.executable, "-c", "import select; print('Continue?', end=' ', flush=True); "
                           "t = open('/dev/tty'); e = select.epoll(); e.register(t, select.EPOLLIN); e.poll()"],
     "Python's input()": [sys.executable, "-c", "input('Your name? ')"],
+    # whiptail draws a screen (its TERM set by the script: ours, dumb, makes it give up)
+    "whiptail": ["sh", "-c", "TERM=xterm whiptail --yesno 'Continue?' 8 40"],
 }
 
 
@@ -396,7 +398,7 @@ ASKING = {
 def test_terminal_prompt_is_caught_however_it_is_asked(argv):
     result = command.run(argv, terminal=True, prompt_timeout=1, timeout=30)
     assert not result.timed_out, result
-    assert result.prompt in ("Your name?", "Continue?")
+    assert result.prompt in ("Your name?", "Continue?", "Continue? <Yes> <No>")
 
 
 def test_terminal_waiting_on_a_pipe_is_not_a_prompt():
