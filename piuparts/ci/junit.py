@@ -51,6 +51,15 @@ def describe(outcome: Outcome) -> str:
     return "\n".join(lines)
 
 
+def log_excerpt(log_file: str | None, limit: int = 40) -> list[str]:
+    """The output of the commands that failed, as the test's log shows it (their lines are warnings)."""
+    if not log_file or not Path(log_file).is_file():
+        return []
+    lines = [line.split(" WARNING:   | ", 1)[1] for line in Path(log_file).read_text(errors="replace").splitlines()
+             if " WARNING:   | " in line]
+    return (["", "output of the failed commands (from the log):", *lines[-limit:]]) if lines else []
+
+
 def _finding_lines(scenario: ScenarioResult, packages: list[str]) -> list[str]:
     return [f"{f.severity.upper()} [{f.check}] {f.line()}" for f in scenario.findings
             if not f.blame or set(f.blame) & set(packages)]
@@ -71,7 +80,7 @@ def _scenario_case(case: ET.Element, scenario: ScenarioResult, outcome: Outcome)
     first = failed[0] if failed else None
     message = f"{outcome.unit.name}: {first.check}: {first.line()}" if first else f"{outcome.unit.name}: failed"
     failure = ET.SubElement(case, "failure", message=message, type=first.check if first else "step")
-    failure.text = "\n".join([*lines, "", header])
+    failure.text = "\n".join([*lines, "", header, *log_excerpt(outcome.log_file)])
     return "failure"
 
 
