@@ -53,11 +53,11 @@ class Env:
         subprocess.run(["reprepro", "-b", str(self.repo), "includedeb", "pp", str(deb)], check=True,
                        capture_output=True, cwd=self.repo.parent)
 
-    def ci(self, *args: str, name: str = "run", command: tuple[str, ...] = ()) -> "Ci":
+    def ci(self, *args: str, name: str = "run", command: tuple[str, ...] = (), state: Path | None = None) -> "Ci":
         """``piuparts ci REPO --codename pp`` (or ``command``) with its reports under out/NAME."""
         junit, report = self.out / f"{name}.xml", self.out / f"{name}.json"
         argv = list(command) or [str(self.repo), "--codename", "pp"]
-        proc = subprocess.run([*PIUPARTS, "ci", *argv, "--state-dir", str(self.state), "--cache-dir",
+        proc = subprocess.run([*PIUPARTS, "ci", *argv, "--state-dir", str(state or self.state), "--cache-dir",
                                str(self.cache), "--workers", "2", "--junit", str(junit), "--json", str(report),
                                *args], capture_output=True, text=True, timeout=900, cwd=ROOT)
         return Ci(proc, json.loads(report.read_text()) if report.exists() else {},
@@ -217,3 +217,27 @@ def test_mirror_unreachable_is_a_testbed_error_then_run_pending_tests_it(env: En
     assert env.tested()["pp-ci-b"] == "2.0"
     assert list((env.state / "pp/pending").glob("*.json")) == []
     assert leaks(env.cache) == []
+
+
+def test_a_repository_given_as_an_http_url(env: Env, tmp_path: Path) -> None:
+    server = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0",
+                               "--directory", str(env.repo)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        assert server.stdout is not None
+        port = server.stdout.readline().split("port ")[1].split()[0]
+        url = f"http://127.0.0.1:{port}"
+        state = tmp_path / "state"
+        run = env.ci(name="url", command=(url, "--codename", "pp"), state=state)
+        assert run.proc.returncode == 0, run.proc.stdout + run.proc.stderr
+        assert run.summary == "piuparts ci: 3 tested, 3 passed, 0 failed, 0 test-bed errors"
+        assert run.report["repository"] == url
+        assert sorted(p.name for p in (state / "pp/downloads").iterdir()) == \
+            ["pp-ci-a_2.0_all.deb", "pp-ci-b_2.0_all.deb", "pp-ci-up_2.0_all.deb"]
+        nope = env.ci(name="url-nope", command=(url, "--codename", "nope"), state=state)
+        assert nope.proc.returncode == 2
+        assert nope.proc.stderr.strip() == f"piuparts: error: {url}: no codename nope (no dists/nope/Release); " \
+            "check --codename"
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from piuparts.api import RunResult
 from piuparts.ci import changes as ch, junit, notify
@@ -97,7 +98,7 @@ def _report(*outcomes: Outcome) -> Report:
     return Report("file:///srv/repo", "bookworm-openstack", "amd64", ("main",), outcomes=list(outcomes))
 
 
-def _outcome(kind: str, scenarios: list[dict[str, object]], upgrade: bool = True, error: str | None = None) -> Outcome:
+def _outcome(kind: str, scenarios: list[Any], upgrade: bool = True, error: str | None = None) -> Outcome:
     change = ch.Change("changed" if upgrade else "new", "nova", binary("nova", "2:27.0-1"),
                        "2:26.0-1" if upgrade else None)
     result = RunResult(kind=kind, subject={"label": "nova_2:27.0-1", "packages": ["nova"]},
@@ -111,7 +112,7 @@ def test_junit_names_are_stable_and_the_version_is_in_the_text() -> None:
                "steps": [{"name": "upgrade", "ok": False, "message": "dpkg failed"}],
                "findings": [{"check": "steps", "severity": "fail", "subject": "upgrade",
                              "message": "nova.preinst failed", "owners": None, "blame": ["nova"]}]}
-    passing = {"name": "install-purge", "skipped": None, "steps": [], "findings": []}
+    passing: dict[str, Any] = {"name": "install-purge", "skipped": None, "steps": [], "findings": []}
     tree = junit.document(_report(_outcome("fail", [passing, failing])))
     assert list(junit.names(tree)) == [("piuparts.bookworm-openstack.amd64", "nova install-purge"),
                                        ("piuparts.bookworm-openstack.amd64", "nova install-upgrade-purge")]
