@@ -32,7 +32,7 @@ from piuparts.batch.executor import Executor, Finished, Task
 from piuparts.ci import changes as ch
 from piuparts.ci.notify import Event
 from piuparts.ci.repository import Binary, Repository
-from piuparts.ci.state import OldDeb, State
+from piuparts.ci.state import FROM_ARCHIVE, OldDeb, State
 from piuparts.errors import UsageError
 
 log = logging.getLogger("piuparts")
@@ -206,6 +206,9 @@ def _test(options: Options, repo: Repository, state: State, units: list[ch.Unit]
                 for c in unit.changes if c.old_version and c.binary is not None]
         outcomes.append(Outcome(unit, olds))
     report.outcomes = outcomes
+    for outcome in outcomes:
+        for old in outcome.olds:
+            say(f"  {old.name}: upgrade from {old.version} ({old.source}{': ' + str(old.path) if old.path else ''})")
     upgrade_line = state.upgrade_repository(o for out in outcomes for o in out.olds)
     base = ["--arch", report.arch, "--extra-repo", repo.apt_line(options.codename, report.components),
             *options.piuparts_argv]
@@ -284,6 +287,7 @@ def _record(db: Database, run_id: int, finished: Finished, outcome: Outcome, sta
         say(f"  {task.package} {task.version}: not tested ({finished.reason or 'stopped'})")
         return
     outcome.result = result
+    outcome.olds = upgraded_from(result, outcome.olds)
     outcome.log_file = _file_log(state.logs, task, result)
     data = result.to_json()
     data["log_file"] = outcome.log_file
@@ -293,6 +297,22 @@ def _record(db: Database, run_id: int, finished: Finished, outcome: Outcome, sta
                      flags=tuple(str(d) for d in task.debs), log_path=outcome.log_file))
     why = f": {result.error}" if result.error else ""
     say(f"  {result.verdict} {task.package} {task.version} ({finished.duration:.0f} s){why}")
+
+
+def upgraded_from(result: RunResult, olds: list[OldDeb]) -> list[OldDeb]:
+    """What the upgrade really started from, by the "install old" step's ``NAME=VERSION`` arguments:
+    apt takes the newest older version it knows, which may be the archive's and not our copy."""
+    installed: dict[str, str] = {}
+    for scenario in result.scenarios:
+        for step in scenario.get("steps", []):
+            if step.get("name") == "install old":
+                for command in step.get("commands", []):
+                    installed.update(a.split("=", 1) for a in command.get("argv", []) if "=" in a and "/" not in a)
+    corrected = []
+    for old in olds:
+        version = installed.get(old.name, old.version)
+        corrected.append(old if version == old.version else OldDeb(old.name, version, FROM_ARCHIVE, None))
+    return corrected
 
 
 def _file_log(logs: Path, task: Task, result: RunResult) -> str | None:

@@ -147,3 +147,13 @@ def test_exit_code_and_summary_line() -> None:
     report.outcomes.append(_outcome("internal", [], error="y"))
     assert report.exit_code() == 4
     assert _report().exit_code() == 0
+
+
+def test_the_report_says_what_the_upgrade_really_started_from() -> None:
+    from piuparts.ci.run import upgraded_from
+    ours = OldDeb("nova", "2:26.0-1", FROM_NOTIFIER, Path("/state/kept/nova.deb"))
+    result = RunResult(kind="pass", subject={}, scenarios=[{"name": "install-upgrade-purge", "steps": [
+        {"name": "install old", "commands": [{"argv": ["apt-get", "-y", "install", "nova=2:26.5-1"]}]}]}])
+    assert upgraded_from(result, [ours]) == [OldDeb("nova", "2:26.5-1", "archive", None)]
+    result.scenarios[0]["steps"][0]["commands"][0]["argv"][-1] = "nova=2:26.0-1"
+    assert upgraded_from(result, [ours]) == [ours]
