@@ -21,6 +21,8 @@ class DebSpec:
     conffiles: tuple[str, ...] = ()
     #: Paths (among ``files``) installed executable (mode 0755).
     executables: tuple[str, ...] = ()
+    #: The Source field (empty: the package's own name).
+    source: str = ""
 
     def build(self, outdir: Path) -> Path:
         """Build ``NAME_VERSION_all.deb`` in ``outdir`` and return its path."""
@@ -31,6 +33,8 @@ class DebSpec:
                    "Maintainer: Fixture Maker <fixtures@example.org>", "Priority: optional", "Section: misc"]
         if self.depends:
             control.append(f"Depends: {self.depends}")
+        if self.source:
+            control.append(f"Source: {self.source}")
         control.append(f"Description: {self.description}")
         (debian / "control").write_text("\n".join(control) + "\n")
         if self.conffiles:

@@ -35,6 +35,8 @@ B1 = DebSpec("pp-ci-b", "1.0", depends="pp-ci-a")
 B2 = DebSpec("pp-ci-b", "2.0", depends="pp-ci-a")
 UP1 = DebSpec("pp-ci-up", "1.0")
 UP2 = DebSpec("pp-ci-up", "2.0", scripts={"preinst": UPGRADE_FAILS})
+S1 = DebSpec("pp-ci-s1", "1.0", source="pp-ci-src")
+S2 = DebSpec("pp-ci-s2", "1.0", source="pp-ci-src", depends="pp-ci-s1")
 
 
 @dataclass
@@ -183,6 +185,21 @@ def test_a_clean_upgrade_from_the_previous_runs_copy(env: Env) -> None:
                                                     or "")
 
 
+def test_by_source_and_a_removal(env: Env) -> None:
+    env.include(S1)
+    env.include(S2)
+    subprocess.run(["reprepro", "-b", str(env.repo), "remove", "pp", "pp-ci-up"], check=True, capture_output=True)
+    run = env.ci("--by-source", name="bysource")
+    assert run.proc.returncode == 0, run.proc.stdout + run.proc.stderr
+    assert run.summary == "piuparts ci: 1 tested, 1 passed, 0 failed, 0 test-bed errors"
+    assert set(run.cases()) == {"pp-ci-src install-purge"}
+    assert run.test("pp-ci-src")["binaries"] == ["pp-ci-s1", "pp-ci-s2"]
+    assert run.test("pp-ci-src")["result"]["packages"] == ["pp-ci-s1", "pp-ci-s2"]
+    assert {(c["package"], c["kind"]) for c in run.report["changes"]} == \
+        {("pp-ci-s1", "new"), ("pp-ci-s2", "new"), ("pp-ci-up", "removed")}
+    assert env.tested() == {"pp-ci-a": "2.0", "pp-ci-b": "1.0", "pp-ci-s1": "1.0", "pp-ci-s2": "1.0"}
+
+
 @pytest.mark.parametrize("args, said", [
     (("/nonexistent/repo", "--codename", "pp"), "/nonexistent/repo: not a reprepro repository"),
     (("REPO", "--codename", "nope"), "no codename nope in conf/distributions (codenames: pp)"),
@@ -230,10 +247,10 @@ def test_a_repository_given_as_an_http_url(env: Env, tmp_path: Path) -> None:
         state = tmp_path / "state"
         run = env.ci(name="url", command=(url, "--codename", "pp"), state=state)
         assert run.proc.returncode == 0, run.proc.stdout + run.proc.stderr
-        assert run.summary == "piuparts ci: 3 tested, 3 passed, 0 failed, 0 test-bed errors"
+        assert run.summary == "piuparts ci: 4 tested, 4 passed, 0 failed, 0 test-bed errors"
         assert run.report["repository"] == url
         assert sorted(p.name for p in (state / "pp/downloads").iterdir()) == \
-            ["pp-ci-a_2.0_all.deb", "pp-ci-b_2.0_all.deb", "pp-ci-up_2.0_all.deb"]
+            ["pp-ci-a_2.0_all.deb", "pp-ci-b_2.0_all.deb", "pp-ci-s1_1.0_all.deb", "pp-ci-s2_1.0_all.deb"]
         nope = env.ci(name="url-nope", command=(url, "--codename", "nope"), state=state)
         assert nope.proc.returncode == 2
         assert nope.proc.stderr.strip() == f"piuparts: error: {url}: no codename nope (no dists/nope/Release); " \
