@@ -157,3 +157,17 @@ def test_the_report_says_what_the_upgrade_really_started_from() -> None:
     assert upgraded_from(result, [ours]) == [OldDeb("nova", "2:26.5-1", "archive", None)]
     result.scenarios[0]["steps"][0]["commands"][0]["argv"][-1] = "nova=2:26.0-1"
     assert upgraded_from(result, [ours]) == [ours]
+
+
+def test_the_notifier_loads_the_standard_library_only(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    root = Path(__file__).resolve().parents[2]
+    probe = (f"import sys, runpy\nsys.argv = ['notify', '--state-dir', {str(tmp_path)!r}, 'add', 'pp', 'deb', 'main', "
+             "'amd64', 'x', '1', '--', 'pool/x.deb']\n"
+             "try:\n    runpy.run_module('piuparts.ci.notify', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in sys.modules if m.startswith(('piuparts', 'debian', 'apt'))))\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=root,
+                          env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"})
+    assert proc.stdout.strip().splitlines()[-1] == "['piuparts', 'piuparts.ci']", proc.stderr  # (it ran as __main__)
+    assert len(list((tmp_path / "pp/pending").glob("*.json"))) == 1
