@@ -258,3 +258,36 @@ def test_a_repository_given_as_an_http_url(env: Env, tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+def test_ctrl_c_lets_the_running_test_finish_and_starts_nothing_new(env: Env) -> None:
+    import signal
+    import time
+    env.include(DebSpec("pp-ci-slow", "1.0", scripts={"postinst": "sleep 8"}))
+    env.include(DebSpec("pp-ci-z", "1.0"))
+    junit = env.out / "ctrl-c.xml"
+    proc = subprocess.Popen([*PIUPARTS, "ci", str(env.repo), "--codename", "pp", "--state-dir", str(env.state),
+                             "--cache-dir", str(env.cache), "--workers", "1", "--junit", str(junit)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    db = env.state / "pp/results.sqlite"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait for the first test to be handed to the worker
+        conn = sqlite3.connect(db)
+        running = conn.execute("SELECT package FROM in_flight").fetchall()
+        conn.close()
+        if running:
+            break
+        time.sleep(0.2)
+    assert running == [("pp-ci-slow",)]
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stdout + stderr
+    assert "Ctrl-C: no new tests" in stdout
+    assert stdout.splitlines()[-1] == \
+        "piuparts ci: 1 tested, 1 passed, 0 failed, 0 test-bed errors, 1 not run (interrupted)"
+    tested = env.tested()
+    assert tested["pp-ci-slow"] == "1.0" and "pp-ci-z" not in tested  # z waits for the next run
+    cases = {c.get("name"): c for c in ET.parse(junit).iter("testcase")}
+    skipped = cases["pp-ci-z install-purge"].find("skipped")
+    assert skipped is not None and skipped.get("message") == "not tested: the run was stopped before it"
+    assert leaks(env.cache) == []
