@@ -65,7 +65,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="piuparts ci", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 description="Test what is new in a reprepro repository: install and purge each new "
                                 "package, and upgrade each changed one from the version it replaced.")
-    p.add_argument("repository", metavar="REPO", help="the repository's base directory (reprepro -b), or its http:// URL")
+    p.add_argument("repository", metavar="REPO",
+                   help="the repository's base directory (reprepro -b), or its http:// URL")
     p.add_argument("--codename", required=True, help="the codename (distribution) of the repository to test")
     _test_options(p)
     return p

@@ -132,7 +132,8 @@ def _configs(argv: list[str]) -> RunConfig:
         said = captured.getvalue().strip().splitlines()
         raise UsageError(f"piuparts options {' '.join(argv)}: {said[-1] if said else 'bad options'}") from None
     if subject is not None:
-        raise UsageError(f"piuparts ci: the options name packages ({subject.label}); the repository says what is tested")
+        raise UsageError(f"piuparts ci: the options name packages ({subject.label}); "
+                         "the repository says what is tested")
     return config
 
 
@@ -161,8 +162,13 @@ def run(options: Options, stop: Stop, executor_factory: Callable[[int, Path], Ex
     with state.lock():
         current = repo.packages(options.codename, components, arch)
         tested = state.tested(arch)
-        pending = [(p, e) for p, e in state.pending() if e.codename == options.codename]
-        events = [e for _, e in pending if e.architecture in (arch, "all") or e.type != "deb"]
+        # this architecture's binary events (an Architecture: all package's come with each architecture)
+        pending = [(p, e) for p, e in state.pending() if e.codename == options.codename
+                   and e.type in ("deb", "udeb") and e.architecture in (arch, "all")]
+        events = [e for _, e in pending]
+        sources = [(p, e) for p, e in state.pending()
+                   if e.codename == options.codename and e.type not in ("deb", "udeb")]
+        state.consume(sources, {e.name for _, e in sources})  # nothing to test in a source package's event
         replaced = {e.name: (e.new_version or "", e.old_version or "") for e in events if e.action == "replace"}
         report.changes = ch.detect(tested, current, replaced)
         units = ch.units(report.changes, options.by_source)
