@@ -19,6 +19,7 @@ from piuparts import __version__, api, log as logsetup, options as opts, prune, 
 from piuparts.api import require_root
 from piuparts.backends import Backend
 from piuparts.batch import cli as batch_cli
+from piuparts.ci import cli as ci_cli
 from piuparts.checks import Check
 from piuparts.errors import Interrupted, PiupartsError, UsageError
 from piuparts.report import json as json_report, junit as junit_report, pilog, text as text_report
@@ -272,6 +273,8 @@ def _main(argv: list[str]) -> int:
             return cleanup(argv[1:])
         if argv[:1] == ["batch"]:
             return batch_cli.main(argv[1:])
+        if argv[:1] == ["ci"]:
+            return ci_cli.main(argv[1:])
         if argv[:1] and argv[0] in Backend.subcommands:
             return Backend.subcommands[argv[0]](argv[1:])
         args = parser().parse_args(argv)

@@ -23,6 +23,8 @@ class DebSpec:
     executables: tuple[str, ...] = ()
     #: Ship /usr/share/doc/NAME/copyright (adequate, when the host has it, reports its absence).
     copyright: bool = True
+    #: The Source field (empty: the package's own name).
+    source: str = ""
 
     def build(self, outdir: Path) -> Path:
         """Build ``NAME_VERSION_all.deb`` in ``outdir`` and return its path."""
@@ -33,6 +35,8 @@ class DebSpec:
                    "Maintainer: Fixture Maker <fixtures@example.org>", "Priority: optional", "Section: misc"]
         if self.depends:
             control.append(f"Depends: {self.depends}")
+        if self.source:
+            control.append(f"Source: {self.source}")
         control.append(f"Description: {self.description}")
         (debian / "control").write_text("\n".join(control) + "\n")
         if self.conffiles:

@@ -48,6 +48,8 @@ class Task:
     config: dict[str, Any] = field(compare=False)
     #: Where the worker writes the test's log (the coordinator files it away after).
     log_dir: str = ""
+    #: .deb files to test instead of the archive's package at this version (``piuparts ci``).
+    debs: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def id(self) -> str:
@@ -61,14 +63,16 @@ class Task:
 
     @property
     def subject(self) -> Subject:
-        """The package from the archive, at exactly this version."""
+        """The .debs when the task names them, else the package from the archive at exactly this version."""
+        if self.debs:
+            return Subject.from_json({"debs": list(self.debs), "apt": []})
         return Subject(apt_names=(f"{self.package}={self.version}",))
 
     def to_json(self) -> dict[str, Any]:
         """Plain data, versioned."""
         return {"version": TASK_VERSION, "section": self.section, "package": self.package,
                 "package_version": self.version, "architecture": self.architecture, "config": self.config,
-                "log_dir": self.log_dir}
+                "log_dir": self.log_dir, **({"debs": list(self.debs)} if self.debs else {})}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Task":
@@ -76,12 +80,13 @@ class Task:
         if not isinstance(data, dict) or data.get("version") != TASK_VERSION:
             raise UsageError(f"task version {data.get('version') if isinstance(data, dict) else data!r} "
                              f"is not {TASK_VERSION}")
-        known = {"version", "section", "package", "package_version", "architecture", "config", "log_dir"}
+        known = {"version", "section", "package", "package_version", "architecture", "config", "log_dir", "debs"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise UsageError(f"task: unknown key {unknown[0]!r}")
         return cls(str(data["section"]), str(data["package"]), str(data["package_version"]),
-                   str(data["architecture"]), dict(data["config"]), str(data.get("log_dir", "")))
+                   str(data["architecture"]), dict(data["config"]), str(data.get("log_dir", "")),
+                   tuple(str(d) for d in data.get("debs", ())))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,293 @@
+"""``piuparts ci`` end to end over a real reprepro repository that the tests make.
+
+One repository, one state directory and one base for the module: the tests
+follow the life of the repository in order (first run, nothing new, an
+upload that replaces a version, ...), each asserting what the CI job would
+show: the exit code, the summary line, the JUnit XML, the JSON report.
+reprepro itself calls the notifier (a ``Log:`` line of conf/distributions).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import PIUPARTS
+from tests.debs import DebSpec
+from tests.integration.helpers import leaks
+
+pytestmark = [pytest.mark.root, pytest.mark.network]
+
+ROOT = Path(__file__).resolve().parents[2]
+UPGRADE_FAILS = ('if [ "$1" = upgrade ]; then echo "pp-ci-up: refusing to upgrade from $2" >&2; exit 1; fi')
+
+A1 = DebSpec("pp-ci-a", "1.0", files={"/usr/share/pp-ci-a/data": "1\n"})
+A2 = DebSpec("pp-ci-a", "2.0", files={"/usr/share/pp-ci-a/data": "2\n"})
+B1 = DebSpec("pp-ci-b", "1.0", depends="pp-ci-a")
+B2 = DebSpec("pp-ci-b", "2.0", depends="pp-ci-a")
+UP1 = DebSpec("pp-ci-up", "1.0")
+UP2 = DebSpec("pp-ci-up", "2.0", scripts={"preinst": UPGRADE_FAILS})
+S1 = DebSpec("pp-ci-s1", "1.0", source="pp-ci-src")
+S2 = DebSpec("pp-ci-s2", "1.0", source="pp-ci-src", depends="pp-ci-s1")
+
+
+@dataclass
+class Env:
+    """The module's repository, state directory and reports."""
+
+    repo: Path
+    state: Path
+    out: Path
+    cache: Path
+    debs: Path
+
+    def include(self, spec: DebSpec) -> None:
+        """``reprepro includedeb`` as a team does it (the notifier runs inside)."""
+        deb = spec.build(self.debs)
+        subprocess.run(["reprepro", "-b", str(self.repo), "includedeb", "pp", str(deb)], check=True,
+                       capture_output=True, cwd=self.repo.parent)
+
+    def ci(self, *args: str, name: str = "run", command: tuple[str, ...] = (), state: Path | None = None) -> "Ci":
+        """``piuparts ci REPO --codename pp`` (or ``command``) with its reports under out/NAME."""
+        junit, report = self.out / f"{name}.xml", self.out / f"{name}.json"
+        argv = list(command) or [str(self.repo), "--codename", "pp"]
+        proc = subprocess.run([*PIUPARTS, "ci", *argv, "--state-dir", str(state or self.state), "--cache-dir",
+                               str(self.cache), "--workers", "2", "--junit", str(junit), "--json", str(report),
+                               *args], capture_output=True, text=True, timeout=900, cwd=ROOT)
+        return Ci(proc, json.loads(report.read_text()) if report.exists() else {},
+                  ET.parse(junit) if junit.exists() else None)
+
+    def tested(self) -> dict[str, str]:
+        """tested.json: name -> version."""
+        doc = json.loads((self.state / "pp" / "tested.json").read_text())
+        return {name: b["version"] for name, b in doc["arches"]["amd64"].items()}
+
+
+@dataclass
+class Ci:
+    proc: subprocess.CompletedProcess[str]
+    report: dict[str, Any]
+    junit: ET.ElementTree | None
+
+    @property
+    def summary(self) -> str:
+        lines = [line for line in self.proc.stdout.splitlines() if line.startswith("piuparts ci: ")]
+        return lines[-1] if lines else ""
+
+    def cases(self) -> dict[str, ET.Element]:
+        assert self.junit is not None
+        return {c.get("name", ""): c for c in self.junit.iter("testcase")}
+
+    def test(self, package: str) -> dict[str, Any]:
+        found: dict[str, Any] = next(t for t in self.report["tests"] if t["package"] == package)
+        return found
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Env:
+    top = tmp_path_factory.mktemp("ci")
+    repo, state = top / "repo", top / "state"
+    (repo / "conf").mkdir(parents=True)
+    (repo / "conf" / "distributions").write_text(
+        "Codename: pp\nSuite: pp\nComponents: main\nArchitectures: amd64\nLog: pp.log\n piuparts-ci-notify\n")
+    notifier = repo / "conf" / "piuparts-ci-notify"
+    notifier.write_text(f"#!/bin/sh\nPYTHONPATH={ROOT} exec {sys.executable} -m piuparts.ci.notify "
+                        f"--state-dir {state} \"$@\"\n")
+    notifier.chmod(0o755)
+    (top / "debs").mkdir()
+    (top / "out").mkdir()
+    return Env(repo, state, top / "out", cache_dir, top / "debs")
+
+
+def test_first_run_tests_every_package(env: Env) -> None:
+    for spec in (A1, B1, UP1):
+        env.include(spec)
+    run = env.ci(name="first")
+    assert run.proc.returncode == 0, run.proc.stdout + run.proc.stderr
+    assert run.summary == "piuparts ci: 3 tested, 3 passed, 0 failed, 0 test-bed errors"
+    assert {(c["package"], c["kind"]) for c in run.report["changes"]} == \
+        {("pp-ci-a", "new"), ("pp-ci-b", "new"), ("pp-ci-up", "new")}
+    assert set(run.cases()) == {"pp-ci-a install-purge", "pp-ci-b install-purge", "pp-ci-up install-purge"}
+    assert {c.get("classname") for c in run.cases().values()} == {"piuparts.pp.amd64"}
+    assert env.tested() == {"pp-ci-a": "1.0", "pp-ci-b": "1.0", "pp-ci-up": "1.0"}
+    assert Path(run.test("pp-ci-b")["log_file"]).name == "pp-ci-b_1.0_amd64.log"
+    assert leaks(env.cache) == []
+
+
+def test_nothing_new_tests_nothing(env: Env) -> None:
+    run = env.ci(name="nothing")
+    assert run.proc.returncode == 0, run.proc.stderr
+    assert "piuparts ci: nothing new in pp (amd64): 3 packages as last tested" in run.proc.stdout
+    assert run.summary == "piuparts ci: 0 tested, 0 passed, 0 failed, 0 test-bed errors"
+    assert run.report["tests"] == [] and run.cases() == {}
+
+
+def test_notifier_called_by_reprepro_keeps_the_replaced_deb(env: Env) -> None:
+    env.include(UP2)
+    assert not (env.repo / "pool/main/p/pp-ci-up/pp-ci-up_1.0_all.deb").exists()  # reprepro deleted it
+    kept = env.state / "pp/kept/notifier/pp-ci-up_1.0_all.deb"
+    assert kept.is_file()
+    assert subprocess.run(["dpkg-deb", "-f", str(kept), "Version"], capture_output=True,
+                          text=True).stdout.strip() == "1.0"
+    events = [json.loads(p.read_text()) for p in (env.state / "pp/pending").glob("*.json")]
+    replace = [e for e in events if e["action"] == "replace"]
+    assert [(e["name"], e["new_version"], e["old_version"], e["kept"]) for e in replace] == \
+        [("pp-ci-up", "2.0", "1.0", [str(kept)])]
+    assert replace[0]["base_dir"] == str(env.repo)
+
+
+def test_an_upgrade_that_fails_from_our_copy(env: Env) -> None:
+    run = env.ci(name="upfail")
+    assert run.proc.returncode == 1, run.proc.stdout + run.proc.stderr
+    assert run.summary == "piuparts ci: 1 tested, 0 passed, 1 failed, 0 test-bed errors"
+    cases = run.cases()
+    assert set(cases) == {"pp-ci-up install-purge", "pp-ci-up install-upgrade-purge"}
+    assert cases["pp-ci-up install-purge"].find("failure") is None
+    failure = cases["pp-ci-up install-upgrade-purge"].find("failure")
+    assert failure is not None
+    assert "pp-ci-up" in failure.get("message", "")
+    assert "FAIL [steps] upgrade: upgrade failed: new pp-ci-up package pre-installation script subprocess " \
+        "returned error exit status 1" in (failure.text or "")
+    assert "pp-ci-up: refusing to upgrade from 1.0" in (failure.text or "")  # the script's own words, from the log
+    assert "upgraded from pp-ci-up 1.0: our copy, kept by the notifier" in (failure.text or "")
+    test = run.test("pp-ci-up")
+    kept = str(env.state / "pp/kept/notifier/pp-ci-up_1.0_all.deb")
+    assert test["upgrade_from"] == [{"package": "pp-ci-up", "version": "1.0", "from": "notifier", "path": kept}]
+    log = Path(test["log_file"]).read_text()
+    assert "pp-ci-up=1.0" in log and f"file:{env.state}/pp/upgrade-from" in log
+    # a verdict was reached: 2.0 is what was tested now (its failure is recorded), the event is consumed
+    assert env.tested()["pp-ci-up"] == "2.0"
+    assert list((env.state / "pp/pending").glob("*.json")) == []
+    assert (env.state / "pp/kept/tested/pp-ci-up_2.0_all.deb").is_file()
+
+
+def test_a_clean_upgrade_from_the_previous_runs_copy(env: Env) -> None:
+    env.include(A2)
+    for path in (env.state / "pp/pending").glob("*.json"):  # as if the repository had no notifier
+        path.unlink()
+    (env.state / "pp/kept/notifier/pp-ci-a_1.0_all.deb").unlink()
+    run = env.ci(name="upclean")
+    assert run.proc.returncode == 0, run.proc.stdout + run.proc.stderr
+    assert run.summary == "piuparts ci: 1 tested, 1 passed, 0 failed, 0 test-bed errors"
+    assert set(run.cases()) == {"pp-ci-a install-purge", "pp-ci-a install-upgrade-purge"}
+    assert all(c.find("failure") is None and c.find("skipped") is None for c in run.cases().values())
+    (old,) = run.test("pp-ci-a")["upgrade_from"]
+    assert (old["version"], old["from"]) == ("1.0", "previous-run")
+    assert "our copy, kept by the previous run" in (run.cases()["pp-ci-a install-upgrade-purge"].findtext("system-out")
+                                                    or "")
+
+
+def test_by_source_and_a_removal(env: Env) -> None:
+    env.include(S1)
+    env.include(S2)
+    subprocess.run(["reprepro", "-b", str(env.repo), "remove", "pp", "pp-ci-up"], check=True, capture_output=True)
+    run = env.ci("--by-source", name="bysource")
+    assert run.proc.returncode == 0, run.proc.stdout + run.proc.stderr
+    assert run.summary == "piuparts ci: 1 tested, 1 passed, 0 failed, 0 test-bed errors"
+    assert set(run.cases()) == {"pp-ci-src install-purge"}
+    assert run.test("pp-ci-src")["binaries"] == ["pp-ci-s1", "pp-ci-s2"]
+    assert run.test("pp-ci-src")["result"]["packages"] == ["pp-ci-s1", "pp-ci-s2"]
+    assert {(c["package"], c["kind"]) for c in run.report["changes"]} == \
+        {("pp-ci-s1", "new"), ("pp-ci-s2", "new"), ("pp-ci-up", "removed")}
+    assert env.tested() == {"pp-ci-a": "2.0", "pp-ci-b": "1.0", "pp-ci-s1": "1.0", "pp-ci-s2": "1.0"}
+
+
+@pytest.mark.parametrize("args, said", [
+    (("/nonexistent/repo", "--codename", "pp"), "/nonexistent/repo: not a reprepro repository"),
+    (("REPO", "--codename", "nope"), "no codename nope in conf/distributions (codenames: pp)"),
+])
+def test_no_such_repository_or_codename(env: Env, args: tuple[str, ...], said: str) -> None:
+    argv = [str(env.repo) if a == "REPO" else a for a in args]
+    proc = subprocess.run([*PIUPARTS, "ci", *argv, "--state-dir", str(env.state)], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and said in proc.stderr, proc.stderr
+
+
+def test_mirror_unreachable_is_a_testbed_error_then_run_pending_tests_it(env: Env) -> None:
+    env.include(B2)
+    run = env.ci("-m", "http://127.0.0.1:9/debian", name="nomirror")
+    assert run.proc.returncode == 3, run.proc.stdout + run.proc.stderr
+    assert run.summary == "piuparts ci: 1 tested, 0 passed, 0 failed, 1 test-bed errors"
+    assert run.test("pp-ci-b")["result"]["kind"] == "testbed"
+    assert run.test("pp-ci-b")["attempts"] == 2
+    error = run.cases()["pp-ci-b install-upgrade-purge"].find("error")
+    assert error is not None and "127.0.0.1:9" in error.get("message", "")
+    assert env.tested()["pp-ci-b"] == "1.0"  # not the package's failure: it stays untested
+    conn = sqlite3.connect(env.state / "pp/results.sqlite")
+    kinds = {k for (k,) in conn.execute("SELECT kind FROM results WHERE package = 'pp-ci-b' AND version = '2.0'")}
+    conn.close()
+    assert kinds == {"testbed"}
+    assert list((env.state / "pp/pending").glob("*.json"))  # the event waits
+    # run-pending finds the codename from the notifier's events and tests it for real
+    again = env.ci(name="pending", command=("run-pending",))
+    assert again.proc.returncode == 0, again.proc.stdout + again.proc.stderr
+    assert again.summary == "piuparts ci: 1 tested, 1 passed, 0 failed, 0 test-bed errors"
+    assert env.tested()["pp-ci-b"] == "2.0"
+    assert list((env.state / "pp/pending").glob("*.json")) == []
+    assert leaks(env.cache) == []
+
+
+def test_a_repository_given_as_an_http_url(env: Env, tmp_path: Path) -> None:
+    server = subprocess.Popen([sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0",
+                               "--directory", str(env.repo)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
+    try:
+        assert server.stdout is not None
+        port = server.stdout.readline().split("port ")[1].split()[0]
+        url = f"http://127.0.0.1:{port}"
+        state = tmp_path / "state"
+        run = env.ci(name="url", command=(url, "--codename", "pp"), state=state)
+        assert run.proc.returncode == 0, run.proc.stdout + run.proc.stderr
+        assert run.summary == "piuparts ci: 4 tested, 4 passed, 0 failed, 0 test-bed errors"
+        assert run.report["repository"] == url
+        assert sorted(p.name for p in (state / "pp/downloads").iterdir()) == \
+            ["pp-ci-a_2.0_all.deb", "pp-ci-b_2.0_all.deb", "pp-ci-s1_1.0_all.deb", "pp-ci-s2_1.0_all.deb"]
+        nope = env.ci(name="url-nope", command=(url, "--codename", "nope"), state=state)
+        assert nope.proc.returncode == 2
+        assert nope.proc.stderr.strip() == f"piuparts: error: {url}: no codename nope (no dists/nope/Release); " \
+            "check --codename"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_ctrl_c_lets_the_running_test_finish_and_starts_nothing_new(env: Env) -> None:
+    import signal
+    import time
+    env.include(DebSpec("pp-ci-slow", "1.0", scripts={"postinst": "sleep 8"}))
+    env.include(DebSpec("pp-ci-z", "1.0"))
+    junit = env.out / "ctrl-c.xml"
+    proc = subprocess.Popen([*PIUPARTS, "ci", str(env.repo), "--codename", "pp", "--state-dir", str(env.state),
+                             "--cache-dir", str(env.cache), "--workers", "1", "--junit", str(junit)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    db = env.state / "pp/results.sqlite"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # wait for the first test to be handed to the worker
+        conn = sqlite3.connect(db)
+        running = conn.execute("SELECT package FROM in_flight").fetchall()
+        conn.close()
+        if running:
+            break
+        time.sleep(0.2)
+    assert running == [("pp-ci-slow",)]
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stdout + stderr
+    assert "Ctrl-C: no new tests" in stdout
+    assert stdout.splitlines()[-1] == \
+        "piuparts ci: 1 tested, 1 passed, 0 failed, 0 test-bed errors, 1 not run (interrupted)"
+    tested = env.tested()
+    assert tested["pp-ci-slow"] == "1.0" and "pp-ci-z" not in tested  # z waits for the next run
+    cases = {c.get("name"): c for c in ET.parse(junit).iter("testcase")}
+    skipped = cases["pp-ci-z install-purge"].find("skipped")
+    assert skipped is not None and skipped.get("message") == "not tested: the run was stopped before it"
+    assert leaks(env.cache) == []
