@@ -89,8 +89,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("-p", "--pbuilder", action="store_true",
                    help="pbuilder's base tarball (BASETGZ of pbuilderrc, default /var/cache/pbuilder/base.tgz)")
     g.add_argument("-s", "--save", metavar="TARBALL", help="write the prepared base to TARBALL, for -b")
-    g.add_argument("--schroot", metavar="NAME", help="sessions of this schroot (with a union type; "
-                   "see 'piuparts schroot-setup')")
+    g.add_argument("--schroot", metavar="NAME", help="this schroot's directory chroot: its sessions with "
+                   "union-type=overlay, else overlays of our own over it (see 'piuparts schroot-setup')")
     g.add_argument("--lvm-volume", metavar="VG/LV", help="snapshots of this LVM volume that holds a base")
     g.add_argument("--lvm-snapshot-size", default="1G", metavar="SIZE",
                    help="size of the LVM snapshots (default: %(default)s)")
