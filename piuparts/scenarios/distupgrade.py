@@ -324,7 +324,7 @@ class DistupgradeRunner(Runner):
                      target)
         result = self.run_scripts(step, [*APT, "dist-upgrade"])
         if not result.ok:
-            return self._fail(name, classify_install_failure(result, self.subject, name))
+            return self._fail(name, classify_install_failure(result, self.subject, name, self.chroot))
         if self.settings.hooks is not None:
             self.settings.hooks.env["PIUPARTS_DISTRIBUTION"] = target
         # As piuparts: install them again where the new distribution has them,

@@ -198,7 +198,7 @@ class Runner:
         result = self.run_scripts(step, [*APT, "install", *targets])
         self._keep_debs()
         if not result.ok:
-            return self._fail(step_name, classify_install_failure(result, self.subject, step_name))
+            return self._fail(step_name, classify_install_failure(result, self.subject, step_name, self.chroot))
         self.ctx.installed = installed_versions(self.chroot)
         new = set(self.ctx.installed) - set(self.ctx.installed_before)
         self.ctx.pulled_in = sorted(new | set(self.ctx.pulled_in))
@@ -223,7 +223,7 @@ class Runner:
             result = self.run_scripts(step, [*APT, "install", *needed])
             self._keep_debs()
             if not result.ok:
-                return self._fail(step.name, classify_install_failure(result, self.subject, step.name))
+                return self._fail(step.name, classify_install_failure(result, self.subject, step.name, self.chroot))
             self.snapshot("dependencies")
         else:
             self.ctx.snapshots["dependencies"] = Snapshot(self.ctx.snapshots["before"].state)  # over the layers
