@@ -125,6 +125,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-l", "--log-file", metavar="FILE", help="also write the log to FILE")
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug output: command output, ignore rules")
     p.add_argument("--version", action="version", version=f"piuparts-ng {__version__}")
+    p.add_argument("--no-network", action="store_true",
+                   help="maintainer scripts and hooks run in a network namespace with only a loopback; "
+                        "apt downloads what they need before they run")
     return p
 
 

@@ -64,6 +64,8 @@ class RunConfig:
     lvm_snapshot_size: str = "1G"
     existing_chroot: Path | None = None
     hard_link: bool = False
+    #: --no-network: maintainer scripts get a network namespace with only a loopback.
+    no_network: bool = False
     version: int = SCHEMA_VERSION
 
     @property

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from piuparts import command, debcache, resources
+from piuparts import command, debcache, inroot, resources
 from piuparts.chroot import Chroot
 from piuparts.errors import TestbedError
 
@@ -107,11 +107,10 @@ def store(chroot: Chroot, cache_dir: Path, name: str, dependencies: Sequence[str
     its tree, without the .debs in the ``scratch`` directories."""
     assert chroot.upper is not None, "only overlay instances make layers"
     start = time.monotonic()
-    for inner in scratch:
-        target = chroot.upper / inner.lstrip("/")
-        if target.is_dir():
-            for item in target.glob("*.deb"):
-                item.unlink()
+    for inner in scratch:  # the upper directory is no root: no symlink in it is followed
+        for item, info in inroot.listdir(chroot.upper, inner, follow=False):
+            if item.endswith(".deb"):
+                inroot.unlink(chroot.upper, f"{inner}/{item}", follow=False)
     layer = cache_dir / "layers" / name
     with resources.building(layer, replace=False) as tmp:  # a run storing the same layer first wins
         command.run(["cp", "-a", "--", f"{chroot.upper}/.", str(tmp / "tree")], error=TestbedError,
@@ -214,6 +213,7 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
             return [found], {**info, "reused": True, "seconds": round(time.monotonic() - start, 3)}
         debcache.fill(chroot, deb_cache, APT, targets)
         names = [dep.split("=", 1)[0] for dep in dependencies]
+        debcache.download(chroot, [*APT, "install", *names], timeout)
         result = chroot.run([*APT, "install", *names], timeout=timeout, terminal=True,
                             prompt_timeout=prompt_timeout)
         debcache.keep(chroot, deb_cache)

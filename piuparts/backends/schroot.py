@@ -3,9 +3,11 @@
 schroot makes the throwaway copy: a ``type=directory`` chroot with
 ``union-type=overlay`` gets an overlay over its directory for each
 session, so the chroot itself never changes.  Everything else is done as
-for the other backends: the commands run in a PID namespace of the
-instance's own (``nsenter`` into it, then ``schroot --run-session``), with
-proc of that namespace, a private devpts and /dev/shm mounted by us.  The
+for the other backends: the commands run in the session's directory, in
+namespaces of the instance's own and with the same capabilities dropped
+(see piuparts.backends.overlay.booted), with proc of that PID namespace, a
+private devpts and /dev/shm mounted by us.  (``schroot --run-session``
+would chroot with every capability kept, so it is not used to enter.)  The
 chroot's profile must mount nothing of the host (schroot's default one
 bind-mounts the host's /proc, /dev, /home and /tmp into the session);
 ``piuparts schroot-setup NAME`` writes such a profile and a chroot using it.
@@ -174,7 +176,7 @@ class SchrootBackend(Backend, name="schroot"):
     def from_options(cls, spec: BaseSpec, options: RunConfig) -> SchrootBackend:
         if not options.schroot:
             raise UsageError("the schroot backend needs --schroot NAME")
-        return cls(spec, options.cache_dir, chroot=options.schroot)
+        return cls(spec, options.cache_dir, chroot=options.schroot).isolated(options)
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -220,8 +222,8 @@ class SchrootBackend(Backend, name="schroot"):
                     raise TestbedError(f"the schroot session {session} has {others[-1]} mounted in it; "
                                        f"its profile must mount nothing of the host (use profile={PROFILE})")
                 upper = _overlay_upper(root) if info.get("Filesystem Union Type") == "overlay" else None
-                run = ["schroot", "--preserve-environment", "--run-session", "-c", session, "--directory", "/", "--"]
-                with booted(root, upper=upper, lower=self.directory if upper else None, run=run) as chroot:
+                with booted(root, upper=upper, lower=self.directory if upper else None,
+                            no_network=self.no_network) as chroot:
                     log.info("Instance %s (schroot session %s) started in %.3f s", root, session,
                              time.monotonic() - start)
                     yield chroot

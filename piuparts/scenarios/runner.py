@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,7 +123,13 @@ class Runner:
 
     def run_scripts(self, step: Step, argv: Sequence[str]) -> Result:
         """Run an apt or dpkg command that runs maintainer scripts, as part of
-        ``step``: under a terminal that catches prompts, within the time limit."""
+        ``step``: under a terminal that catches prompts, within the time limit
+        (with --no-network, after downloading what it unpacks)."""
+        fetch = debcache.download_argv(self.chroot, argv)
+        if fetch is not None:
+            fetched = self.outcome.run(step, self.chroot, fetch, timeout=self.settings.timeout, network=True)
+            if not fetched.ok:
+                return fetched
         return self.outcome.run(step, self.chroot, argv, timeout=self.settings.timeout, terminal=True,
                                 prompt_timeout=self.settings.prompt_timeout)
 
@@ -239,7 +244,7 @@ class Runner:
 
     def finish(self) -> ScenarioResult:
         """The post_test hooks, then the checks' last look; the scenario's result."""
-        shutil.rmtree(self.chroot.path(DEBS_DIR), ignore_errors=True)
+        self.chroot.remove_tree(DEBS_DIR)
         if self.hook("post_test"):
             self.snapshot("after")
             self.observe("after_purge")
