@@ -37,18 +37,14 @@ PROXY_VARIABLES = ("http_proxy", "https_proxy")
 
 
 def proxy_env(proxy: str | None = None) -> dict[str, str]:
-    """The proxy settings commands inside get: ``proxy`` (``--proxy``) for
-    http and https when given, else the harness's own http_proxy and
-    https_proxy (as piuparts does).  Every Chroot starts with them in its
-    ``env``."""
+    """The proxy settings commands inside get: the harness's own http_proxy,
+    https_proxy and no_proxy (as piuparts passes them on), with ``proxy``
+    (``--proxy``) for both http and https when given.  Every Chroot starts
+    with them in its ``env``."""
+    found = {name: os.environ[name] for name in (*PROXY_VARIABLES, "no_proxy") if os.environ.get(name)}
     if proxy:
-        return {**{name: proxy for name in PROXY_VARIABLES}, **proxy_env_no_proxy()}
-    return {name: os.environ[name] for name in (*PROXY_VARIABLES, "no_proxy") if os.environ.get(name)}
-
-
-def proxy_env_no_proxy() -> dict[str, str]:
-    """The environment's no_proxy, if it has one."""
-    return {"no_proxy": os.environ["no_proxy"]} if os.environ.get("no_proxy") else {}
+        found.update({name: proxy for name in PROXY_VARIABLES})
+    return found
 
 
 @dataclass
