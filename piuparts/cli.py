@@ -129,6 +129,9 @@ def parser() -> argparse.ArgumentParser:
                    help="also write the log to FILE, with piuparts' lines for CI wrappers at its end")
     p.add_argument("-v", "--verbose", action="count", default=0, help="debug output: command output, ignore rules")
     p.add_argument("--version", action="version", version=version_line())
+    p.add_argument("--no-network", action="store_true",
+                   help="maintainer scripts and hooks run in a network namespace with only a loopback; "
+                        "apt downloads what they need before they run")
     _piuparts_options(p.add_argument_group("more of piuparts 1.1.7's options (see the README's table)"))
     return p
 

@@ -83,6 +83,8 @@ class RunConfig:
     fake_essential_packages: tuple[str, ...] = ()
     #: --pedantic-purge-test: what is left in /tmp counts too.
     pedantic_purge_test: bool = False
+    #: --no-network: maintainer scripts get a network namespace with only a loopback.
+    no_network: bool = False
     version: int = SCHEMA_VERSION
 
     @property

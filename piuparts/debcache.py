@@ -15,12 +15,14 @@ import hashlib
 import logging
 import os
 import re
-import shutil
+import stat
 import time
 from pathlib import Path
 from typing import Sequence
 
+from piuparts import inroot
 from piuparts.chroot import Chroot
+from piuparts.command import Result
 
 log = logging.getLogger("piuparts")
 
@@ -38,13 +40,33 @@ def _digest(path: Path, algorithm: str) -> str:
     return hasher.hexdigest()
 
 
+#: apt-get actions that download what they then unpack.
+_DOWNLOADING = ("install", "upgrade", "dist-upgrade", "full-upgrade", "reinstall")
+
+
+def download_argv(chroot: Chroot, argv: Sequence[str]) -> list[str] | None:
+    """With --no-network, the command that downloads beforehand (with the
+    network: ``--download-only`` runs no maintainer script) what the apt-get
+    command ``argv`` is about to unpack; None when nothing is to be done."""
+    if not chroot.offline:
+        return None
+    action = next((word for word in argv if not word.startswith("-") and word not in ("eatmydata", "apt-get")),
+                  None)
+    return [*argv, "--download-only"] if "apt-get" in argv and action in _DOWNLOADING else None
+
+
+def download(chroot: Chroot, argv: Sequence[str], timeout: float | None) -> Result | None:
+    """Run :func:`download_argv`'s command, if any; its result."""
+    fetch = download_argv(chroot, argv)
+    return None if fetch is None else chroot.run(fetch, timeout=timeout, network=True)
+
+
 def fill(chroot: Chroot, cache: Path, apt: Sequence[str], targets: Sequence[str]) -> int:
     """Copy into the instance the cached .debs that installing ``targets`` needs; return how many."""
     start = time.monotonic()
     listing = chroot.run([*apt, "install", "--print-uris", "-qq", *targets], level=logging.DEBUG)
     if not listing.ok:
         return 0  # the install itself will say what is wrong
-    archives = chroot.path(ARCHIVES)
     copied = 0
     for match in _URI.finditer(listing.output):
         if match["uri"].startswith("file:"):
@@ -57,7 +79,7 @@ def fill(chroot: Chroot, cache: Path, apt: Sequence[str], targets: Sequence[str]
                 continue
         except OSError:
             continue
-        shutil.copyfile(cached, archives / match["file"])
+        inroot.copy_file(cached, chroot.root, f"{ARCHIVES}/{match['file']}", mode=0o644)
         os.utime(cached)  # its last use, for pruning
         copied += 1
     log.info("Took %d of %d packages from the .deb cache in %.2f s", copied,
@@ -69,14 +91,16 @@ def keep(chroot: Chroot, cache: Path) -> int:
     """Store in the shared cache what apt downloaded into the instance; return how many."""
     cache.mkdir(parents=True, exist_ok=True)
     stored = 0
-    for deb in chroot.path(ARCHIVES).glob("*.deb"):
-        target = cache / deb.name
-        if target.exists() and target.stat().st_size == deb.stat().st_size:
+    for name, info in inroot.listdir(chroot.root, ARCHIVES):
+        if not name.endswith(".deb") or not stat.S_ISREG(info.st_mode):
             continue
-        tmp = cache / f".{deb.name}.{os.getpid()}.tmp"
-        shutil.copyfile(deb, tmp)
-        os.rename(tmp, target)
-        stored += 1
+        target = cache / name
+        if target.exists() and target.stat().st_size == info.st_size:
+            continue
+        tmp = cache / f".{name}.{os.getpid()}.tmp"
+        if inroot.copy_out(chroot.root, f"{ARCHIVES}/{name}", tmp):
+            os.rename(tmp, target)
+            stored += 1
     if stored:
         log.debug("Stored %d downloaded packages in the .deb cache %s", stored, cache)
     return stored

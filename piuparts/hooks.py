@@ -16,10 +16,10 @@ directories run unchanged.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from piuparts import inroot
 from piuparts.chroot import Chroot
 from piuparts.command import Result
 from piuparts.errors import UsageError
@@ -60,11 +60,8 @@ class Hooks:
         """Copy the scripts into the instance."""
         if not self.scripts:
             return
-        target = chroot.path(INSIDE)
-        target.mkdir(parents=True, exist_ok=True)
         for name, source in self.scripts.items():
-            shutil.copyfile(source, target / name)
-            (target / name).chmod(0o755)
+            inroot.copy_file(source, chroot.root, f"{INSIDE}/{name}", mode=0o755)
 
     def run(self, chroot: Chroot, phase: str, **env: str) -> list[tuple[str, Result]]:
         """Run the scripts of ``phase`` in order; return each one's name and result."""

@@ -34,7 +34,7 @@ from pathlib import Path
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from piuparts import aptsources, command, debcache, resources
+from piuparts import aptsources, command, debcache, inroot, resources
 from piuparts.chroot import Chroot
 from piuparts.errors import TestbedError
 
@@ -230,11 +230,10 @@ def store(chroot: Chroot, cache_dir: Path, name: str, dependencies: Sequence[str
     every run sets its own sources, resolver and mounts up."""
     assert chroot.upper is not None, "only overlay instances make layers"
     start = time.monotonic()
-    for inner in scratch:
-        target = chroot.upper / inner.lstrip("/")
-        if target.is_dir():
-            for item in target.glob("*.deb"):
-                item.unlink()
+    for inner in scratch:  # the upper directory is no root: no symlink in it is followed
+        for item, info in inroot.listdir(chroot.upper, inner, follow=False):
+            if item.endswith(".deb"):
+                inroot.unlink(chroot.upper, f"{inner}/{item}", follow=False)
     layer = cache_dir / "layers" / name
     with resources.building(layer, replace=False) as tmp:  # a run storing the same layer first wins
         command.run(["cp", "-a", "--", f"{chroot.upper}/.", str(tmp / "tree")], error=TestbedError,
@@ -379,6 +378,7 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
             log.info("Dependencies: %d packages from the cached layer %s", len(dependencies), name)
             return [found], {**info, "reused": True, "seconds": round(time.monotonic() - start, 3)}
         debcache.fill(chroot, deb_cache, APT, targets)
+        debcache.download(chroot, [*APT, "install", *names], timeout)
         result = chroot.run([*APT, "install", *names], timeout=timeout, terminal=True,
                             prompt_timeout=prompt_timeout)
         debcache.keep(chroot, deb_cache)

@@ -64,12 +64,12 @@ def set_up(chroot: Chroot, repo_lines: tuple[str, ...], bindmounts: tuple[Path, 
         local = local_path(parse_extra_repo(line))
         if local is not None:
             chroot.bind_mount(local, readonly=True)
-    chroot.path(EXTRA_LIST).write_text("".join(line.strip() + "\n" for line in repo_lines))
+    chroot.write_text(EXTRA_LIST, "".join(line.strip() + "\n" for line in repo_lines))
     # Error-Mode=any: a source that cannot be fetched is an error, not a warning
     # (older apt ignores the option and still exits 0: the output says it).
     result = chroot.run(["apt-get", "update", "-o", f"Dir::Etc::SourceList={EXTRA_LIST}",
                          "-o", "Dir::Etc::SourceParts=-", "-o", "APT::Get::List-Cleanup=0",
-                         "-o", "APT::Update::Error-Mode=any"], timeout=timeout)
+                         "-o", "APT::Update::Error-Mode=any"], timeout=timeout, network=True)
     failed = _FETCH_FAILED.search(result.output)
     if failed:
         raise TestbedError(f"--extra-repo: cannot fetch {failed['url']} ({failed['why'].strip()}); "

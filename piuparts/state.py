@@ -66,7 +66,8 @@ def entry_of(path: str | os.PathLike[str], st: os.stat_result | None = None) -> 
     size, target, digest = 0, "", ""
     if kind == "file":
         size = st.st_size
-        with open(path, "rb") as handle:
+        # Not followed, never blocking: a file swapped for a link or a fifo since the lstat is not read.
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as handle:
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
     elif kind == "symlink":
         target = os.readlink(path)

@@ -84,6 +84,18 @@ grep -q sleep /proc/1/cmdline || { echo "PID 1 is $(cat /proc/1/cmdline): the ho
 n=$(ls /proc | grep -c '^[0-9]')
 [ "$n" -lt 15 ] || { echo "sees $n processes" >&2; exit 1; }"""})
 
+# Prints its namespaces (compared by the test with the host's) and fails when
+# it can chroot back out, mount, or write a sysctl (the value it already has).
+NS_PROBE = DebSpec("pp-ns-probe", scripts={"postinst": """\
+if [ "$1" = configure ]; then
+    for ns in pid mnt uts ipc net; do echo "pp-ns $ns $(readlink /proc/self/ns/$ns)"; done
+    ! perl -e 'mkdir "/tmp/pp-out"; chroot "/tmp/pp-out" or exit 1' || { echo "can chroot" >&2; exit 1; }
+    ! mount -t tmpfs pp-ns-probe /mnt 2>/dev/null || { echo "can mount" >&2; exit 1; }
+    value=$(cat /proc/sys/fs/lease-break-time)
+    ! (echo "$value" > /proc/sys/fs/lease-break-time) 2>/dev/null || { echo "can write sysctls" >&2; exit 1; }
+    ! hostname pp-ns-probe 2>/dev/null || { echo "can set the hostname" >&2; exit 1; }
+fi"""})
+
 
 def make_repo(directory: Path, debs: list[Path]) -> str:
     """A flat apt repository of ``debs`` in ``directory``; returns its --extra-repo line."""

@@ -17,7 +17,7 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Self, Sequence
 
 from piuparts.chroot import Chroot
 from piuparts.errors import UsageError
@@ -67,6 +67,8 @@ class Backend(ABC):
     subcommands: ClassVar[dict[str, Callable[[list[str]], int]]] = {}
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    #: Instances' commands get a network namespace with only a loopback (--no-network).
+    no_network: bool = False
 
     def __init_subclass__(cls, name: str | None = None, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -96,7 +98,12 @@ class Backend(ABC):
     @classmethod
     def from_options(cls, spec: BaseSpec, options: "RunConfig") -> "Backend":
         """The backend as the command line asks for it (backends with options override this)."""
-        return cls(spec, options.cache_dir)
+        return cls(spec, options.cache_dir).isolated(options)
+
+    def isolated(self, options: "RunConfig") -> Self:
+        """This backend with the isolation ``options`` asks for (every from_options ends with it)."""
+        self.no_network = options.no_network
+        return self
 
     @classmethod
     def unavailable(cls) -> str | None:

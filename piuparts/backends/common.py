@@ -27,7 +27,7 @@ from abc import abstractmethod
 from pathlib import Path
 from typing import IO, Any, ContextManager, Sequence
 
-from piuparts import command, resources
+from piuparts import command, inroot, resources
 from piuparts.backends.base import Backend, BaseSpec, Capabilities
 from piuparts.backends.overlay import api_mounted, overlay_instance
 from piuparts.chroot import Chroot
@@ -55,35 +55,24 @@ HARNESS_FILES = {
 }
 
 
-def write_new(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write ``path`` as a new file: an existing one is unlinked first, so a
-    hard link to another tree never carries the write there."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    path.write_text(text)
-    path.chmod(mode)
-
-
 def configure_base(root: Path) -> None:
-    """Write policy-rc.d and the apt and dpkg settings every instance inherits."""
+    """Write policy-rc.d and the apt and dpkg settings every instance inherits
+    (as new files, resolved inside ``root``)."""
     for inner, (text, mode) in HARNESS_FILES.items():
-        write_new(root / inner, text, mode)
+        inroot.write_text(root, inner, text, mode)
 
 
 def copy_resolv_conf(root: Path) -> None:
     """The host's resolver, so that apt inside can reach the mirror."""
-    target = root / "etc/resolv.conf"
-    if target.is_symlink() or target.exists():
-        target.unlink()
     try:
-        shutil.copyfile("/etc/resolv.conf", target)
+        inroot.copy_file(Path("/etc/resolv.conf"), root, "/etc/resolv.conf", mode=0o644)
     except OSError:
         pass  # no resolver on the host: apt will say so
 
 
 def apt_update(chroot: Chroot) -> None:
     """``apt-get update`` inside; a failure is the test bed's."""
-    chroot.run(["apt-get", "update"], timeout=900, error=TestbedError, what="apt-get update")
+    chroot.run(["apt-get", "update"], timeout=900, error=TestbedError, what="apt-get update", network=True)
     _gencaches(chroot)
 
 
@@ -342,7 +331,7 @@ class CachedBaseBackend(Backend):
         log.info("Made base %s in %.1f s", generation, time.monotonic() - start)
 
     def _do_instance(self, layers: Sequence[Path] = ()) -> ContextManager[Chroot]:
-        return overlay_instance([*layers, self.root], self.cache_dir, self.tmpfs_size)
+        return overlay_instance([*layers, self.root], self.cache_dir, self.tmpfs_size, self.no_network)
 
     def save(self, tarball: Path) -> None:
         if self._lock is None:

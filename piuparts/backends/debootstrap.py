@@ -46,7 +46,7 @@ class DebootstrapBackend(CachedBaseBackend, name="debootstrap"):
     @classmethod
     def from_options(cls, spec: BaseSpec, options: "RunConfig") -> "DebootstrapBackend":
         return cls(spec, options.cache_dir, max_age=options.base_max_age,
-                   lists_max_age=options.lists_max_age, tmpfs_size=options.tmpfs_size)
+                   lists_max_age=options.lists_max_age, tmpfs_size=options.tmpfs_size).isolated(options)
 
     @classmethod
     def unavailable(cls) -> str | None:

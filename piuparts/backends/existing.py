@@ -21,9 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, ContextManager, Iterator, Sequence
 
-from piuparts import command, resources
+from piuparts import command, inroot, resources
 from piuparts.backends.base import Backend, BaseSpec, Capabilities
-from piuparts.backends.common import apt_update, configure_base, write_new
+from piuparts.backends.common import apt_update, configure_base
 from piuparts.backends.overlay import booted, overlay_instance, owned_instance_dir
 from piuparts.chroot import Chroot
 from piuparts.errors import TestbedError, UsageError
@@ -65,7 +65,7 @@ class ExistingBackend(Backend, name="existing"):
             raise UsageError("the existing backend needs a directory: give -e DIR")
         chosen = HardLinkedExistingBackend if options.hard_link else ExistingBackend
         return chosen(spec, options.cache_dir, options.existing_chroot, lists_max_age=options.lists_max_age,
-                      tmpfs_size=options.tmpfs_size)
+                      tmpfs_size=options.tmpfs_size).isolated(options)
 
     def _do_prepare(self) -> None:
         tree = self.directory
@@ -83,14 +83,15 @@ class ExistingBackend(Backend, name="existing"):
     def _fit(self, chroot: Chroot) -> None:
         """Give a new instance what the harness needs (see the module's docstring)."""
         configure_base(chroot.root)
-        if not any(chroot.path(p).exists() for p in ("/usr/bin/eatmydata", "/usr/local/bin/eatmydata")):
-            write_new(chroot.path("/usr/local/bin/eatmydata"), EATMYDATA_SHIM, 0o755)
+        if inroot.read_bytes(chroot.root, "/usr/bin/eatmydata") is None \
+                and inroot.read_bytes(chroot.root, "/usr/local/bin/eatmydata") is None:
+            inroot.write_text(chroot.root, "/usr/local/bin/eatmydata", EATMYDATA_SHIM, 0o755)
         if self._update_lists:
             apt_update(chroot)
 
     @contextmanager
     def _overlay(self) -> Iterator[Chroot]:
-        with overlay_instance(self.directory, self.cache_dir, self.tmpfs_size) as chroot:
+        with overlay_instance(self.directory, self.cache_dir, self.tmpfs_size, self.no_network) as chroot:
             self._fit(chroot)
             yield chroot
 
@@ -151,7 +152,7 @@ class HardLinkedExistingBackend(ExistingBackend):
         with owned_instance_dir(self.cache_dir) as top:
             root = top / "root"
             self._copy(root)
-            with booted(root) as chroot:
+            with booted(root, no_network=self.no_network) as chroot:
                 log.info("Instance %s started in %.3f s", root, time.monotonic() - start)
                 self._fit(chroot)
                 yield chroot

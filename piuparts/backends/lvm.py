@@ -103,7 +103,7 @@ class LvmBackend(Backend, name="lvm"):
     @classmethod
     def from_options(cls, spec: BaseSpec, options: "RunConfig") -> "LvmBackend":
         return cls(spec, options.cache_dir, volume=options.lvm_volume or "",
-                   snapshot_size=options.lvm_snapshot_size)
+                   snapshot_size=options.lvm_snapshot_size).isolated(options)
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -134,7 +134,7 @@ class LvmBackend(Backend, name="lvm"):
                      what=f"creating the snapshot {snapshot}")
                 root.mkdir()
                 _run("mount", f"/dev/{snapshot}", str(root), what=f"mounting the snapshot {snapshot}")
-            with booted(root) as chroot:
+            with booted(root, no_network=self.no_network) as chroot:
                 log.info("Instance %s (snapshot %s) started in %.3f s", root, snapshot, time.monotonic() - start)
                 yield chroot
 

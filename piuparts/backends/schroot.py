@@ -3,9 +3,11 @@
 schroot makes the throwaway copy: a ``type=directory`` chroot with
 ``union-type=overlay`` gets an overlay over its directory for each
 session, so the chroot itself never changes.  Everything else is done as
-for the other backends: the commands run in a PID namespace of the
-instance's own (``nsenter`` into it, then ``schroot --run-session``), with
-proc of that namespace, a private devpts and /dev/shm mounted by us.
+for the other backends: the commands run in the session's directory, in
+namespaces of the instance's own and with the same capabilities dropped
+(see piuparts.backends.overlay.booted), with proc of that PID namespace, a
+private devpts and /dev/shm mounted by us.  (``schroot --run-session``
+would chroot with every capability kept, so it is not used to enter.)
 
 The chroots Debian developers already have work as they are:
 
@@ -181,7 +183,7 @@ class SchrootBackend(Backend, name="schroot"):
         if not options.schroot:
             raise UsageError("the schroot backend needs --schroot NAME")
         return cls(spec, options.cache_dir, chroot=options.schroot, lists_max_age=options.lists_max_age,
-                   tmpfs_size=options.tmpfs_size)
+                   tmpfs_size=options.tmpfs_size).isolated(options)
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -208,6 +210,7 @@ class SchrootBackend(Backend, name="schroot"):
         # fresh apt lists) is done in each session too: a user's chroot may lack all of it.
         self.fitter = ExistingBackend(self.spec, self.cache_dir, self.directory, self.lists_max_age,
                                       self.tmpfs_size)
+        self.fitter.no_network = self.no_network
         self.fitter.prepare()
         if union_type(self.info) == "none":
             log.info("The schroot chroot %s has no union type: its sessions would write into %s. Its sessions "
@@ -260,8 +263,8 @@ class SchrootBackend(Backend, name="schroot"):
                 with resources.signals_deferred():
                     self._hide_profile_mounts(root)
                 upper = _overlay_upper(root) if union_type(info) == "overlay" else None
-                run = ["schroot", "--preserve-environment", "--run-session", "-c", session, "--directory", "/", "--"]
-                with booted(root, upper=upper, lower=self.directory if upper else None, run=run) as chroot:
+                with booted(root, upper=upper, lower=self.directory if upper else None,
+                            no_network=self.no_network) as chroot:
                     assert self.fitter is not None
                     self.fitter._fit(chroot)
                     log.info("Instance %s (schroot session %s) started in %.3f s", root, session,

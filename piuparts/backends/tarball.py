@@ -49,7 +49,7 @@ class TarballBackend(CachedBaseBackend, name="tarball"):
         if options.basetgz is None:
             raise UsageError("the tarball backend needs a base tarball: give -b TARBALL or -p")
         return cls(spec, options.cache_dir, options.basetgz, lists_max_age=options.lists_max_age,
-                   tmpfs_size=options.tmpfs_size)
+                   tmpfs_size=options.tmpfs_size).isolated(options)
 
     @classmethod
     def unavailable(cls) -> str | None:

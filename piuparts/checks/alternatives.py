@@ -81,9 +81,9 @@ def list_alternatives(chroot: Chroot) -> dict[str, Alternative]:
     for name, (status, value) in parse_selections(result.output).items():
         link: str = ""
         choices: tuple[tuple[str, str], ...] = ()
-        db = chroot.path(f"{DB_DIR}/{name}") if chroot.host_root else None
-        if db is not None and db.is_file():
-            link, choices = parse_db(db.read_text(errors="replace"))
+        text = chroot.read_text(f"{DB_DIR}/{name}") if chroot.host_root else ""
+        if text:
+            link, choices = parse_db(text)
         found[name] = Alternative(status, value, link, choices)
     return found
 

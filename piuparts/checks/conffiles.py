@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 
 from piuparts.checks.base import Check, Context
+from piuparts import inroot
 from piuparts.checks.dpkg_files import (INFO, STATUS, Resolver, base_name, exists, info_files, parse_conffiles,
                                         parse_obsolete_conffiles, read_text, timed)
 from piuparts.checks.leftovers import NOT_OWNED, dpkg_owners
@@ -38,7 +39,7 @@ OBSOLETE = "obsolete-conffiles"
 def declared_conffiles(chroot: Chroot, packages: list[str]) -> dict[str, str]:
     """Conffile -> the tested package that declares it, from dpkg's database."""
     declared = {}
-    for package, path in info_files(chroot.path(INFO), "conffiles", packages).items():
+    for package, path in info_files(inroot.host_path(chroot.root, INFO), "conffiles", packages).items():
         for conffile in parse_conffiles(read_text(path)):
             declared[conffile] = package
     return declared

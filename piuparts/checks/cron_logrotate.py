@@ -40,6 +40,7 @@ import re
 from dataclasses import dataclass
 
 from piuparts.checks.base import Check, Context
+from piuparts import inroot
 from piuparts.checks.dpkg_files import INFO, Resolver, info_files, is_regular, read_inside, read_text, timed
 from piuparts.chroot import Chroot
 from piuparts.command import Result
@@ -150,7 +151,7 @@ def shipped_files(chroot: Chroot, packages: list[str]) -> dict[str, str]:
     """Cron and logrotate files the packages ship (path -> package), from dpkg's .list files."""
     watched = {CRON_D, LOGROTATE_D, *CRON_PERIODIC}
     found = {}
-    for package, listing in info_files(chroot.path(INFO), "list", packages).items():
+    for package, listing in info_files(inroot.host_path(chroot.root, INFO), "list", packages).items():
         for path in read_text(listing).splitlines():
             if posixpath.dirname(path) in watched:
                 found[path] = package

@@ -10,6 +10,7 @@ taken relative to the root, never to the host's ``/``), so usrmerge's
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import posixpath
@@ -38,21 +39,35 @@ def base_name(package: str) -> str:
 
 
 def read_text(path: Path) -> str:
-    """The file's text, or "" when it does not exist."""
+    """The file's text, or "" when it does not exist or is a symlink (a
+    package's link may point out of the chroot: it is never followed)."""
     try:
-        return path.read_text(errors="replace")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return ""
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return ""
+        raise
+    with open(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+            return ""
+        return stream.read().decode("utf-8", "replace")
 
 
 def info_files(info: Path, suffix: str, packages: Iterable[str] | None = None) -> dict[str, Path]:
     """Package (as dpkg names its files: ``foo`` or ``foo:amd64``) -> its ``info/PACKAGE.SUFFIX``.
+
+    ``info`` is the host path of dpkg's info directory as resolved inside the
+    root (:func:`piuparts.inroot.host_path`); symlinks in it are left out.
 
     Only ``packages`` (compared without architecture) when given.
     """
     wanted = None if packages is None else {base_name(p) for p in packages}
     found = {}
     for path in sorted(info.glob("*." + suffix)):
+        if not path.is_file() or path.is_symlink():
+            continue
         package = path.name[: -len(suffix) - 1]
         if wanted is None or base_name(package) in wanted:
             found[package] = path

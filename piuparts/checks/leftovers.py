@@ -12,6 +12,8 @@ from typing import Callable
 
 from piuparts.checks.base import Check, Context
 from piuparts.chroot import Chroot
+from piuparts import inroot
+from piuparts.checks.dpkg_files import INFO, info_files, read_text
 from piuparts.findings import FAIL, Finding
 from piuparts.state import Diff, display
 
@@ -22,10 +24,8 @@ NOT_OWNED: tuple[str, ...] = ()
 def dpkg_owners(chroot: Chroot) -> dict[str, list[str]]:
     """Path -> packages that list it, from dpkg's database in the chroot."""
     owners: dict[str, list[str]] = {}
-    info = chroot.path("/var/lib/dpkg/info")
-    for listing in sorted(info.glob("*.list")):
-        package = listing.name[: -len(".list")]
-        for line in listing.read_text(errors="replace").splitlines():
+    for package, listing in info_files(inroot.host_path(chroot.root, INFO), "list").items():
+        for line in read_text(listing).splitlines():
             owners.setdefault(line.rstrip("/") or "/", []).append(package)
     return owners
 

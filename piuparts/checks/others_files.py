@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from piuparts.checks.base import Check, Context
+from piuparts import inroot
 from piuparts.checks.dpkg_files import (DIVERSIONS, INFO, STATUS, Resolver, ancestors, base_name, file_state,
                                         info_files, parse_diversions, parse_md5sums, parse_status_conffiles,
                                         read_text, timed)
@@ -71,14 +72,14 @@ def _location(path: str, package: str, diversions: dict[str, tuple[str, str]]) -
 def expected_files(root: Path, packages: set[str] | None) -> dict[str, Expected]:
     """dpkg path -> Expected for each file with an md5sum, and each conffile, of ``packages`` (all if None)."""
     found: dict[str, tuple[str, str, bool]] = {}
-    for package, md5sums in info_files(root / INFO.lstrip("/"), "md5sums", packages).items():
+    for package, md5sums in info_files(inroot.host_path(root, INFO), "md5sums", packages).items():
         for path, digest in parse_md5sums(read_text(md5sums)).items():
             found[path] = (package, digest, False)
-    for package, conffiles in parse_status_conffiles(read_text(root / STATUS.lstrip("/"))).items():
+    for package, conffiles in parse_status_conffiles(inroot.read_text(root, STATUS)).items():
         if packages is None or base_name(package) in packages:
             for path, digest in conffiles.items():
                 found[path] = (package, digest, True)
-    diversions = parse_diversions(read_text(root / DIVERSIONS.lstrip("/")))
+    diversions = parse_diversions(inroot.read_text(root, DIVERSIONS))
     return {path: Expected(package, digest, conffile, _location(path, package, diversions))
             for path, (package, digest, conffile) in found.items()}
 

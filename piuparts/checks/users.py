@@ -43,8 +43,7 @@ def describe(kind: str, fields: list[str]) -> str:
 def read_file(chroot: Chroot, inner: str) -> str:
     """The text of ``inner`` in the chroot ("" when it does not exist)."""
     if chroot.host_root:
-        path = chroot.path(inner)
-        return path.read_text(errors="replace") if path.is_file() else ""
+        return chroot.read_text(inner)
     return chroot.run(["cat", inner], error=TestbedError, what=f"reading {inner}", level=logging.DEBUG).output
 
 

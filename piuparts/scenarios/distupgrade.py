@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from piuparts import command, layers, resources
+from piuparts import command, debcache, layers, resources
 from piuparts.backends import Backend
 from piuparts.checks.purge_status import installed_versions
 from piuparts.chroot import Chroot
@@ -93,13 +93,12 @@ def rewrite_sources(text: str, current: str, target: str) -> tuple[str, int]:
 
 def switch_sources(chroot: Chroot, current: str, target: str) -> None:
     """Point the instance's apt sources at ``target`` instead of ``current``."""
-    path = chroot.path(SOURCES_LIST)
-    text = path.read_text() if path.is_file() else ""
+    text = chroot.read_text(SOURCES_LIST)
     new, count = rewrite_sources(text, current, target)
     if not count:
         raise TestbedError(f"{SOURCES_LIST} of the instance has no '{current}' entry to move to {target} "
                            "(the dist-upgrade renames the suite of the base's own entries)")
-    path.write_text(new)
+    chroot.write_text(SOURCES_LIST, new)
 
 
 def check_update(result: Result, target: str) -> None:
@@ -274,7 +273,8 @@ class Reference:
         self._hooks(chroot, "pre_distupgrade", distupgrade_env(current, target, done=False))
         switch_sources(chroot, current, target)
         timeout = self.settings.timeout
-        check_update(chroot.run(["apt-get", "update"], timeout=timeout), target)
+        check_update(chroot.run(["apt-get", "update"], timeout=timeout, network=True), target)
+        debcache.download(chroot, [*APT, "dist-upgrade"], timeout)
         chroot.run([*APT, "dist-upgrade"], timeout=timeout, error=TestbedError, terminal=True,
                    prompt_timeout=self.settings.prompt_timeout,
                    what=f"the dist-upgrade of the reference to {target} (without the tested packages)")
@@ -320,7 +320,8 @@ class DistupgradeRunner(Runner):
         name = f"dist-upgrade to {target}"
         step = self.outcome.step(name)
         switch_sources(self.chroot, current, target)
-        check_update(self.outcome.run(step, self.chroot, ["apt-get", "update"], timeout=self.settings.timeout),
+        check_update(self.outcome.run(step, self.chroot, ["apt-get", "update"], timeout=self.settings.timeout,
+                                     network=True),
                      target)
         result = self.run_scripts(step, [*APT, "dist-upgrade"])
         if not result.ok:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -133,7 +132,13 @@ class Runner:
 
     def run_scripts(self, step: Step, argv: Sequence[str], env: dict[str, str] | None = None) -> Result:
         """Run an apt or dpkg command that runs maintainer scripts, as part of
-        ``step``: under a terminal that catches prompts, within the time limit."""
+        ``step``: under a terminal that catches prompts, within the time limit
+        (with --no-network, after downloading what it unpacks)."""
+        fetch = debcache.download_argv(self.chroot, argv)
+        if fetch is not None:
+            fetched = self.outcome.run(step, self.chroot, fetch, timeout=self.settings.timeout, network=True)
+            if not fetched.ok:
+                return fetched
         return self.outcome.run(step, self.chroot, argv, timeout=self.settings.timeout, terminal=True,
                                 prompt_timeout=self.settings.prompt_timeout, env=env)
 
@@ -332,7 +337,7 @@ class Runner:
         The checks that settle the system (the processes check ends what
         was left running) look first, so that the last snapshot is of a
         system nothing changes any more."""
-        shutil.rmtree(self.chroot.path(DEBS_DIR), ignore_errors=True)
+        self.chroot.remove_tree(DEBS_DIR)
         if self.hook("post_test"):
             settling = [check for check in self.checks if check.settles]
             self.observe("after_purge", settling)

@@ -11,6 +11,7 @@ the VM that tests/integration/test_lvm_vm.py boots.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -20,7 +21,7 @@ import pytest
 
 from tests.backend_cases import BackendCase, modules
 from tests.conftest import PIUPARTS
-from tests.debs import CLEAN, LEFTOVER, SLOW_POSTINST
+from tests.debs import CLEAN, LEFTOVER, NS_PROBE, SLOW_POSTINST
 from tests.integration.helpers import leaks, piuparts, blame_text, owner_text
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
@@ -90,6 +91,15 @@ def test_leftover_fixture_gives_the_same_findings(case, cache_dir, debs, tmp_pat
     found = sorted((f["check"], f["severity"], f["subject"], owner_text(f), blame_text(f)) for f in run.findings())
     assert found == [("leftovers", "fail", "/etc/x/", "not owned", "pp-leftover"),
                      ("leftovers", "fail", "/etc/x/generated.conf", "not owned", "pp-leftover")]
+    _nothing_left(case, cache_dir)
+
+
+def test_scripts_run_in_namespaces_of_their_own(case, cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, "-v", "--no-upgrade-test", *case.args, str(debs(NS_PROBE)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    inside = dict(re.findall(r"\| pp-ns (\w+) (\S+)", run.stdout + run.stderr))
+    host = {ns: os.readlink(f"/proc/self/ns/{ns}") for ns in ("pid", "mnt", "uts", "ipc", "net")}
+    assert sorted(ns for ns in host if inside.get(ns) != host[ns]) == ["ipc", "mnt", "pid", "uts"], inside
     _nothing_left(case, cache_dir)
 
 

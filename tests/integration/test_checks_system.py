@@ -8,6 +8,8 @@ run with no finding at all.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +48,11 @@ class LinkSpec(DebSpec):
 
 
 # A path that exists on the host but not in the instance: a link to it is broken there.
-HOST_ONLY = str(Path(__file__).resolve())
+# A file the test makes on the host, in a directory a chroot's /var/tmp does
+# not have (whatever directory the checkout is in): the check must look for
+# the target inside the chroot, not on the host.
+HOST_ONLY_DIR = Path(f"/var/tmp/pp-host-only-{os.getpid()}")
+HOST_ONLY = str(HOST_ONLY_DIR / "target")
 
 BROKEN_LINKS = LinkSpec("pp-brokenlinks", links={
     "/usr/share/pp-brokenlinks/missing": "../pp-brokenlinks/nothing-here",
@@ -137,13 +143,18 @@ def assert_clean(run: Run) -> None:
 
 
 def test_broken_symlinks_are_blamed_on_their_owner(cache_dir, debs, tmp_path):
-    run = piuparts(cache_dir, tmp_path, "--fail-on-broken-symlinks", str(debs(BROKEN_LINKS)))
+    HOST_ONLY_DIR.mkdir(exist_ok=True)
+    Path(HOST_ONLY).write_text("on the host only\n")
+    try:
+        run = piuparts(cache_dir, tmp_path, "--fail-on-broken-symlinks", str(debs(BROKEN_LINKS)))
+    finally:
+        shutil.rmtree(HOST_ONLY_DIR)
     assert run.returncode == 1, run.stdout + run.stderr
     assert found(run) == {
         ("symlinks", "fail", "/etc/pp-brokenlinks.conf",
          "broken symlink -> /nonexistent/pp (/nonexistent does not exist)", "not owned", "pp-brokenlinks"),
         ("symlinks", "fail", "/usr/share/pp-brokenlinks/host-only",
-         f"broken symlink -> {HOST_ONLY} (/{HOST_ONLY.split('/')[1]} does not exist)",
+         f"broken symlink -> {HOST_ONLY} ({HOST_ONLY_DIR} does not exist)",
          "owned by pp-brokenlinks", "pp-brokenlinks"),
         ("symlinks", "fail", "/usr/share/pp-brokenlinks/missing",
          "broken symlink -> ../pp-brokenlinks/nothing-here (/usr/share/pp-brokenlinks/nothing-here does not exist)",

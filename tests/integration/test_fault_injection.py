@@ -148,7 +148,7 @@ BUILD_MOMENTS = [
     Moment("debootstrap, early", r"INFO: \$ debootstrap ", (1.0, 10.0)),
     Moment("debootstrap, late", r"INFO: \$ debootstrap ", (10.0, 22.0)),
 ]
-LISTS_REFRESH = Moment("lists refresh", r"/bases/[^/ ]+/\.build-[^/ ]+/root apt-get update$", (0.0, 0.5))
+LISTS_REFRESH = Moment("lists refresh", r"--chroot=\S*/bases/[^/ ]+/\.build-[^/ ]+/root .* -- apt-get update$", (0.0, 0.5))
 #: Once the base exists; each phase is hit by each signal.
 TEST_MOMENTS = {
     "instance start": [Moment("instance start", r"Using cached base", (0.0, 0.06)),

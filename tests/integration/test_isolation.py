@@ -3,16 +3,22 @@ process is seen or signalled, no file is written outside the instance."""
 
 from __future__ import annotations
 
+import http.server
 import re
+import shutil
+import socket
 import subprocess
+import tempfile
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from piuparts import resources
-from tests.debs import DebSpec
+from tests.debs import DebSpec, make_repo
 from tests.integration.helpers import Run, leaks, piuparts
 from tests.integration.test_fault_injection import host_changes, host_state
 
@@ -149,4 +155,192 @@ def test_writes_outside_the_instance_stay_inside(cache_dir, debs, tmp_path):
     # Inside, the writes landed in the instance's /tmp, which the default ignores leave out.
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.findings() == []
+    no_leaks(cache_dir, run)
+
+
+# ---------------------------------------------------------------- the kernel's state
+
+# A global sysctl, harmless to change (and put back by the test if it was).
+SYSCTL = Path("/proc/sys/fs/lease-break-time")
+BINFMT_ENTRY = "pp-escape"
+# Each attempt may fail (the script goes on): what counts is the host afterwards.
+KERNEL_ESCAPER = DebSpec("pp-kernel-escaper", scripts={"postinst": f"""\
+if [ "$1" = configure ]; then
+    hostname pp-escaped 2>/dev/null || true
+    echo pp-escaped > /proc/sys/kernel/hostname 2>/dev/null || true
+    echo $(( $(cat {SYSCTL}) + 7 )) > {SYSCTL} 2>/dev/null || true
+    for dir in /proc/sys/fs/binfmt_misc /mnt; do
+        mount -t binfmt_misc binfmt_misc $dir 2>/dev/null || true
+        if [ -e $dir/register ]; then echo ':{BINFMT_ENTRY}:E::ppescape::/bin/true:' > $dir/register || true; fi
+    done
+    mount -t tmpfs pp-escape-tmpfs /mnt 2>/dev/null || true
+    mount --bind /etc /mnt 2>/dev/null || true
+    # chroot(2) back out to the namespace's root (the host's / unless the capability is gone).
+    perl -e 'mkdir "/tmp/pp-out"; chroot "/tmp/pp-out" or exit 0; chdir ".." for 1..64; chroot "."; open(my $f, ">", "/tmp/pp-escape-chroot")' || true
+    ipcmk -M 4096 >/dev/null 2>&1 || true
+    ipcmk -Q >/dev/null 2>&1 || true
+    ipcmk -S 2 >/dev/null 2>&1 || true
+    # What is namespaced still works inside: the harness's own setup is fine.
+    [ "$(cat /proc/1/comm)" = sleep ]
+fi"""})
+
+
+def binfmt_entries() -> list[str]:
+    """The host kernel's binfmt_misc handlers, listed in a private mount namespace of the test's own."""
+    listing = subprocess.run(["unshare", "--mount", "sh", "-c", "mkdir -p /run/pp-binfmt && "
+                              "mount -t binfmt_misc binfmt_misc /run/pp-binfmt && ls /run/pp-binfmt"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    return sorted(set(listing) - {"register", "status"})
+
+
+def ipc_objects() -> set[str]:
+    """The host's SysV IPC objects (id and key of each shared memory segment, queue and semaphore set)."""
+    listing = subprocess.run(["ipcs"], capture_output=True, text=True, check=True).stdout
+    return {" ".join(line.split()[:2]) for line in listing.splitlines() if line.startswith("0x")}
+
+
+def host_mounts(cache: Path) -> list[str]:
+    """The host's own mounts (not those of instances: the suite's, or other
+    runs' on this machine), and any mount, even in an instance's directory,
+    that the fixture's scripts made."""
+    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+    return sorted(f"{fields[0]} {fields[1]} {fields[2]}" for fields in mounts
+                  if ("/instances/" not in fields[1] and not fields[1].startswith(f"{cache}/"))
+                  or fields[0].startswith("pp-escape") or fields[2] == "binfmt_misc")
+
+
+def test_the_host_kernel_state_is_out_of_reach(cache_dir, debs, tmp_path):
+    hostname, sysctl = Path("/proc/sys/kernel/hostname").read_text(), SYSCTL.read_text()
+    binfmt, ipc, mounts = binfmt_entries(), ipc_objects(), host_mounts(cache_dir)
+    try:
+        run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", str(debs(KERNEL_ESCAPER)))
+        after = (Path("/proc/sys/kernel/hostname").read_text(), SYSCTL.read_text(), binfmt_entries(),
+                 ipc_objects(), host_mounts(cache_dir))
+    finally:
+        if SYSCTL.read_text() != sysctl:
+            SYSCTL.write_text(sysctl)
+        if Path("/proc/sys/kernel/hostname").read_text() != hostname:
+            Path("/proc/sys/kernel/hostname").write_text(hostname)
+    escaped = Path("/tmp/pp-escape-chroot")
+    try:
+        assert not escaped.exists(), "a script chrooted its way out to the host's root"
+    finally:
+        escaped.unlink(missing_ok=True)
+    assert after == (hostname, sysctl, binfmt, ipc, mounts)
+    assert BINFMT_ENTRY not in after[2]
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.findings() == []
+    no_leaks(cache_dir, run)
+
+
+# ---------------------------------------------------------------- the harness's own file operations
+
+def test_a_symlink_out_to_the_host_is_followed_inside(cache_dir, debs, tmp_path):
+    # 1.0's postinst makes the harness's .deb directory a link to a host
+    # directory; the upgrade test then copies 2.0 in: inside, as the chroot
+    # sees the link, never into the host directory.
+    host_dir = Path(tempfile.mkdtemp(prefix="pp-hostdir-", dir="/tmp"))
+    try:
+        old = DebSpec("pp-debs-link", "1.0-1", scripts={"postinst": f"""\
+if [ "$1" = configure ]; then rm -rf /tmp/piuparts-debs; ln -s {host_dir} /tmp/piuparts-debs; fi"""})
+        new = DebSpec("pp-debs-link", "2.0-1")
+        repo = make_repo(tmp_path / "repo", [old.build(tmp_path)])
+        run = piuparts(cache_dir, tmp_path, "--no-install-purge-test", "--extra-repo", repo,
+                       str(new.build(tmp_path / "new")))
+        assert list(host_dir.iterdir()) == []
+    finally:
+        shutil.rmtree(host_dir)
+    assert run.returncode == 0, run.stdout + run.stderr
+    [scenario] = run.report["scenarios"]
+    assert [(s["name"], s["ok"]) for s in scenario["steps"]] == [
+        ("install old", True), ("upgrade", True), ("remove", True), ("purge", True)]
+    upgrade = scenario["steps"][1]["commands"][-1]["cmdline"]
+    assert upgrade.endswith("install /tmp/piuparts-debs/pp-debs-link_2.0-1_all.deb"), upgrade
+    no_leaks(cache_dir, run)
+
+
+# ---------------------------------------------------------------- --no-network
+
+def test_no_network_gives_scripts_a_loopback_only(cache_dir, debs, tmp_path):
+    # A host service on 127.0.0.1: with the host's network a script reaches
+    # it; with --no-network the instance's own loopback answers instead (up,
+    # but nothing listens there).  The dependency (less, not in the base)
+    # is downloaded before the scripts run.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        probe = DebSpec("pp-offline", depends="less", scripts={"postinst": f"""\
+if [ "$1" = configure ]; then
+    perl -MIO::Socket::INET -e '
+        IO::Socket::INET->new(PeerAddr => "127.0.0.1:{port}", Timeout => 5) and die "reached the host\\n";
+        my $l = IO::Socket::INET->new(Listen => 1, LocalAddr => "127.0.0.1:0") or die "no loopback: $!\\n";
+        IO::Socket::INET->new(PeerAddr => "127.0.0.1:" . $l->sockport) or die "loopback down: $!\\n";'
+    grep -v lo: /proc/net/dev | grep -q : && {{ echo "interfaces besides lo: $(cat /proc/net/dev)" >&2; exit 1; }}
+    less --version >/dev/null
+fi"""})
+        deb = str(probe.build(tmp_path))
+        offline = piuparts(cache_dir, tmp_path, "--no-network", "--purge-dependencies", deb)
+        (tmp_path / "online").mkdir()
+        online = piuparts(cache_dir, tmp_path / "online", "--purge-dependencies", deb)
+    assert offline.returncode == 0, offline.stdout + offline.stderr
+    assert offline.findings() == []
+    steps = offline.report["scenarios"][0]["steps"]
+    assert [(s["name"], s["ok"]) for s in steps] == [
+        ("install dependencies", True), ("install", True), ("remove", True), ("purge", True)]
+    fetch, install = steps[0]["commands"][:2]
+    assert fetch["cmdline"].endswith("apt-get -y install less --download-only"), fetch["cmdline"]
+    assert "--net=" not in fetch["cmdline"] and "--net=" in install["cmdline"]
+    assert online.returncode == 1, online.stdout + online.stderr
+    assert "reached the host" in online.stdout + online.stderr
+    no_leaks(cache_dir, offline)
+
+
+# ---------------------------------------------------------------- proxies
+
+class _Proxy(http.server.BaseHTTPRequestHandler):
+    """An HTTP proxy that serves ``http://pp-proxy.invalid/`` (a name no
+    resolver knows) from a directory and forwards everything else."""
+
+    served: Path
+    seen: list[str]
+
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        self.seen.append(self.path)
+        if self.path.startswith(PROXIED):
+            file = self.served / self.path[len(PROXIED):].lstrip("./")
+            body, code = (file.read_bytes(), 200) if file.is_file() else (b"", 404)
+        else:
+            try:
+                with urllib.request.urlopen(self.path, timeout=60) as answer:  # noqa: S310 - a test proxy
+                    body, code = answer.read(), answer.status
+            except urllib.error.HTTPError as err:
+                body, code = b"", err.code
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+PROXIED = "http://pp-proxy.invalid/"
+
+
+def test_http_proxy_of_the_environment_reaches_apt_inside(cache_dir, debs, tmp_path, monkeypatch):
+    old, new = DebSpec("pp-proxied", "1.0-1"), DebSpec("pp-proxied", "2.0-1")
+    make_repo(tmp_path / "repo", [old.build(tmp_path)])
+    handler = type("Proxy", (_Proxy,), {"served": tmp_path / "repo", "seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{server.server_address[1]}")
+        run = piuparts(cache_dir, tmp_path, "--no-install-purge-test", "--extra-repo",
+                       f"deb [trusted=yes] {PROXIED} ./", str(new.build(tmp_path / "new")))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert f"{PROXIED}./pp-proxied_1.0-1_all.deb" in handler.seen
+    assert f"{PROXIED}./Packages" in handler.seen or f"{PROXIED}./Packages.xz" in handler.seen, handler.seen
     no_leaks(cache_dir, run)

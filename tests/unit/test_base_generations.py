@@ -9,8 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from contextlib import contextmanager
+from typing import Iterator
+
 from piuparts import command
-from piuparts.backends import BaseSpec
+from piuparts.backends import BaseSpec, common
+from piuparts.chroot import Chroot
 from piuparts.backends.debootstrap import SCRIPTS, DebootstrapBackend
 
 MIRROR = "http://mirror.invalid/debian"
@@ -33,8 +37,16 @@ def pkgcache(argv: tuple[str, ...]) -> command.Result:
     return command.Result(argv, 0, "", 0.0)
 
 
+@contextmanager
+def plain_root(root: Path) -> Iterator[Chroot]:
+    """The base being finished, entered with plain chroot: namespaces are the
+    integration tests' business (tests/integration/test_isolation.py)."""
+    yield Chroot(root, ("chroot", str(root)))
+
+
 @pytest.fixture
-def fake(fake_commands):
+def fake(fake_commands, monkeypatch):
+    monkeypatch.setattr(common, "api_mounted", plain_root)
     fake_commands.on(r"debootstrap .*", fake_debootstrap)
     fake_commands.on(r"chroot \S+ dpkg-query .*", "ii ")
     fake_commands.on(r"chroot \S+ apt-cache gencaches", pkgcache)
@@ -100,7 +112,8 @@ def test_a_run_that_finds_a_fresh_base_builds_nothing(tmp_path, fake):
     assert again.root.name == "root" and again.root.parent.name == "gen-1"
 
 
-def test_a_failed_first_build_leaves_no_directory(tmp_path, fake_commands):
+def test_a_failed_first_build_leaves_no_directory(tmp_path, fake_commands, monkeypatch):
+    monkeypatch.setattr(common, "api_mounted", plain_root)
     fake_commands.on(r"debootstrap .*", 1)
     failing = backend(tmp_path)
     with pytest.raises(Exception, match="debootstrap of bookworm"):

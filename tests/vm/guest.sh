@@ -3,7 +3,7 @@
 # (tests/vm/init.sh).  Makes a volume group on the virtio disk, fills its
 # origin volume with 'piuparts lvm-setup' from the base the host prepared,
 # runs the LVM tests and reports on the serial console; then powers off.
-# Settings (kernel command line): ppvm_repo, ppvm_python, ppvm_host_cache,
+# Settings (kernel command line): ppvm_repo (the checkout, anywhere), ppvm_python, ppvm_host_cache,
 # ppvm_base (the base's root directory there, also on /dev/vdb: a faster
 # read than 9p under TCG).
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
@@ -22,7 +22,19 @@ stage userspace
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts /dev/pts
 ln -sf pts/ptmx /dev/ptmx
-for dir in /dev/shm /run /tmp; do mount -t tmpfs -o mode=1777 tmpfs "$dir"; done
+# Fresh, empty /dev/shm, /run and /tmp; what the run needs from the host
+# under them (a checkout in /tmp, say) is bound back from the view before.
+mkdir -p /.ppvm-host
+for dir in /dev/shm /run /tmp; do
+    mkdir -p "/.ppvm-host$dir"
+    mount --bind "$dir" "/.ppvm-host$dir"
+    mount -t tmpfs -o mode=1777 tmpfs "$dir"
+    for needed in "$ppvm_repo" "${ppvm_python%/bin/*}" "$ppvm_host_cache"; do
+        case "$needed/" in
+            "$dir"/*) mkdir -p "$needed" && mount --bind "/.ppvm-host$needed" "$needed" || finish 95 "bind $needed";;
+        esac
+    done
+done
 mkdir -p /run/lock /run/lvm "$PIUPARTS_TEST_CACHE"
 # No udev in here: LVM makes its device nodes itself; no dmeventd, no backups.
 cat > /etc/lvm/lvm.conf <<'CONF'
