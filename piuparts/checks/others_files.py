@@ -215,6 +215,7 @@ class OthersFiles(Check, name=NAME):
 def _snapshot_entry(snapshot: object, path: str) -> Entry | None | bool:
     """What a snapshot recorded at ``path``: its Entry, None (absent), or False (the snapshot
     does not know: an overlay's upper directory that did not change the path)."""
+    snapshot = getattr(snapshot, "state", snapshot)  # the runner's Snapshot holds the tree's state
     if isinstance(snapshot, UpperState):
         return snapshot.entries.get(path, False)
     if isinstance(snapshot, dict):
@@ -228,7 +229,9 @@ def _blame(ctx: Context, exp: Expected, shown: str) -> tuple[str, ...] | None:
     if base_name(exp.package) not in {base_name(p) for p in ctx.dependencies}:
         return None
     at_dependencies = ctx.snapshots.get("dependencies")
-    if at_dependencies is None or at_dependencies is ctx.snapshots.get("before"):
+    before = ctx.snapshots.get("before")
+    if at_dependencies is None or at_dependencies is before or \
+            getattr(at_dependencies, "state", None) is getattr(before, "state", False):  # nothing installed apart
         return None
     recorded = _snapshot_entry(at_dependencies, shown)
     if recorded is False:
