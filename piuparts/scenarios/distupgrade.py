@@ -354,6 +354,8 @@ class DistupgradeRunner(Runner):
         # From here on, "pulled in" is what is here and not in the reference.
         installed = installed_versions(self.chroot)
         self.ctx.pulled_in = sorted(set(installed) - set(self.ctx.installed_before))
+        # The dist-upgrades renamed some (t64, a new python3.X): all but the tested ones are dependencies.
+        self.ctx.dependencies = [name for name in self.ctx.pulled_in if name.split(":", 1)[0] not in self.names]
 
     def run_chain(self, distributions: tuple[str, ...], layer: Path, backend: Backend) -> ScenarioResult:
         """The whole scenario, the reference ``layer`` made ready."""

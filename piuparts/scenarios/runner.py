@@ -99,6 +99,40 @@ def purge_order(pulled_in: Sequence[str], dependencies: Sequence[str],
     return first, [name for name in pulled_in if name in deps and name.split(":", 1)[0] not in tested]
 
 
+#: dpkg-query's view of what each package needs and provides.
+_RELATIONS_FORMAT = "${binary:Package}\t${Package}\t${Pre-Depends}, ${Depends}\t${Provides}\n"
+
+
+def relation_names(field: str) -> set[str]:
+    """The package names a Depends-like field mentions (versions, architecture
+    qualifiers and alternatives flattened)."""
+    names = set()
+    for part in field.replace("|", ",").split(","):
+        words = part.split()
+        if words:
+            names.add(words[0].split(":", 1)[0])
+    return names
+
+
+def with_dependents(first: Sequence[str], rest: Sequence[str],
+                    relations: dict[str, tuple[str, set[str], set[str]]]) -> tuple[list[str], list[str]]:
+    """``first`` grown by the packages of ``rest`` that need one of it (its
+    names or what it provides), until none does; and what is left of ``rest``.
+    ``relations``: package -> (name without architecture, names it needs, names it provides).
+    Removing ``first`` alone then breaks nothing that stays."""
+    first, rest = list(first), list(rest)
+    while True:
+        gone = set()
+        for name in first:
+            plain, _, provides = relations.get(name, (name.split(":", 1)[0], set(), set()))
+            gone |= {plain} | provides
+        moving = [name for name in rest if relations.get(name, ("", set(), set()))[1] & gone]
+        if not moving:
+            return first, rest
+        first += moving
+        rest = [name for name in rest if name not in moving]
+
+
 class Runner:
     """One scenario's steps over one chroot, and its result."""
 
@@ -115,6 +149,7 @@ class Runner:
         self._diffs: dict[tuple[int, int], Diff] = {}
         #: PIUPARTS_TEST and PIUPARTS_PHASE for the hook scripts.
         self.test, self.phase = test, "install"
+        self._groups: tuple[list[str], list[str]] | None = None
 
     def snapshot(self, name: str, on_base: bool = False) -> None:
         """Take the tree snapshot ``name`` for the checks."""
@@ -280,7 +315,7 @@ class Runner:
         pre_remove and post_remove hooks."""
         if not self.hook("pre_remove"):
             return False
-        tested, dependencies = purge_order(self.ctx.pulled_in, self.ctx.dependencies, self.subject.packages)
+        tested, dependencies = self._removal_groups()
         step = self.outcome.step("remove")
         if not self._dpkg(step, "--remove", tested, self.ctx.blame):
             return False
@@ -293,7 +328,7 @@ class Runner:
         """Purge the dependencies, then the tested packages; bring what the
         dependencies upgraded back to the version before the test; the
         post_purge hooks."""
-        tested, dependencies = purge_order(self.ctx.pulled_in, self.ctx.dependencies, self.subject.packages)
+        tested, dependencies = self._removal_groups()
         step = self.outcome.step("purge")
         if dependencies and not self._dpkg(step, "--purge", dependencies, tuple(dependencies)):
             return False
@@ -302,6 +337,20 @@ class Runner:
         if not self._dpkg(step, "--purge", tested, self.ctx.blame):
             return False
         return self.hook("post_purge")
+
+    def _removal_groups(self) -> tuple[list[str], list[str]]:
+        """(the tested packages with what needs them, the dependencies), as
+        :func:`purge_order` and :func:`with_dependents` make them (read once)."""
+        if self._groups is None:
+            tested, dependencies = purge_order(self.ctx.pulled_in, self.ctx.dependencies, self.subject.packages)
+            listing = self.chroot.run(["dpkg-query", "-W", "-f", _RELATIONS_FORMAT], level=logging.DEBUG)
+            relations = {}
+            for line in listing.output.splitlines():
+                fields = line.split("\t")
+                if len(fields) == 4:
+                    relations[fields[0]] = (fields[1], relation_names(fields[2]), relation_names(fields[3]))
+            self._groups = with_dependents(tested, dependencies, relations)
+        return self._groups
 
     def _dpkg(self, step: Step, action: str, packages: Sequence[str], blame: tuple[str, ...]) -> bool:
         """One ``dpkg --remove`` or ``--purge`` over ``packages`` (dpkg orders

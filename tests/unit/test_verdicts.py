@@ -8,7 +8,7 @@ import hashlib
 from piuparts import cli, layers, options as opts
 from piuparts.backends import Backend, BaseSpec
 from piuparts.scenarios import distupgrade
-from piuparts.scenarios.runner import Settings, changed_packages, purge_order
+from piuparts.scenarios.runner import Settings, changed_packages, purge_order, relation_names, with_dependents
 from piuparts.state import Ignores, UpperState, entry_of
 
 
@@ -93,3 +93,19 @@ def test_the_distupgrade_reference_is_keyed_on_the_target_s_inrelease(tmp_path):
     assert distupgrade.Reference(plan, settings, tmp_path).dir == first
     (mirror / "dists/trixie/InRelease").write_text("Date: now\n")
     assert distupgrade.Reference(plan, settings, tmp_path).dir != first
+
+
+def test_relation_names_flatten_versions_alternatives_and_architectures():
+    assert relation_names("libc6 (>= 2.36), python3:any | python3-minimal, , perl:amd64") == {
+        "libc6", "python3", "python3-minimal", "perl"}
+
+
+def test_with_dependents_moves_what_needs_the_first_group():
+    relations = {"python3-oslo.config": ("python3-oslo.config", {"python3-six"}, set()),
+                 "python3-oslo.log": ("python3-oslo.log", {"python3-oslo.config"}, set()),
+                 "pp-virtual-user": ("pp-virtual-user", {"pp-virtual"}, set()),
+                 "pp-provider": ("pp-provider", set(), {"pp-virtual"}),
+                 "python3-six": ("python3-six", {"python3"}, set())}
+    assert with_dependents(["python3-oslo.config", "pp-provider"],
+                           ["python3-six", "python3-oslo.log", "pp-virtual-user"], relations) == (
+        ["python3-oslo.config", "pp-provider", "python3-oslo.log", "pp-virtual-user"], ["python3-six"])
