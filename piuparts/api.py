@@ -270,7 +270,8 @@ def _run_scenarios(backend: Backend, config: RunConfig,
     hooks = Hooks.from_dirs(config.scriptsdirs, subject.objects, spec.distribution)
     settings = Settings(config.ignores, config.max_command_runtime, dict(config.severities),
                         config.install_remove_install, config.install_purge_install, hooks,
-                        prompt_timeout=config.prompt_timeout, deb_cache=config.cache_dir / "debs")
+                        prompt_timeout=config.prompt_timeout, deb_cache=config.cache_dir / "debs",
+                        warn_on_others=config.warn_on_others)
     untestable = _is_testable(backend, config, hooks)
     if untestable is not None:
         return [untestable], info

@@ -55,6 +55,8 @@ class RunConfig:
     install_purge_install: bool = False
     #: Install and purge the dependencies in each test instead of taking them from a cached layer.
     purge_dependencies: bool = False
+    #: piuparts' --warn-on-others: what the dependencies are blamed for warns instead of failing.
+    warn_on_others: bool = False
     #: Which backend makes the chroots, and its settings.
     backend: str = "debootstrap"
     basetgz: Path | None = None

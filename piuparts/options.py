@@ -208,6 +208,7 @@ def from_args(args: argparse.Namespace) -> RunConfig:
         existing_chroot=Path(args.existing_chroot).absolute() if args.existing_chroot else None,
         hard_link=args.hard_link, prompt_timeout=args.prompt_timeout,
         purge_dependencies=args.purge_dependencies, no_network=getattr(args, "no_network", False),
+        warn_on_others=args.warn_on_others,
         **instance_options(args))
     config.ignores  # a bad -I regular expression is a usage error now, not in the middle of a run
     return _own_dependencies(config)
