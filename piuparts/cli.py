@@ -21,6 +21,7 @@ from piuparts import __version__, api, log as logsetup, options as opts, resourc
 from piuparts.api import require_root
 from piuparts.backends import Backend
 from piuparts.batch import cli as batch_cli
+from piuparts.report.html import cli as report_cli
 from piuparts.checks import Check
 from piuparts.errors import Interrupted, PiupartsError
 from piuparts.report import json as json_report, junit as junit_report, text as text_report
@@ -40,6 +41,7 @@ other commands:
   piuparts cleanup [--cache-dir DIR]       remove what killed runs left behind
   piuparts schroot-setup NAME [-d DIST]    make a schroot chroot for --schroot NAME
   piuparts lvm-setup VG/LV [-d DIST]       fill an LVM volume with a base for --lvm-volume
+  piuparts report CONFIG OUTDIR            the report site of a batch state database
 """
 
 
@@ -195,6 +197,8 @@ def _main(argv: list[str]) -> int:
             return cleanup(argv[1:])
         if argv[:1] == ["batch"]:
             return batch_cli.main(argv[1:])
+        if argv[:1] == ["report"]:
+            return report_cli.main(argv[1:])
         if argv[:1] and argv[0] in Backend.subcommands:
             return Backend.subcommands[argv[0]](argv[1:])
         args = parser().parse_args(argv)
