@@ -34,6 +34,8 @@ class Written:
     written: int
     unchanged: int
     seconds: float
+    #: The files written (paths inside the site).
+    files: tuple[str, ...] = ()
 
     def line(self) -> str:
         """The summary line."""
@@ -228,4 +230,4 @@ def generate(config: Config, outdir: Path, names: Sequence[str] | None = None,
     with Database(config.db) as db:
         site, prepared = model.load(config, list(names or config.sections), db, now)
     Generator(site, out).all(summary(prepared))
-    return Written(outdir, len(out.written), out.unchanged, time.monotonic() - start)
+    return Written(outdir, len(out.written), out.unchanged, time.monotonic() - start, tuple(out.written))
