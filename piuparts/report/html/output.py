@@ -46,10 +46,21 @@ class Output:
         if not source.is_file():
             return False
         packed.parent.mkdir(parents=True, exist_ok=True)
-        for target, opener in ((packed, open), (plain, gzip.open)):
-            temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-            with opener(source, "rb") as reading, open(temporary, "wb") as writing:
-                shutil.copyfileobj(reading, writing)
-            temporary.replace(target)
-            self.written.append(str(target.relative_to(self.root)))
+        if not packed.is_file():
+            self._link_or_copy(source, packed)
+        temporary = plain.with_name(f".{plain.name}.{os.getpid()}.tmp")
+        with gzip.open(source, "rb") as reading, open(temporary, "wb") as writing:
+            shutil.copyfileobj(reading, writing)
+        temporary.replace(plain)
+        self.written.append(str(plain.relative_to(self.root)))
         return True
+
+    def _link_or_copy(self, source: Path, target: Path) -> None:
+        """A hard link to the filed log (it is never changed in place), or a copy on another file system."""
+        try:
+            os.link(source, target)
+        except OSError:
+            temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            shutil.copyfile(source, temporary)
+            temporary.replace(target)
+        self.written.append(str(target.relative_to(self.root)))

@@ -70,8 +70,9 @@ class Generator:
         self.out.write(relative, text)
 
     def json(self, relative: str, document: Any) -> None:
-        """Write a JSON document (keys sorted, so an unchanged one is byte for byte the same)."""
-        self.out.write(relative, json.dumps(document, indent=1, sort_keys=True) + "\n")
+        """Write a JSON document: compact (the C encoder: indenting is ten times slower), keys sorted,
+        so an unchanged one is byte for byte the same."""
+        self.out.write(relative, json.dumps(document, separators=(",", ":"), sort_keys=True) + "\n")
 
     def all(self, summary: dict[str, Any]) -> None:
         """Every page of the site."""
