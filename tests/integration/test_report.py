@@ -7,6 +7,7 @@ files, a link checker, and headless Chromium over a local HTTP server.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
@@ -124,10 +125,10 @@ BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars"]
 
 
-@pytest.fixture(scope="module")
-def server(site: Site) -> Iterator[str]:
-    """The site over HTTP on 127.0.0.1 (python's http.server in a thread), ended at the end."""
-    handler = functools.partial(Quiet, directory=str(site.out))
+@contextlib.contextmanager
+def serving(directory: Path) -> Iterator[str]:
+    """``directory`` over HTTP on 127.0.0.1 (python's http.server in a thread), ended at the end; its URL."""
+    handler = functools.partial(Quiet, directory=str(directory))
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
@@ -137,6 +138,13 @@ def server(site: Site) -> Iterator[str]:
         httpd.shutdown()
         httpd.server_close()
         thread.join()
+
+
+@pytest.fixture(scope="module")
+def server(site: Site) -> Iterator[str]:
+    """The site of the batch runs, served."""
+    with serving(site.out) as url:
+        yield url
 
 
 class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -313,8 +321,29 @@ def test_screenshots(site: Site, server: str, tmp_path_factory: pytest.TempPathF
         target = shots / f"{name}.png"
         chromium(shots, f"--window-size={size}", f"--screenshot={target}", server + relative)
         assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and target.stat().st_size > 10_000, name
-    keep = os.environ.get("PIUPARTS_SCREENSHOTS")
-    if keep:
-        Path(keep).mkdir(parents=True, exist_ok=True)
+    keep(shots)
+
+
+def keep(shots: Path) -> None:
+    """Copy the screenshots to $PIUPARTS_SCREENSHOTS, when it is set (the README's come from there)."""
+    where = os.environ.get("PIUPARTS_SCREENSHOTS")
+    if where:
+        Path(where).mkdir(parents=True, exist_ok=True)
         for shot in shots.glob("*.png"):
-            shutil.copy(shot, Path(keep) / f"report-{shot.name}")
+            shutil.copy(shot, Path(where) / f"report-{shot.name}")
+
+
+def test_screenshot_of_a_month(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The index of a synthetic section tested over four weeks: the graph has a point a day."""
+    from piuparts.report.html import site as site_mod
+    from tests.unit.test_report_site import NOW, synthetic
+    where = tmp_path_factory.mktemp("month")
+    config = synthetic(where, 300, 28, seed=3)
+    site_mod.generate(config, where / "site", now=NOW)
+    shots = tmp_path_factory.mktemp("month-screenshots")
+    with serving(where / "site") as url:
+        dom = chromium(shots, "--dump-dom", url + "index.html")
+        chromium(shots, "--window-size=1100,900", f"--screenshot={shots / 'month.png'}", url + "index.html")
+    assert len(re.findall(r"<polyline", dom)) >= 2 and "28" not in parse(dom).title
+    assert (shots / "month.png").stat().st_size > 10_000
+    keep(shots)

@@ -17,7 +17,7 @@ from piuparts.report.html.look import STYLE
 WIDTH, PLOT_HEIGHT = 720, 240
 LEFT, RIGHT, TOP, BOTTOM = 48, 12, 12, 28
 #: The legend: entries a row, and a row's height.
-LEGEND_COLUMNS, LEGEND_ROW = 3, 22
+LEGEND_COLUMNS, LEGEND_ROW = 2, 22
 
 
 def _ticks(top: int, count: int = 4) -> list[int]:
@@ -42,8 +42,12 @@ def graph(days: Sequence[float], series: Mapping[str, Sequence[int]], title: str
     rows = (len(shown) + LEGEND_COLUMNS - 1) // LEGEND_COLUMNS
     height = PLOT_HEIGHT + rows * LEGEND_ROW + 4
 
+    if len(days) == 1:  # one day: a flat line across, so each state's dashes still show
+        days = [days[0], days[0]]
+        shown = {state: [values[0], values[0]] for state, values in shown.items()}
+
     def x(i: int) -> float:
-        return LEFT + (plot_w * i / (len(days) - 1) if len(days) > 1 else plot_w / 2)
+        return LEFT + plot_w * i / (len(days) - 1)
 
     def y(value: int) -> float:
         return TOP + plot_h - plot_h * value / ticks[-1]
@@ -53,19 +57,27 @@ def graph(days: Sequence[float], series: Mapping[str, Sequence[int]], title: str
     for tick in ticks:
         parts.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" class="grid"/>'
                      f'<text x="{LEFT - 6}" y="{y(tick) + 4:.1f}" text-anchor="end">{tick}</text>')
-    for i in sorted({0, len(days) - 1, *range(0, len(days), max(1, len(days) // 5))}):
-        if 0 <= i < len(days):
-            parts.append(f'<text x="{x(i):.1f}" y="{PLOT_HEIGHT - 8}" text-anchor="middle">{_day(days[i])}</text>')
+    for i in _labelled(days):
+        anchor = "start" if i == 0 else "end" if i == len(days) - 1 else "middle"
+        parts.append(f'<text x="{x(i):.1f}" y="{PLOT_HEIGHT - 8}" text-anchor="{anchor}">{_day(days[i])}</text>')
     for state, values in shown.items():
         look = STYLE[state]
         points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
         parts.append(f'<polyline points="{points}" fill="none" stroke="{look.colour}" stroke-width="2.5" '
                      f'stroke-dasharray={quoteattr(look.dash)}><title>{escape(state)}</title></polyline>')
-        if len(values) == 1:
-            parts.append(f'<circle cx="{x(0):.1f}" cy="{y(values[0]):.1f}" r="4" fill="{look.colour}"/>')
     parts.extend(_legend(shown))
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _labelled(days: Sequence[float]) -> list[int]:
+    """The days the x axis names: the first, the last, and about four between, none too close to the last."""
+    if days[0] == days[-1]:
+        return [0]
+    step = max(1, len(days) // 5)
+    room = (WIDTH - LEFT - RIGHT) / (len(days) - 1)  # pixels a day; a label is about 60 wide
+    between = [i for i in range(step, len(days) - 1, step) if (len(days) - 1 - i) * room >= 110]
+    return [0, *between, len(days) - 1]
 
 
 def _legend(shown: Mapping[str, Sequence[int]]) -> list[str]:
