@@ -63,9 +63,9 @@ def _run(conf: config_mod.Config, args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, stop.press)
     start = time.monotonic()
     try:
-        executor = LocalExecutor(workers, conf.logs)
         display = display_for()
-        tally = engine.run(conf, _sections(conf, args), executor, display, stop, args.max_tests, args.seed)
+        tally = engine.run(conf, _sections(conf, args), lambda: LocalExecutor(workers, conf.logs), display, stop,
+                           args.max_tests, args.seed)
     finally:
         signal.signal(signal.SIGINT, previous)
     print(_summary_line(tally, time.monotonic() - start), flush=True)
@@ -86,6 +86,8 @@ def _summary_line(tally: engine.Tally, seconds: float) -> str:
         parts.append(f"{kinds['internal']} internal errors")
     if tally.cancelled:
         parts.append(f"{tally.cancelled} stopped (waiting again)")
+    if tally.unreadable:
+        parts.append(f"sections not read: {', '.join(tally.unreadable)}")
     return f"piuparts batch: {tally.tested} tests in {seconds:.0f} s: " + ", ".join(parts)
 
 
