@@ -229,7 +229,7 @@ def test_the_runs_and_what_the_pages_say(site: Site) -> None:
     for result in fixed["results"]:
         assert gzip_text(site.out / result["log"]) == (site.out / result["log"]).with_suffix(".txt").read_text()
     problem = site.read("team/problem/unowned_files_after_purge_error.html")
-    assert "Packages leaving unowned files after purge" in problem and "pp-rp-xss" in problem
+    assert "Files owned by no package left behind after purge" in problem and "pp-rp-xss" in problem
     summary = json.loads(site.read("summary.json"))["packages"]
     assert summary["pp-rp-clean"]["team"][0] == "F" and summary["pp-rp-fail"]["team"][0] == "P"
     assert summary["pp-rp-xss"]["team"][:2] == ["F", 1]

@@ -254,3 +254,13 @@ def test_no_database_is_a_usage_error(tmp_path: Path) -> None:
     config.db.unlink()
     with pytest.raises(UsageError, match="no state database yet; run 'piuparts batch run"):
         site_mod.generate(config, tmp_path / "site")
+
+
+def test_a_section_that_cannot_be_read_is_named_on_the_index(tmp_path: Path) -> None:
+    config = synthetic(tmp_path, 5, 1)
+    text = config.path.read_text().replace("sections = sid", "sections = sid gone")
+    config.path.write_text(text + f"\n[gone]\ndistro = bookworm\nmirror = file://{tmp_path}/nowhere\narch = amd64\n")
+    site_mod.generate(config_mod.load(config.path), tmp_path / "site", now=NOW)
+    index = (tmp_path / "site/index.html").read_text()
+    assert "[gone] could not be read: [gone] distro bookworm: no Packages file at file://" in index
+    assert (tmp_path / "site/sid/index.html").is_file() and not (tmp_path / "site/gone").exists()

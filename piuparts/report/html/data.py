@@ -566,7 +566,7 @@ def load(config: Config, names: list[str], db: Database,
     """The whole site's data (the sections ``names``, every run, every change), and the sections as read."""
     now = time.time() if now is None else now
     unreadable: dict[str, str] = {}
-    runs = engine.prepare(config, names, db)
+    runs = engine.prepare(config, names, db, unreadable)
     tests = [test_of(record) for record in db.results()]
     by_section: dict[str, list[Test]] = {}
     for test in tests:
