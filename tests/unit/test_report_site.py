@@ -264,3 +264,13 @@ def test_a_section_that_cannot_be_read_is_named_on_the_index(tmp_path: Path) -> 
     index = (tmp_path / "site/index.html").read_text()
     assert "[gone] could not be read: [gone] distro bookworm: no Packages file at file://" in index
     assert (tmp_path / "site/sid/index.html").is_file() and not (tmp_path / "site/gone").exists()
+
+
+def test_several_processes_write_the_same_site(made: tuple[config_mod.Config, Path, site_mod.Written],
+                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config, serial, _ = made
+    monkeypatch.setattr(site_mod, "PARALLEL_FROM", 1)
+    forked = site_mod.generate(config, tmp_path / "site", now=NOW, processes=2)
+    files = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.is_file())
+    assert sorted(Path(f) for f in forked.files) == files
+    assert all((tmp_path / "site" / f).read_bytes() == (serial / f).read_bytes() for f in files)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,8 @@ HERE = Path(__file__).parent
 LATEST_RUNS = 10
 #: Entries of the feed.
 FEED_ENTRIES = 200
+#: Pages of a kind from which they are rendered in several processes.
+PARALLEL_FROM = 500
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,12 @@ def environment() -> jinja2.Environment:
 class Generator:
     """One generation of the site from a :class:`~.data.Site`."""
 
-    def __init__(self, site: model.Site, out: Output) -> None:
+    def __init__(self, site: model.Site, out: Output, processes: int = 1) -> None:
         self.site = site
         self.out = out
         self.env = environment()
+        self.processes = processes
+        self.sources: dict[str, list[model.Binary]] = {}
 
     def page(self, template: str, relative: str, **context: Any) -> None:
         """Render ``template`` to ``relative`` (links in it are relative to the page)."""
@@ -101,8 +107,36 @@ class Generator:
                       binaries=section.by_state(state))
         for problem in section.problems.values():
             self.page("problem.html", f"{section.name}/{problem.url}", section=section, problem=problem)
-        for binary in section.binaries.values():
-            self.package(section, binary)
+        self.in_parallel([("package", section.name, name) for name in section.binaries])
+
+    def in_parallel(self, jobs: list[Job]) -> None:
+        """Render many pages of one kind, in :attr:`processes` forked processes when there are
+        enough of them to be worth it (the site's data is shared copy-on-write)."""
+        if self.processes < 2 or len(jobs) < PARALLEL_FROM:
+            for job in jobs:
+                self.job(job)
+            return
+        global _FORKED
+        _FORKED = self
+        chunks = [jobs[i::self.processes * 4] for i in range(self.processes * 4)]
+        try:
+            with multiprocessing.get_context("fork").Pool(self.processes) as pool:
+                for written, unchanged in pool.imap_unordered(_chunk, chunks):
+                    self.out.written.extend(written)
+                    self.out.unchanged += unchanged
+        finally:
+            _FORKED = None
+
+    def job(self, job: Job) -> None:
+        """One page of :meth:`in_parallel`'s list."""
+        kind, first, second = job
+        if kind == "package":
+            section = self.site.sections[first]
+            self.package(section, section.binaries[second])
+        else:
+            binaries = self.sources[first]
+            self.page("source.html", model.source_url(first), source=first, rows=_rows(binaries),
+                      sections=list(self.site.sections), history=_history(binaries))
 
     def package(self, section: model.Section, binary: model.Binary) -> None:
         """A package's page, its JSON and its logs."""
@@ -120,9 +154,8 @@ class Generator:
         for binary in self.site.binaries():
             sources.setdefault(binary.source, []).append(binary)
             maintainers.setdefault(binary.maintainer.slug, (binary.maintainer, []))[1].append(binary)
-        for source, binaries in sorted(sources.items()):
-            self.page("source.html", model.source_url(source), source=source, rows=_rows(binaries),
-                      sections=list(self.site.sections), history=_history(binaries))
+        self.sources = sources
+        self.in_parallel([("source", source, "") for source in sorted(sources)])
         table = []
         for slug, (who, binaries) in sorted(maintainers.items()):
             rows = _rows(binaries)
@@ -144,6 +177,21 @@ class Generator:
         entries = self.site.changes[:FEED_ENTRIES]
         updated = max((c.after.started + c.after.duration for c in entries), default=0.0)
         self.page("feed.atom", "feed.atom", entries=entries, updated=model.iso(updated or 0.0), iso=model.iso)
+
+
+#: (page kind, section or source, package): one page for :meth:`Generator.in_parallel`.
+Job = tuple[str, str, str]
+#: The generator a forked process renders with (set just before the fork).
+_FORKED: Generator | None = None
+
+
+def _chunk(jobs: list[Job]) -> tuple[list[str], int]:
+    """In a forked process: render ``jobs``; the files written and how many were unchanged."""
+    assert _FORKED is not None
+    _FORKED.out = Output(_FORKED.out.root)
+    for job in jobs:
+        _FORKED.job(job)
+    return _FORKED.out.written, _FORKED.out.unchanged
 
 
 def _rows(binaries: Iterable[model.Binary]) -> list[tuple[str, dict[str, model.Binary]]]:
@@ -220,8 +268,9 @@ def summary(site_runs: Any) -> dict[str, Any]:
 
 
 def generate(config: Config, outdir: Path, names: Sequence[str] | None = None,
-             now: float | None = None) -> Written:
-    """Write the site of the sections ``names`` (default: all) into ``outdir``."""
+             now: float | None = None, processes: int | None = None) -> Written:
+    """Write the site of the sections ``names`` (default: all) into ``outdir``, rendering
+    in ``processes`` processes (default: one a CPU, at most 4)."""
     start = time.monotonic()
     if not config.db.is_file():
         raise UsageError(f"{config.db}: no state database yet; run 'piuparts batch run {config.path}' first")
@@ -230,5 +279,6 @@ def generate(config: Config, outdir: Path, names: Sequence[str] | None = None,
     out = Output(outdir)
     with Database(config.db) as db:
         site, prepared = model.load(config, list(names or config.sections), db, now)
-    Generator(site, out).all(summary(prepared))
+    processes = min(4, os.cpu_count() or 1) if processes is None else processes
+    Generator(site, out, processes).all(summary(prepared))
     return Written(outdir, len(out.written), out.unchanged, time.monotonic() - start, tuple(out.written))
