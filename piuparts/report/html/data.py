@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 from piuparts.batch import engine, states as st
 from piuparts.batch.config import Config
 from piuparts.batch.db import Database, Record
-from piuparts.report.html import problems_text
+from piuparts.report.html import parallel, problems_text
 from piuparts.report.html.look import ORDER
 
 #: How many log lines a failed result shows on its package's page.
@@ -419,24 +419,25 @@ def _midnight(stamp: float) -> float:
 
 
 def history(packages: Mapping[str, st.Package], tests: Iterable[Test], outside: Mapping[str, str],
-            today: float) -> tuple[list[float], dict[str, list[int]]]:
+            today: float, processes: int = 1) -> tuple[list[float], dict[str, list[int]]]:
     """The section's counts a day, from its first result's day to ``today``.
 
     Each day's counts are :func:`states.compute` over today's packages with
     the results recorded by the end of that day (the newest verdict of any
-    version counts); a day without new results repeats the day before.
+    version counts); a day without new results repeats the day before.  The
+    days are computed in ``processes`` processes.
     """
     verdicts = sorted((t for t in tests if t.state), key=lambda t: t.started + t.duration)
     if not verdicts:
         return [_midnight(today)], {s: [n] for s, n in st.counts(st.compute(packages, {}, outside)).items()}
     first, last = _midnight(verdicts[0].started + verdicts[0].duration), _midnight(today)
     days = [first + DAY * i for i in range(int((last - first) // DAY) + 1)]
-    series: dict[str, list[int]] = {s: [] for s in st.STATES}
+    snapshots: list[dict[str, str]] = []  # the results known at the end of each day that brought new ones
+    which: list[int] = []  # day -> its snapshot
     known: dict[str, str] = {}
     position = 0
-    counts: dict[str, int] = {}
     for day in days:
-        changed = not counts
+        changed = not snapshots
         while position < len(verdicts) and verdicts[position].started + verdicts[position].duration < day + DAY:
             test = verdicts[position]
             if test.package in packages and test.state:
@@ -444,9 +445,11 @@ def history(packages: Mapping[str, st.Package], tests: Iterable[Test], outside: 
                 changed = True
             position += 1
         if changed:
-            counts = st.counts(st.compute(packages, known, outside))
-        for state in st.STATES:
-            series[state].append(counts[state])
+            snapshots.append(dict(known))
+        which.append(len(snapshots) - 1)
+    counted = parallel.fork_map(lambda i: st.counts(st.compute(packages, snapshots[i], outside)),
+                                len(snapshots), processes)
+    series = {state: [counted[which[d]][state] for d in range(len(days))] for state in st.STATES}
     return days, series
 
 
@@ -494,13 +497,13 @@ def _problems(run: engine.SectionRun, binaries: Mapping[str, Binary]) -> dict[st
 
 
 def _section(name: str, run: engine.SectionRun, tests: list[Test], descriptions: Mapping[str, str],
-             today: float) -> Section:
+             today: float, processes: int) -> Section:
     by_package: dict[str, list[Test]] = {}
     for test in tests:
         by_package.setdefault(test.package, []).append(test)
     binaries = _binaries(name, run, by_package, descriptions)
     ordered = dict(sorted(binaries.items(), key=lambda item: (ORDER.index(item[1].state), item[0])))
-    days, series = history(run.archive.packages, tests, run.outside, today)
+    days, series = history(run.archive.packages, tests, run.outside, today, processes)
     return Section(name, run.section.description, run.section.distro, run.section.repository, ordered,
                    st.counts(run.computed), _problems(run, binaries), days, series)
 
@@ -561,8 +564,8 @@ def descriptions(config: Config, run: engine.SectionRun) -> dict[str, str]:
     return found
 
 
-def load(config: Config, names: list[str], db: Database,
-         now: float | None = None) -> tuple[Site, dict[str, engine.SectionRun]]:
+def load(config: Config, names: list[str], db: Database, now: float | None = None,
+         processes: int = 1) -> tuple[Site, dict[str, engine.SectionRun]]:
     """The whole site's data (the sections ``names``, every run, every change), and the sections as read."""
     now = time.time() if now is None else now
     unreadable: dict[str, str] = {}
@@ -571,7 +574,7 @@ def load(config: Config, names: list[str], db: Database,
     by_section: dict[str, list[Test]] = {}
     for test in tests:
         by_section.setdefault(test.section, []).append(test)
-    sections = {name: _section(name, run, by_section.get(name, []), descriptions(config, run), now)
+    sections = {name: _section(name, run, by_section.get(name, []), descriptions(config, run), now, processes)
                 for name, run in runs.items()}
     shown = [t for t in tests if t.section in sections]
     return Site(now, sections, _runs(db, shown), changes(shown), unreadable), runs

@@ -277,8 +277,8 @@ def generate(config: Config, outdir: Path, names: Sequence[str] | None = None,
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"{outdir}: not a directory; give the directory the site goes in")
     out = Output(outdir)
-    with Database(config.db) as db:
-        site, prepared = model.load(config, list(names or config.sections), db, now)
     processes = min(4, os.cpu_count() or 1) if processes is None else processes
+    with Database(config.db) as db:
+        site, prepared = model.load(config, list(names or config.sections), db, now, processes)
     Generator(site, out, processes).all(summary(prepared))
     return Written(outdir, len(out.written), out.unchanged, time.monotonic() - start, tuple(out.written))
