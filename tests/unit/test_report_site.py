@@ -274,3 +274,18 @@ def test_several_processes_write_the_same_site(made: tuple[config_mod.Config, Pa
     files = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.is_file())
     assert sorted(Path(f) for f in forked.files) == files
     assert all((tmp_path / "site" / f).read_bytes() == (serial / f).read_bytes() for f in files)
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.conftest import PIUPARTS
+    config = synthetic(tmp_path, 3, 1)
+    (tmp_path / "a-file").write_text("")
+    for args, said in (([str(tmp_path / "none.conf"), str(tmp_path / "s")], "cannot read the batch configuration"),
+                       ([str(config.path), str(tmp_path / "a-file")], "not a directory")):
+        proc = subprocess.run([*PIUPARTS, "report", *args], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and said in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+    proc = subprocess.run([*PIUPARTS, "report", str(config.path), str(tmp_path / "s")], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.startswith("piuparts report: "), proc.stderr
