@@ -289,3 +289,16 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     proc = subprocess.run([*PIUPARTS, "report", str(config.path), str(tmp_path / "s")], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("piuparts report: "), proc.stderr
+
+
+def test_a_package_that_left_the_archive_loses_its_pages(tmp_path: Path) -> None:
+    config = synthetic(tmp_path, 12, 2)
+    out = tmp_path / "site"
+    site_mod.generate(config, out, now=NOW)
+    assert (out / "sid/package/p/pkg-00011.html").is_file() and list((out / "sid/log/p/pkg-00011").iterdir())
+    index = tmp_path / "mirror/dists/bookworm/main/binary-amd64/Packages"
+    index.write_text(index.read_text().split("Package: pkg-00011\n")[0])
+    site_mod.generate(config, out, now=NOW)
+    assert not (out / "sid/package/p/pkg-00011.html").exists() and not (out / "sid/package/p/pkg-00011.json").exists()
+    assert not list((out / "sid/log/p/pkg-00011").iterdir())
+    assert (out / "sid/package/p/pkg-00010.html").is_file() and (out / "index.html").is_file()

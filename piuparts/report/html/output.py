@@ -20,11 +20,14 @@ class Output:
         self.root = root
         self.written: list[str] = []
         self.unchanged = 0
+        #: Every file this generation made or found up to date (paths inside the site).
+        self.kept: list[str] = []
 
     def write(self, relative: str, content: str | bytes) -> None:
         """Write ``relative`` (a path inside the site) if its content is new."""
         data = content.encode() if isinstance(content, str) else content
         path = self.root / relative
+        self.kept.append(relative)
         try:
             if path.stat().st_size == len(data) and path.read_bytes() == data:
                 self.unchanged += 1
@@ -40,6 +43,7 @@ class Output:
         """A result's compressed log as ``STEM.log.gz`` and its plain text as ``STEM.log.txt``;
         a log never changes once filed, so one already there is kept.  False when the source is gone."""
         packed, plain = self.root / f"{stem}.log.gz", self.root / f"{stem}.log.txt"
+        self.kept += [f"{stem}.log.gz", f"{stem}.log.txt"]
         if packed.is_file() and plain.is_file():
             self.unchanged += 2
             return True
@@ -64,3 +68,20 @@ class Output:
             shutil.copyfile(source, temporary)
             temporary.replace(target)
         self.written.append(str(target.relative_to(self.root)))
+
+    def prune(self, directories: list[str]) -> list[str]:
+        """Remove the files under ``directories`` (inside the site) that this generation did not
+        make: pages of packages that left the archive, of problems no package has any more.
+        Returns what was removed."""
+        kept = set(self.kept)
+        removed = []
+        for directory in directories:
+            top = self.root / directory
+            if not top.is_dir():
+                continue
+            for path in sorted(top.rglob("*")):
+                relative = str(path.relative_to(self.root))
+                if path.is_file() and relative not in kept:
+                    path.unlink()
+                    removed.append(relative)
+        return removed

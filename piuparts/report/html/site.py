@@ -121,9 +121,10 @@ class Generator:
         chunks = [jobs[i::self.processes * 4] for i in range(self.processes * 4)]
         try:
             with multiprocessing.get_context("fork").Pool(self.processes) as pool:
-                for written, unchanged in pool.imap_unordered(_chunk, chunks):
+                for written, unchanged, kept in pool.imap_unordered(_chunk, chunks):
                     self.out.written.extend(written)
                     self.out.unchanged += unchanged
+                    self.out.kept.extend(kept)
         finally:
             _FORKED = None
 
@@ -185,13 +186,13 @@ Job = tuple[str, str, str]
 _FORKED: Generator | None = None
 
 
-def _chunk(jobs: list[Job]) -> tuple[list[str], int]:
-    """In a forked process: render ``jobs``; the files written and how many were unchanged."""
+def _chunk(jobs: list[Job]) -> tuple[list[str], int, list[str]]:
+    """In a forked process: render ``jobs``; the files written, how many were unchanged, all it kept."""
     assert _FORKED is not None
     _FORKED.out = Output(_FORKED.out.root)
     for job in jobs:
         _FORKED.job(job)
-    return _FORKED.out.written, _FORKED.out.unchanged
+    return _FORKED.out.written, _FORKED.out.unchanged, _FORKED.out.kept
 
 
 def _rows(binaries: Iterable[model.Binary]) -> list[tuple[str, dict[str, model.Binary]]]:
@@ -270,7 +271,8 @@ def summary(site_runs: Any) -> dict[str, Any]:
 def generate(config: Config, outdir: Path, names: Sequence[str] | None = None,
              now: float | None = None, processes: int | None = None) -> Written:
     """Write the site of the sections ``names`` (default: all) into ``outdir``, rendering
-    in ``processes`` processes (default: one a CPU, at most 4)."""
+    in ``processes`` processes (default: one a CPU, at most 4); then remove what the site no
+    longer links to in those sections' directories and the source, maintainer and run ones."""
     start = time.monotonic()
     if not config.db.is_file():
         raise UsageError(f"{config.db}: no state database yet; run 'piuparts batch run {config.path}' first")
@@ -281,4 +283,5 @@ def generate(config: Config, outdir: Path, names: Sequence[str] | None = None,
     with Database(config.db) as db:
         site, prepared = model.load(config, list(names or config.sections), db, now, processes)
     Generator(site, out, processes).all(summary(prepared))
+    out.prune([*site.sections, "source", "maintainer", "run"])
     return Written(outdir, len(out.written), out.unchanged, time.monotonic() - start, tuple(out.written))
