@@ -171,6 +171,7 @@ class Page(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.links: list[str] = []
         self.ids: set[str] = set()
+        self.duplicates: list[str] = []
         self.lang: str | None = None
         self.title = ""
         self.headings = 0
@@ -193,6 +194,8 @@ class Page(HTMLParser):
             if values.get(name):
                 self.links.append(str(values[name]))
         if values.get("id"):
+            if str(values["id"]) in self.ids:
+                self.duplicates.append(str(values["id"]))
             self.ids.add(str(values["id"]))
 
     def handle_endtag(self, tag: str) -> None:
@@ -284,11 +287,11 @@ def test_every_link_resolves(site: Site) -> None:
     assert not broken, "\n".join(broken[:20])
 
 
-def test_pages_have_a_language_title_and_headings(site: Site) -> None:
+def test_pages_have_a_language_title_headings_and_no_script(site: Site) -> None:
     for path in site.out.rglob("*.html"):
         page = parse(path.read_text())
         assert page.lang == "en" and page.title.strip() and page.headings, path
-        assert page.scripts == 0, path
+        assert page.scripts == 0 and not page.duplicates, path
 
 
 def test_html_from_packages_is_shown_as_text(site: Site, server: str, tmp_path: Path) -> None:
