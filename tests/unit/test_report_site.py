@@ -302,3 +302,28 @@ def test_a_package_that_left_the_archive_loses_its_pages(tmp_path: Path) -> None
     assert not (out / "sid/package/p/pkg-00011.html").exists() and not (out / "sid/package/p/pkg-00011.json").exists()
     assert not list((out / "sid/log/p/pkg-00011").iterdir())
     assert (out / "sid/package/p/pkg-00010.html").is_file() and (out / "index.html").is_file()
+
+
+def test_the_upgrade_path_is_read_from_the_scenarios() -> None:
+    from piuparts.report.html import data as model
+    upgrade = _result_json("foo", "2.0-1", "pass", NOW, None)
+    upgrade["scenarios"][1] = {"name": "install-upgrade-purge", "skipped": None, "findings": [], "steps": [
+        {"name": "install old", "ok": True, "elapsed": 1.0, "message": "",
+         "commands": [{"cmdline": "chroot /r eatmydata apt-get -y install foo=1.0-1", "returncode": 0,
+                       "elapsed": 1.0, "timed_out": False}]}]}
+    distupgrade = {**upgrade, "distributions": ["bookworm", "trixie"],
+                   "scenarios": [{"name": "distupgrade", "skipped": None, "steps": [], "findings": []}]}
+    texts = [model.test_of(Record("s", "foo", "2.0-1", "amd64", "pass", 0, "PASS", NOW, 1.0, "0.1.0", data)).upgrade
+             for data in (upgrade, distupgrade, _result_json("foo", "2.0-1", "pass", NOW, None))]
+    assert texts == ["from foo=1.0-1 (bookworm and its extra repositories)",
+                     "installed in bookworm -> dist-upgraded to trixie",
+                     "no upgrade tested: packages named with --apt are not upgraded to anything"]
+
+
+def test_the_index_says_what_is_being_tested(tmp_path: Path) -> None:
+    config = synthetic(tmp_path, 6, 1)
+    with Database(config.db) as db:
+        db.mark_in_flight("sid", ("pkg-00002", "1.2-1", "amd64"), 1, "worker-9/w1")
+    site_mod.generate(config, tmp_path / "site", now=NOW)
+    index = (tmp_path / "site/index.html").read_text()
+    assert 'pkg-00002</a> 1.2-1 in sid, on worker-9/w1, since ' in index

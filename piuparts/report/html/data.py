@@ -316,6 +316,8 @@ class Site:
     changes: list[Change]
     #: Sections that could not be read: name -> why.
     unreadable: dict[str, str] = field(default_factory=dict)
+    #: What is being tested while the site is made: (section, package, version, worker, since).
+    in_flight: list[tuple[str, str, str, str, str]] = field(default_factory=list)
 
     def binaries(self) -> Iterable[Binary]:
         """Every binary of every section."""
@@ -577,4 +579,6 @@ def load(config: Config, names: list[str], db: Database, now: float | None = Non
     sections = {name: _section(name, run, by_section.get(name, []), descriptions(config, run), now, processes)
                 for name, run in runs.items()}
     shown = [t for t in tests if t.section in sections]
-    return Site(now, sections, _runs(db, shown), changes(shown), unreadable), runs
+    testing = [(r["section"], r["package"], r["version"], r["worker"], utc(r["started"])) for r in db.in_flight()
+               if r["section"] in sections]
+    return Site(now, sections, _runs(db, shown), changes(shown), unreadable, testing), runs
