@@ -327,3 +327,20 @@ def test_the_index_says_what_is_being_tested(tmp_path: Path) -> None:
     site_mod.generate(config, tmp_path / "site", now=NOW)
     index = (tmp_path / "site/index.html").read_text()
     assert 'pkg-00002</a> 1.2-1 in sid, on worker-9/w1, since ' in index
+
+
+def test_each_maintainer_has_a_feed_of_their_packages(made: tuple[config_mod.Config, Path, site_mod.Written]) -> None:
+    _, out, _ = made
+    atom = "{http://www.w3.org/2005/Atom}"
+    whole = {e.findtext(f"{atom}title") for e in ET.parse(out / "feed.atom").getroot().iter(f"{atom}entry")}
+    seen: set[str | None] = set()
+    for feed in (out / "maintainer").rglob("*.atom"):
+        root = ET.parse(feed).getroot()
+        page = feed.with_suffix(".html").read_text()
+        assert f'href="{feed.name}"' in page
+        for entry in root.iter(f"{atom}entry"):
+            link = entry.find(f"{atom}link").get("href")  # type: ignore[union-attr]
+            package = (feed.parent / link.split("#")[0]).resolve()  # type: ignore[union-attr]
+            assert package.is_file() and f"{feed.with_suffix('').name}" in package.read_text()
+            seen.add(entry.findtext(f"{atom}title"))
+    assert seen == whole

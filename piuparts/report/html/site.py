@@ -162,6 +162,9 @@ class Generator:
             rows = _rows(binaries)
             self.page("maintainer.html", who.url, who=who, rows=rows, sections=list(self.site.sections),
                       counts=_counts(binaries), history=_history(binaries))
+            mine = {(b.section, b.name) for b in binaries}
+            self.feed(who.url.removesuffix(".html") + ".atom",
+                      [c for c in self.site.changes if (c.section, c.package) in mine], who)
             table.append((who, _counts(binaries), len(rows)))
         self.page("maintainers.html", "maintainers.html", maintainers=table)
 
@@ -173,11 +176,13 @@ class Generator:
             self.json(f"run/{run.id}.json", run_json(run))
             self.out.write(f"run/{run.id}.junit.xml", run_junit(run))
 
-    def feed(self) -> None:
-        """feed.atom: the state changes, newest first."""
-        entries = self.site.changes[:FEED_ENTRIES]
+    def feed(self, relative: str = "feed.atom", changes: list[model.Change] | None = None,
+             who: model.Person | None = None) -> None:
+        """An Atom feed of state changes, newest first: the whole site's, or a maintainer's."""
+        entries = (self.site.changes if changes is None else changes)[:FEED_ENTRIES]
         updated = max((c.after.started + c.after.duration for c in entries), default=0.0)
-        self.page("feed.atom", "feed.atom", entries=entries, updated=model.iso(updated or 0.0), iso=model.iso)
+        self.page("feed.atom", relative, entries=entries, updated=model.iso(updated or 0.0), iso=model.iso,
+                  who=who, self_href=relative.rsplit("/", 1)[-1])
 
 
 #: (page kind, section or source, package): one page for :meth:`Generator.in_parallel`.
