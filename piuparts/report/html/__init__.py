@@ -11,6 +11,7 @@ system::
     run/ID.json, run/ID.junit.xml   the same for tools
     maintainers.html                every maintainer, with counts
     maintainer/P/ADDRESS.html       a maintainer's packages in every section
+    maintainer/P/ADDRESS.atom       the state changes of their packages
     source/P/SOURCE.html            a source package's binaries in every section
     SECTION/index.html              the section's counts, graph and known problems
     SECTION/state/STATE.html        the packages in a state
@@ -22,5 +23,13 @@ system::
 (P is piuparts.debian.org's prefix directory: ``libf`` for libfoo, else the
 first letter.)  The templates are Jinja2 files, one a page kind, with
 autoescaping on: everything that comes from a package is escaped.  No
-JavaScript.  A page is written only when its content changed.
+JavaScript.  A page is written only when its content changed, and files
+the site no longer links to are removed from the directories above.
+
+The modules: :mod:`.data` prepares what the pages show (from the database
+and the sections as ``piuparts batch`` reads them), :mod:`.site` renders
+and writes (:func:`.site.generate`), :mod:`.svg` draws the graph,
+:mod:`.look` gives each state its word, icon and colour, :mod:`.output`
+writes only what changed, :mod:`.parallel` forks for the big page kinds,
+:mod:`.cli` is ``piuparts report``.
 """
