@@ -75,13 +75,13 @@ class Output:
         Returns what was removed."""
         kept = set(self.kept)
         removed = []
+        root = str(self.root)
         for directory in directories:
-            top = self.root / directory
-            if not top.is_dir():
-                continue
-            for path in sorted(top.rglob("*")):
-                relative = str(path.relative_to(self.root))
-                if path.is_file() and relative not in kept:
-                    path.unlink()
-                    removed.append(relative)
+            for parent, _, files in os.walk(os.path.join(root, directory)):
+                inside = os.path.relpath(parent, root)
+                for name in files:
+                    relative = os.path.join(inside, name)
+                    if relative not in kept:
+                        os.unlink(os.path.join(parent, name))
+                        removed.append(relative)
         return removed
