@@ -20,6 +20,7 @@ from piuparts.api import require_root
 from piuparts.backends import Backend
 from piuparts.batch import cli as batch_cli
 from piuparts.ci import cli as ci_cli
+from piuparts.report.html import cli as report_cli
 from piuparts.checks import Check
 from piuparts.errors import Interrupted, PiupartsError, UsageError
 from piuparts.report import json as json_report, junit as junit_report, pilog, text as text_report
@@ -41,6 +42,7 @@ other commands:
                                            also keep the cache in bounds (least recently used first)
   piuparts schroot-setup NAME [-d DIST]    make a schroot chroot for --schroot NAME
   piuparts lvm-setup VG/LV [-d DIST]       fill an LVM volume with a base for --lvm-volume
+  piuparts report CONFIG OUTDIR            the report site of a batch state database
 """
 
 
@@ -278,6 +280,8 @@ def _main(argv: list[str]) -> int:
             return batch_cli.main(argv[1:])
         if argv[:1] == ["ci"]:
             return ci_cli.main(argv[1:])
+        if argv[:1] == ["report"]:
+            return report_cli.main(argv[1:])
         if argv[:1] and argv[0] in Backend.subcommands:
             return Backend.subcommands[argv[0]](argv[1:])
         args = parser().parse_args(argv)

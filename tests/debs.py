@@ -17,6 +17,7 @@ class DebSpec:
     scripts: dict[str, str] = field(default_factory=dict)
     depends: str = ""
     description: str = "piuparts test fixture"
+    maintainer: str = "Fixture Maker <fixtures@example.org>"
     #: Paths (among ``files``) that dpkg treats as conffiles.
     conffiles: tuple[str, ...] = ()
     #: Paths (among ``files``) installed executable (mode 0755).
@@ -32,7 +33,7 @@ class DebSpec:
         debian = tree / "DEBIAN"
         debian.mkdir(parents=True)
         control = [f"Package: {self.name}", f"Version: {self.version}", "Architecture: all",
-                   "Maintainer: Fixture Maker <fixtures@example.org>", "Priority: optional", "Section: misc"]
+                   f"Maintainer: {self.maintainer}", "Priority: optional", "Section: misc"]
         if self.depends:
             control.append(f"Depends: {self.depends}")
         if self.source:

@@ -41,6 +41,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tests", type=int, metavar="N", help="start at most N tests in this run")
     run.add_argument("--seed", type=int, metavar="S",
                      help="take the waiting packages in a random order fixed by S (a sample, with --max-tests)")
+    run.add_argument("--report", metavar="OUTDIR", help="then write the report site into OUTDIR (piuparts report)")
     status.add_argument("--json", action="store_true", help="print the states as JSON")
     again.add_argument("packages", nargs="*", metavar="PACKAGE")
     again.add_argument("--state", action="append", metavar="STATE",
@@ -72,6 +73,9 @@ def _run(conf: config_mod.Config, args: argparse.Namespace) -> int:
     print(_summary_line(tally, time.monotonic() - start), flush=True)
     for line in tally.internal_errors:
         print(f"  internal error: {line}", flush=True)
+    if args.report:
+        from piuparts.report.html import cli as report_cli
+        print(report_cli.write(conf, Path(args.report), args.section), flush=True)
     return 130 if stop.presses else tally.exit_code()
 
 

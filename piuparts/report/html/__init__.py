@@ -1,0 +1,35 @@
+"""The report site: static pages made from the batch state database.
+
+``piuparts report CONFIG OUTDIR`` (and ``piuparts batch run --report
+OUTDIR``) writes, with links relative so the site also opens from the file
+system::
+
+    index.html                      every section's counts, graphs, the latest runs
+    summary.json                    piuparts.debian.org's summary (by source package)
+    feed.atom                       state changes: pass -> fail, fail -> pass
+    runs.html, run/ID.html          each run: what it tested, what changed, the verdicts
+    run/ID.json, run/ID.junit.xml   the same for tools
+    maintainers.html                every maintainer, with counts
+    maintainer/P/ADDRESS.html       a maintainer's packages in every section
+    maintainer/P/ADDRESS.atom       the state changes of their packages
+    source/P/SOURCE.html            a source package's binaries in every section
+    SECTION/index.html              the section's counts, graph and known problems
+    SECTION/state/STATE.html        the packages in a state
+    SECTION/problem/NAME.html       a known problem: its help text and its packages
+    SECTION/package/P/NAME.html     a package: every version tested, steps, findings, logs
+    SECTION/package/P/NAME.json     the same for tools
+    SECTION/log/P/NAME/ID.log.gz    a result's log (and .log.txt, plain)
+
+(P is piuparts.debian.org's prefix directory: ``libf`` for libfoo, else the
+first letter.)  The templates are Jinja2 files, one a page kind, with
+autoescaping on: everything that comes from a package is escaped.  No
+JavaScript.  A page is written only when its content changed, and files
+the site no longer links to are removed from the directories above.
+
+The modules: :mod:`.data` prepares what the pages show (from the database
+and the sections as ``piuparts batch`` reads them), :mod:`.site` renders
+and writes (:func:`.site.generate`), :mod:`.svg` draws the graph,
+:mod:`.look` gives each state its word, icon and colour, :mod:`.output`
+writes only what changed, :mod:`.parallel` forks for the big page kinds,
+:mod:`.cli` is ``piuparts report``.
+"""

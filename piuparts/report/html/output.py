@@ -1,0 +1,87 @@
+"""Writing the site: a file is written only when its content changed.
+
+Each file is compared with what is already there and, when it differs,
+written under a temporary name and renamed, so a web server never serves
+half a page and a re-run leaves unchanged pages (and their mtimes) alone.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+
+class Output:
+    """The site directory; counts what it wrote and what it left alone."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.written: list[str] = []
+        self.unchanged = 0
+        #: Every file this generation made or found up to date (paths inside the site).
+        self.kept: list[str] = []
+
+    def write(self, relative: str, content: str | bytes) -> None:
+        """Write ``relative`` (a path inside the site) if its content is new."""
+        data = content.encode() if isinstance(content, str) else content
+        path = self.root / relative
+        self.kept.append(relative)
+        try:
+            if path.stat().st_size == len(data) and path.read_bytes() == data:
+                self.unchanged += 1
+                return
+        except OSError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_bytes(data)
+        temporary.replace(path)
+        self.written.append(relative)
+
+    def log(self, stem: str, source: Path) -> bool:
+        """A result's compressed log as ``STEM.log.gz`` and its plain text as ``STEM.log.txt``;
+        a log never changes once filed, so one already there is kept.  False when the source is gone."""
+        packed, plain = self.root / f"{stem}.log.gz", self.root / f"{stem}.log.txt"
+        self.kept += [f"{stem}.log.gz", f"{stem}.log.txt"]
+        if packed.is_file() and plain.is_file():
+            self.unchanged += 2
+            return True
+        if not source.is_file():
+            return False
+        packed.parent.mkdir(parents=True, exist_ok=True)
+        if not packed.is_file():
+            self._link_or_copy(source, packed)
+        temporary = plain.with_name(f".{plain.name}.{os.getpid()}.tmp")
+        with gzip.open(source, "rb") as reading, open(temporary, "wb") as writing:
+            shutil.copyfileobj(reading, writing)
+        temporary.replace(plain)
+        self.written.append(str(plain.relative_to(self.root)))
+        return True
+
+    def _link_or_copy(self, source: Path, target: Path) -> None:
+        """A hard link to the filed log (it is never changed in place), or a copy on another file system."""
+        try:
+            os.link(source, target)
+        except OSError:
+            temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            shutil.copyfile(source, temporary)
+            temporary.replace(target)
+        self.written.append(str(target.relative_to(self.root)))
+
+    def prune(self, directories: list[str]) -> list[str]:
+        """Remove the files under ``directories`` (inside the site) that this generation did not
+        make: pages of packages that left the archive, of problems no package has any more.
+        Returns what was removed."""
+        kept = set(self.kept)
+        removed = []
+        root = str(self.root)
+        for directory in directories:
+            for parent, _, files in os.walk(os.path.join(root, directory)):
+                inside = os.path.relpath(parent, root)
+                for name in files:
+                    relative = os.path.join(inside, name)
+                    if relative not in kept:
+                        os.unlink(os.path.join(parent, name))
+                        removed.append(relative)
+        return removed

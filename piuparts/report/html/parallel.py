@@ -1,0 +1,31 @@
+"""Pure work spread over forked processes (the data they read is shared copy-on-write)."""
+
+from __future__ import annotations
+
+import multiprocessing
+from typing import Any, Callable
+
+#: The function the forked processes call (set just before the fork).
+_WORK: Callable[[int], Any] | None = None
+
+
+def _call(index: int) -> Any:
+    assert _WORK is not None
+    return _WORK(index)
+
+
+def fork_map(function: Callable[[int], Any], count: int, processes: int) -> list[Any]:
+    """``[function(i) for i in range(count)]``, in ``processes`` forked processes when there are two
+    or more of both; ``function`` and its results cross by fork and pickle, its arguments are indices."""
+    global _WORK
+    if processes < 2 or count < 2:
+        return [function(i) for i in range(count)]
+    _WORK = function
+    try:
+        with multiprocessing.get_context("fork").Pool(min(processes, count)) as pool:
+            return pool.map(_call, range(count))
+    finally:
+        _WORK = None
+
+
+__all__ = ["fork_map"]

@@ -1,0 +1,292 @@
+"""Generating the site: :func:`generate` (the layout is in the package's docstring)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+from urllib.parse import quote
+
+import jinja2
+
+from piuparts.batch import report as batch_report, states as st
+from piuparts.batch.config import Config
+from piuparts.batch.db import Database
+from piuparts.errors import UsageError
+from piuparts.report.html import data as model, svg
+from piuparts.report.html.look import ORDER, SEVERITIES, STYLE, VERDICTS
+from piuparts.report.html.output import Output
+
+HERE = Path(__file__).parent
+#: Runs listed on the index page.
+LATEST_RUNS = 10
+#: Entries of the feed.
+FEED_ENTRIES = 200
+#: Pages of a kind from which they are rendered in several processes.
+PARALLEL_FROM = 500
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a generation did."""
+
+    outdir: Path
+    written: int
+    unchanged: int
+    seconds: float
+    #: The files written (paths inside the site).
+    files: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        """The summary line."""
+        return (f"piuparts report: {self.written} files written, {self.unchanged} unchanged, "
+                f"in {self.outdir} ({self.seconds:.1f} s)")
+
+
+def environment() -> jinja2.Environment:
+    """The templates, autoescaping HTML and XML, with the filters they use."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "xml", "atom"]),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["url"] = lambda path: quote(path, safe="/+@")
+    env.filters["utc"] = model.utc
+    env.globals.update(STYLE=STYLE, VERDICTS=VERDICTS, SEVERITIES=SEVERITIES, ORDER=ORDER,
+                       package_url=model.package_url, source_url=model.source_url)
+    return env
+
+
+class Generator:
+    """One generation of the site from a :class:`~.data.Site`."""
+
+    def __init__(self, site: model.Site, out: Output, processes: int = 1) -> None:
+        self.site = site
+        self.out = out
+        self.env = environment()
+        self.processes = processes
+        self.sources: dict[str, list[model.Binary]] = {}
+
+    def page(self, template: str, relative: str, **context: Any) -> None:
+        """Render ``template`` to ``relative`` (links in it are relative to the page)."""
+        root = "../" * relative.count("/")
+        text = self.env.get_template(template).render(root=root, page=relative, **context)
+        self.out.write(relative, text)
+
+    def json(self, relative: str, document: Any) -> None:
+        """Write a JSON document: compact (the C encoder: indenting is ten times slower), keys sorted,
+        so an unchanged one is byte for byte the same."""
+        self.out.write(relative, json.dumps(document, separators=(",", ":"), sort_keys=True) + "\n")
+
+    def all(self, summary: dict[str, Any]) -> None:
+        """Every page of the site."""
+        self.out.write("style.css", (HERE / "style.css").read_text())
+        self.index()
+        for section in self.site.sections.values():
+            self.section(section)
+        self.people()
+        self.runs()
+        self.feed()
+        self.json("summary.json", summary)
+
+    def index(self) -> None:
+        """index.html."""
+        graphs = {name: svg.graph(s.days, s.series, f"{name}: packages in each state, a day a point")
+                  for name, s in self.site.sections.items()}
+        self.page("index.html", "index.html", site=self.site, graphs=graphs,
+                  runs=self.site.runs[:LATEST_RUNS])
+
+    def section(self, section: model.Section) -> None:
+        """A section's pages: its index, a page a state, a page a problem, a page a package."""
+        graph = svg.graph(section.days, section.series, f"{section.name}: packages in each state, a day a point")
+        self.page("section.html", f"{section.name}/index.html", section=section, graph=graph)
+        for state in st.STATES:
+            self.page("state.html", f"{section.name}/state/{state}.html", section=section, state=state,
+                      binaries=section.by_state(state))
+        for problem in section.problems.values():
+            self.page("problem.html", f"{section.name}/{problem.url}", section=section, problem=problem)
+        self.in_parallel([("package", section.name, name) for name in section.binaries])
+
+    def in_parallel(self, jobs: list[Job]) -> None:
+        """Render many pages of one kind, in :attr:`processes` forked processes when there are
+        enough of them to be worth it (the site's data is shared copy-on-write)."""
+        if self.processes < 2 or len(jobs) < PARALLEL_FROM:
+            for job in jobs:
+                self.job(job)
+            return
+        global _FORKED
+        _FORKED = self
+        chunks = [jobs[i::self.processes * 4] for i in range(self.processes * 4)]
+        try:
+            with multiprocessing.get_context("fork").Pool(self.processes) as pool:
+                for written, unchanged, kept in pool.imap_unordered(_chunk, chunks):
+                    self.out.written.extend(written)
+                    self.out.unchanged += unchanged
+                    self.out.kept.extend(kept)
+        finally:
+            _FORKED = None
+
+    def job(self, job: Job) -> None:
+        """One page of :meth:`in_parallel`'s list."""
+        kind, first, second = job
+        if kind == "package":
+            section = self.site.sections[first]
+            self.package(section, section.binaries[second])
+        else:
+            binaries = self.sources[first]
+            self.page("source.html", model.source_url(first), source=first, rows=_rows(binaries),
+                      sections=list(self.site.sections), history=_history(binaries))
+
+    def package(self, section: model.Section, binary: model.Binary) -> None:
+        """A package's page, its JSON and its logs."""
+        logs = {t.id: self.out.log(t.log_stem, Path(t.log_source)) for t in binary.tests
+                if t.log_stem and t.log_source}
+        tails = {t.id: model.log_tail(t) for t in binary.tests if t.verdict != "PASS"}
+        self.page("package.html", binary.url, section=section, binary=binary, logs=logs, tails=tails,
+                  tests=list(reversed(binary.tests)))
+        self.json(model.package_url(section.name, binary.name, ".json"), package_json(binary, logs))
+
+    def people(self) -> None:
+        """A page a source package, a page a maintainer, and the maintainers' list."""
+        sources: dict[str, list[model.Binary]] = {}
+        maintainers: dict[str, tuple[model.Person, list[model.Binary]]] = {}
+        for binary in self.site.binaries():
+            sources.setdefault(binary.source, []).append(binary)
+            maintainers.setdefault(binary.maintainer.slug, (binary.maintainer, []))[1].append(binary)
+        self.sources = sources
+        self.in_parallel([("source", source, "") for source in sorted(sources)])
+        table = []
+        for slug, (who, binaries) in sorted(maintainers.items()):
+            rows = _rows(binaries)
+            self.page("maintainer.html", who.url, who=who, rows=rows, sections=list(self.site.sections),
+                      counts=_counts(binaries), history=_history(binaries))
+            mine = {(b.section, b.name) for b in binaries}
+            self.feed(who.url.removesuffix(".html") + ".atom",
+                      [c for c in self.site.changes if (c.section, c.package) in mine], who)
+            table.append((who, _counts(binaries), len(rows)))
+        self.page("maintainers.html", "maintainers.html", maintainers=table)
+
+    def runs(self) -> None:
+        """runs.html and a page (with JSON and JUnit) a run."""
+        self.page("runs.html", "runs.html", runs=self.site.runs)
+        for run in self.site.runs:
+            self.page("run.html", run.url, run=run, sections=self.site.sections)
+            self.json(f"run/{run.id}.json", run_json(run))
+            self.out.write(f"run/{run.id}.junit.xml", run_junit(run))
+
+    def feed(self, relative: str = "feed.atom", changes: list[model.Change] | None = None,
+             who: model.Person | None = None) -> None:
+        """An Atom feed of state changes, newest first: the whole site's, or a maintainer's."""
+        entries = (self.site.changes if changes is None else changes)[:FEED_ENTRIES]
+        updated = max((c.after.started + c.after.duration for c in entries), default=0.0)
+        self.page("feed.atom", relative, entries=entries, updated=model.iso(updated or 0.0), iso=model.iso,
+                  who=who, self_href=relative.rsplit("/", 1)[-1])
+
+
+#: (page kind, section or source, package): one page for :meth:`Generator.in_parallel`.
+Job = tuple[str, str, str]
+#: The generator a forked process renders with (set just before the fork).
+_FORKED: Generator | None = None
+
+
+def _chunk(jobs: list[Job]) -> tuple[list[str], int, list[str]]:
+    """In a forked process: render ``jobs``; the files written, how many were unchanged, all it kept."""
+    assert _FORKED is not None
+    _FORKED.out = Output(_FORKED.out.root)
+    for job in jobs:
+        _FORKED.job(job)
+    return _FORKED.out.written, _FORKED.out.unchanged, _FORKED.out.kept
+
+
+def _rows(binaries: Iterable[model.Binary]) -> list[tuple[str, dict[str, model.Binary]]]:
+    """A binary's name and its entry in each section; the ones that need a person first."""
+    rows: dict[str, dict[str, model.Binary]] = {}
+    for binary in binaries:
+        rows.setdefault(binary.name, {})[binary.section] = binary
+    worst = {name: min(ORDER.index(b.state) for b in entry.values()) for name, entry in rows.items()}
+    return sorted(rows.items(), key=lambda item: (worst[item[0]], item[0]))
+
+
+def _counts(binaries: Iterable[model.Binary]) -> dict[str, int]:
+    tally: dict[str, int] = {}
+    for binary in binaries:
+        tally[binary.state] = tally.get(binary.state, 0) + 1
+    return {state: tally[state] for state in ORDER if state in tally}
+
+
+def _history(binaries: Iterable[model.Binary], limit: int = 50) -> list[model.Test]:
+    tests = [t for b in binaries for t in b.tests]
+    return sorted(tests, key=lambda t: t.id, reverse=True)[:limit]
+
+
+def package_json(binary: model.Binary, logs: dict[int, bool]) -> dict[str, Any]:
+    """A package's JSON: its state and every result, whole."""
+    return {"section": binary.section, "package": binary.name, "version": binary.version,
+            "source": binary.source, "maintainer": binary.maintainer.label, "description": binary.description,
+            "state": binary.state, "blocked_by": binary.blocked_by, "problems": list(binary.problems),
+            "results": [{"id": t.id, "version": t.version, "architecture": t.architecture, "kind": t.kind,
+                         "verdict": t.verdict, "started": t.started, "duration": t.duration, "worker": t.worker,
+                         "run": t.run_id, "problems": list(t.problems),
+                         "log": f"{t.log_stem}.log.gz" if logs.get(t.id) else None, "result": t.data}
+                        for t in binary.tests]}
+
+
+def run_json(run: model.Run) -> dict[str, Any]:
+    """A run's JSON: when, and each test's verdict."""
+    return {"id": run.id, "kind": run.kind, "started": run.started, "ended": run.ended, "host": run.host,
+            "status": run.status, "tool_version": run.tool_version, "verdicts": run.verdicts,
+            "tests": [{"section": t.section, "package": t.package, "version": t.version,
+                       "previous_version": run.previous.get(t.id, ""), "kind": t.kind, "verdict": t.verdict,
+                       "duration": t.duration, "problems": list(t.problems), "error": t.error,
+                       "page": model.package_url(t.section, t.package)} for t in run.tests]}
+
+
+def run_junit(run: model.Run) -> str:
+    """A run as JUnit XML: a test suite a tested package, a test case a scenario."""
+    import xml.etree.ElementTree as ET
+
+    from piuparts.report import junit
+    from piuparts.scenarios import ScenarioResult
+    root = ET.Element("testsuites", name=f"piuparts-ng run {run.id}")
+    for test in run.tests:
+        scenarios = [ScenarioResult.from_json(s) for s in test.data.get("scenarios", [])]
+        tree = junit.document(scenarios, [test.package], f"{test.section}/{test.package} {test.version}")
+        suites = tree.getroot()
+        assert suites is not None
+        for suite in list(suites):
+            if test.verdict == "ERROR":
+                ET.SubElement(suite, "system-err").text = f"{test.kind}: {test.error or ''}"
+            root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def summary(site_runs: Any) -> dict[str, Any]:
+    """piuparts' summary.json, its URLs pointing at this site's source pages (with the section as anchor)."""
+    document = batch_report.summary(site_runs)
+    document.pop("_date", None)  # the index says when; a summary that did not change is not rewritten
+    for source, entries in document["packages"].items():
+        for key, entry in entries.items():
+            entry[2] = model.source_url(source) + ("" if key == "overall" else f"#{key}")
+    return document
+
+
+def generate(config: Config, outdir: Path, names: Sequence[str] | None = None,
+             now: float | None = None, processes: int | None = None) -> Written:
+    """Write the site of the sections ``names`` (default: all) into ``outdir``, rendering
+    in ``processes`` processes (default: one a CPU, at most 4); then remove what the site no
+    longer links to in those sections' directories and the source, maintainer and run ones."""
+    start = time.monotonic()
+    if not config.db.is_file():
+        raise UsageError(f"{config.db}: no state database yet; run 'piuparts batch run {config.path}' first")
+    if outdir.exists() and not outdir.is_dir():
+        raise UsageError(f"{outdir}: not a directory; give the directory the site goes in")
+    out = Output(outdir)
+    processes = min(4, os.cpu_count() or 1) if processes is None else processes
+    with Database(config.db) as db:
+        site, prepared = model.load(config, list(names or config.sections), db, now, processes)
+    Generator(site, out, processes).all(summary(prepared))
+    out.prune([*site.sections, "source", "maintainer", "run"])
+    return Written(outdir, len(out.written), out.unchanged, time.monotonic() - start, tuple(out.written))
