@@ -40,6 +40,7 @@ other commands:
   piuparts cleanup [--cache-dir DIR]       remove what killed runs left behind
   piuparts schroot-setup NAME [-d DIST]    make a schroot chroot for --schroot NAME
   piuparts lvm-setup VG/LV [-d DIST]       fill an LVM volume with a base for --lvm-volume
+  piuparts worker --broker URL             run batch tests queued on a Redis broker (Celery)
 """
 
 
@@ -195,6 +196,8 @@ def _main(argv: list[str]) -> int:
             return cleanup(argv[1:])
         if argv[:1] == ["batch"]:
             return batch_cli.main(argv[1:])
+        if argv[:1] == ["worker"]:
+            return _worker(argv[1:])
         if argv[:1] and argv[0] in Backend.subcommands:
             return Backend.subcommands[argv[0]](argv[1:])
         args = parser().parse_args(argv)
@@ -218,6 +221,12 @@ def _main(argv: list[str]) -> int:
         log.debug("internal error", exc_info=True)
         return _error(f"internal error: {type(err).__name__}: {err} (run with -v for the traceback "
                       "and report it)", api.KINDS["internal"], json_path)
+
+
+def _worker(argv: list[str]) -> int:
+    """``piuparts worker``: Celery is imported only here (and by ``--executor celery``)."""
+    from piuparts.celery import worker
+    return worker.main(argv)
 
 
 def _report(result: api.RunResult, json_path: Path | None, junit: str | None) -> int:

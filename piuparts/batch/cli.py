@@ -21,6 +21,7 @@ from piuparts import log as logsetup
 from piuparts.api import require_root
 from piuparts.batch import config as config_mod, engine, report
 from piuparts.batch.db import Database
+from piuparts.batch.executor import Executor
 from piuparts.errors import UsageError
 
 
@@ -40,6 +41,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--max-tests", type=int, metavar="N", help="start at most N tests in this run")
     run.add_argument("--seed", type=int, metavar="S",
                      help="take the waiting packages in a random order fixed by S (a sample, with --max-tests)")
+    run.add_argument("--executor", choices=("local", "celery"), default="local",
+                     help="local worker processes (default), or Celery workers over a Redis --broker")
+    run.add_argument("--broker", metavar="URL", help="with --executor celery: redis://:PASSWORD@HOST:6379/0")
+    run.add_argument("--insecure-broker", action="store_true", help="allow a loopback broker URL without a password")
+    run.add_argument("--lease", type=float, default=60.0, metavar="SECONDS",
+                     help="with --executor celery: re-queue a test whose worker is silent this long (default: 60)")
     status.add_argument("--json", action="store_true", help="print the states as JSON")
     again.add_argument("packages", nargs="*", metavar="PACKAGE")
     again.add_argument("--state", action="append", metavar="STATE",
@@ -62,7 +69,11 @@ def _run(conf: config_mod.Config, args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, stop.press)
     start = time.monotonic()
     try:
-        executor = LocalExecutor(workers, conf.logs)
+        if args.executor == "celery":
+            from piuparts.celery.executor import from_args
+            executor: Executor = from_args(conf, args)
+        else:
+            executor = LocalExecutor(workers, conf.logs)
         display = display_for()
         tally = engine.run(conf, _sections(conf, args), executor, display, stop, args.max_tests, args.seed)
     finally:
