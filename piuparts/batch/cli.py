@@ -99,10 +99,12 @@ def _summary_line(tally: engine.Tally, seconds: float) -> str:
 def _status(conf: config_mod.Config, args: argparse.Namespace) -> int:
     with Database(conf.db) as db:
         runs = engine.prepare(conf, _sections(conf, args), db)
+    from piuparts.celery import seen  # the workers of the last --executor celery run
+    workers = seen.read(conf.logs)
     if args.json:
-        print(json.dumps(report.status_json(runs), indent=1, sort_keys=True))
+        print(json.dumps({**report.status_json(runs), "workers": workers}, indent=1, sort_keys=True))
     else:
-        print(report.status_text(runs))
+        print(report.status_text(runs) + ("\n" + seen.text(workers) if workers else ""))
     return 0
 
 
