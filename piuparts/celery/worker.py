@@ -125,7 +125,10 @@ def main(argv: Sequence[str]) -> int:
 
 def make_worker_app(settings: Settings) -> Any:
     """The Celery app with our one task registered, and the worker-process hooks."""
+    import warnings
     from celery import signals
+    from celery.exceptions import SecurityWarning
+    warnings.filterwarnings("ignore", category=SecurityWarning)  # root is what makes the chroots
     app = broker.make_app(settings.url, settings.visibility_timeout)
     app.task(name=broker.TASK_NAME, acks_late=True, reject_on_worker_lost=True, ignore_result=True)(run_attempt)
     signals.worker_process_init.connect(_process_init, weak=False)
