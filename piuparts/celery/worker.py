@@ -247,8 +247,8 @@ def run_attempt(payload: Any) -> None:
         return
     started = time.time()
     try:
-        config = checked.run_config(_settings.cache_dir, _settings.repo_dirs)
         subject = checked.test_subject()
+        config = checked.run_config(_settings.cache_dir, _settings.repo_dirs)
         if checked.longest_test > _settings.visibility_timeout:
             raise UsageError(f"task payload: a test may take {checked.longest_test:.0f} s, above this worker's "
                              f"--visibility-timeout ({_settings.visibility_timeout:.0f} s); raise it")

@@ -316,11 +316,12 @@ def test_coordinator_killed_and_restarted(tmp_path: Path, repo: tuple[Path, str]
     finally:
         end(first)
     code, said = finish(celery_run(conf, cluster))
-    assert code == 1, said
-    assert "adopting attempt" in said
+    assert code in (0, 1), said  # 1 when the failing package is among what was left to test
+    assert f"{SLOW}/1.0-1/amd64: adopting attempt" in said
+    assert {n: p["state"] for n, p in status(conf).items()} == EXPECTED
     once_each(tmp_path / "state/batch.sqlite")
     # the slow test ran once: the second coordinator took the first one's attempt over
-    started = sum(cluster.log_of(w)[before[w]:].count(f"team/{SLOW}/1.0-1/all: testing") for w in cluster.workers)
+    started = sum(cluster.log_of(w)[before[w]:].count(f"team/{SLOW}/1.0-1/amd64: testing") for w in cluster.workers)
     assert started == 1
 
 
