@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -43,7 +44,8 @@ def parser() -> argparse.ArgumentParser:
                      help="take the waiting packages in a random order fixed by S (a sample, with --max-tests)")
     run.add_argument("--executor", choices=("local", "celery"), default="local",
                      help="local worker processes (default), or Celery workers over a Redis --broker")
-    run.add_argument("--broker", metavar="URL", help="with --executor celery: redis://:PASSWORD@HOST:6379/0")
+    run.add_argument("--broker", metavar="URL", default=os.environ.get("PIUPARTS_BROKER"),
+                     help="with --executor celery: redis://:PASSWORD@HOST:6379/0 (default: $PIUPARTS_BROKER)")
     run.add_argument("--insecure-broker", action="store_true", help="allow a loopback broker URL without a password")
     run.add_argument("--lease", type=float, default=60.0, metavar="SECONDS",
                      help="with --executor celery: re-queue a test whose worker is silent this long (default: 60)")

@@ -80,7 +80,7 @@ def namespace_for(db: Path) -> str:
 def from_args(conf: Any, args: argparse.Namespace) -> "CeleryExecutor":
     """``piuparts batch run --executor celery --broker URL``'s executor."""
     if not args.broker:
-        raise UsageError("--executor celery needs --broker redis://:PASSWORD@HOST:6379/0")
+        raise UsageError("--executor celery needs --broker redis://:PASSWORD@HOST:6379/0 (or PIUPARTS_BROKER)")
     url = broker.check_url(args.broker, args.insecure_broker)
     if not 2 <= args.lease <= 3600:
         raise UsageError("--lease must be between 2 and 3600 seconds")

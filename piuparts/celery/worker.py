@@ -76,7 +76,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="piuparts worker",
                                 description="Run the piuparts tests a coordinator (piuparts batch run "
                                             "--executor celery) queues on a Redis broker.")
-    p.add_argument("--broker", required=True, metavar="URL", help="redis://:PASSWORD@HOST:6379/0 (rediss:// for TLS)")
+    p.add_argument("--broker", default=os.environ.get("PIUPARTS_BROKER"), metavar="URL",
+                   help="redis://:PASSWORD@HOST:6379/0 (rediss:// for TLS; default: $PIUPARTS_BROKER, which "
+                        "keeps the password off the command line)")
     p.add_argument("--insecure-broker", action="store_true",
                    help="allow a broker URL without a password (loopback addresses only)")
     p.add_argument("--concurrency", type=int, default=1, metavar="N", help="tests at once (default: 1)")
@@ -97,6 +99,8 @@ def main(argv: Sequence[str]) -> int:
     """``piuparts worker ...``: serve until stopped (SIGTERM or Ctrl-C: the running tests finish first)."""
     global _settings
     args = parser().parse_args(list(argv))
+    if not args.broker:
+        raise UsageError("piuparts worker: give --broker redis://:PASSWORD@HOST:6379/0 (or set PIUPARTS_BROKER)")
     url = broker.check_url(args.broker, args.insecure_broker)
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
