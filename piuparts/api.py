@@ -172,6 +172,7 @@ class Session:
         if why_not is not None:
             raise UsageError(f"the {config.backend} backend cannot run here: {why_not}")
         backend = backend_class.from_options(spec, config)
+        backend.command_timeout = config.max_command_runtime
         try:
             start = time.monotonic()
             _prepare(backend)
@@ -281,7 +282,7 @@ def _run_scenarios(backend: Backend, config: RunConfig,
                                                               config.max_command_runtime),
                 settings.deb_cache or config.cache_dir / "debs", config.max_command_runtime,
                 config.prompt_timeout, config.extra_repos)
-        with backend.instance(stack) as chroot:
+        with layers.held(stack), backend.instance(stack) as chroot:
             prepare_instance(chroot, config, hooks)
             results.append(_run_scenario(scenario, chroot, subject, settings, plan))
     return results, info

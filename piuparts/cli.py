@@ -9,7 +9,6 @@ error (a bug of ours), 128+N killed by signal N (130 for Ctrl-C).
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 import os
 import signal
@@ -17,12 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from piuparts import __version__, api, log as logsetup, options as opts, resources
+from piuparts import __version__, api, log as logsetup, options as opts, prune, resources
 from piuparts.api import require_root
 from piuparts.backends import Backend
 from piuparts.batch import cli as batch_cli
 from piuparts.checks import Check
-from piuparts.errors import Interrupted, PiupartsError
+from piuparts.errors import Interrupted, PiupartsError, UsageError
 from piuparts.report import json as json_report, junit as junit_report, text as text_report
 
 log = logging.getLogger("piuparts")
@@ -38,6 +37,8 @@ exit codes:
 
 other commands:
   piuparts cleanup [--cache-dir DIR]       remove what killed runs left behind
+  piuparts cleanup --prune [--max-size SIZE] [--max-age DAYS]
+                                           also keep the cache in bounds (least recently used first)
   piuparts schroot-setup NAME [-d DIST]    make a schroot chroot for --schroot NAME
   piuparts lvm-setup VG/LV [-d DIST]       fill an LVM volume with a base for --lvm-volume
   piuparts worker --broker URL             run batch tests queued on a Redis broker (Celery)
@@ -133,8 +134,15 @@ def parser() -> argparse.ArgumentParser:
 def cleanup_parser() -> argparse.ArgumentParser:
     """The parser of ``piuparts cleanup``."""
     p = argparse.ArgumentParser(prog="piuparts cleanup",
-                                description="Remove the instances, mounts and half-built bases of runs that died.")
+                                description="Remove the instances, mounts and half-built bases of runs that died; "
+                                            "with --prune, also keep the cache in bounds.")
     p.add_argument("--cache-dir", default=str(opts.DEFAULT_CACHE_DIR))
+    p.add_argument("--prune", action="store_true",
+                   help="also remove base generations no run holds, and (with the limits below) the least "
+                        "recently used dependency layers, cached .debs and distupgrade references")
+    p.add_argument("--max-size", metavar="SIZE", help="with --prune: bring the cache under SIZE (500M, 20G...)")
+    p.add_argument("--max-age", type=float, metavar="DAYS",
+                   help="with --prune: remove what was not used in the last DAYS days")
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
 
@@ -147,30 +155,26 @@ def cleanup(argv: Sequence[str]) -> int:
     """``piuparts cleanup``: reap what dead runs left in the cache directory."""
     args = cleanup_parser().parse_args(argv)
     logsetup.setup(args.verbose)
+    if (args.max_size or args.max_age is not None) and not args.prune:
+        raise UsageError("--max-size and --max-age go with --prune")
+    if args.max_age is not None and args.max_age < 0:
+        raise UsageError(f"--max-age {args.max_age:g}: a number of days, 0 or more")
+    max_size = prune.parse_size(args.max_size) if args.max_size else None
     require_root()
     cache = Path(args.cache_dir).absolute()
     removed = resources.reap(cache / "instances")
     for parent in sorted(cache.iterdir()) if cache.is_dir() else ():  # bases, layers, references
         removed += resources.reap(parent, ".build-*")
+    for base in sorted((cache / "bases").glob("*/")) if (cache / "bases").is_dir() else ():
+        removed += resources.reap(base, ".build-*")  # a generation a killed run was making
     log.info("Removed %d leftover director%s", len(removed), "y" if len(removed) == 1 else "ies")
-    _unmount_unused_bases(cache / "bases")
+    temporaries = prune.reap_temporaries(cache)
+    if temporaries:
+        log.info("Removed %d temporary file%s of killed runs", len(temporaries), "" if len(temporaries) == 1 else "s")
+    if args.prune:
+        pruned = prune.prune(cache, max_size, args.max_age)
+        log.info("Pruned %d item%s", len(pruned), "" if len(pruned) == 1 else "s")
     return 0
-
-
-def _unmount_unused_bases(bases: Path) -> None:
-    """Unmount what a run killed while it refreshed a cached base's apt lists
-    left mounted in the base (proc, devpts): only in a base no run holds."""
-    for lock_path in sorted(bases.glob("*.lock")):
-        base = lock_path.with_suffix("")
-        with open(lock_path, "a+") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # a run uses it: its mounts are that run's
-            if resources.mounts_under(base):
-                log.info("Unmounting what a run that is no longer running left mounted in %s", base)
-                resources.kill_processes_under(base)
-                resources.unmount_all(base)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

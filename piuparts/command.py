@@ -235,6 +235,10 @@ def _pump(proc: subprocess.Popen[bytes], cap: _Capture, deadline: float | None) 
             cap.add(data)
 
 
+#: The time limit of a command whose caller names none: nothing may run forever.
+DEFAULT_TIMEOUT = 3600.0
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -260,6 +264,7 @@ def run(
     ``terminal`` runs it under a pseudo-terminal with prompt detection.
     """
     argv = tuple(str(a) for a in argv)
+    timeout = DEFAULT_TIMEOUT if timeout is None else timeout  # nothing runs without a limit
     assignments = [f"{name}={shlex.quote(value)}" for name, value in (shown_env or {}).items()]
     log.log(level, "$ %s", " ".join([*assignments, shlex.join(argv)]))
     if terminal:

@@ -58,6 +58,7 @@ def fill(chroot: Chroot, cache: Path, apt: Sequence[str], targets: Sequence[str]
         except OSError:
             continue
         shutil.copyfile(cached, archives / match["file"])
+        os.utime(cached)  # its last use, for pruning
         copied += 1
     log.info("Took %d of %d packages from the .deb cache in %.2f s", copied,
              len(_URI.findall(listing.output)), time.monotonic() - start)

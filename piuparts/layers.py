@@ -21,13 +21,15 @@ tests do).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from piuparts import command, debcache, resources
 from piuparts.chroot import Chroot
@@ -228,3 +230,21 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
         tree = store(chroot, backend.cache_dir, name, dependencies, [DEBS_DIR, debcache.ARCHIVES])
         _remember(backend.cache_dir, resolution, name)
     return [tree], {**info, "reused": False, "seconds": round(time.monotonic() - start, 3)}
+
+
+@contextmanager
+def held(stack: Sequence[Path]) -> Iterator[None]:
+    """Hold the layers of ``stack`` (their trees) while an instance stacks them:
+    a shared lock on each layer's directory, which pruning respects."""
+    fds = []
+    try:
+        for tree in stack:
+            fd = os.open(tree.parent, os.O_RDONLY | os.O_DIRECTORY)
+            fds.append(fd)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if not tree.is_dir():
+                raise TestbedError(f"the dependency layer {tree.parent} was removed under this run; run it again")
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)

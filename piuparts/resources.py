@@ -17,6 +17,8 @@ are ended and the mounts below the directory are gone.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -79,12 +81,14 @@ def building(final: Path, replace: bool = True) -> Iterator[Path]:
         yield tmp
         (tmp / "owner").unlink()
         with signals_deferred():
-            if final.exists() and not replace:
-                remove_tree(tmp)
-                return
-            if final.exists():
+            if final.exists() and replace:
                 remove_tree(final)
-            os.rename(tmp, final)
+            try:
+                os.rename(tmp, final)
+            except OSError as err:  # another run renamed its own into place first
+                if replace or err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                remove_tree(tmp)
     except BaseException:
         with signals_deferred():
             remove_tree(tmp)
@@ -279,17 +283,44 @@ def remove_tree(path: Path) -> None:
 
 def reap(parent: Path, pattern: str = "*") -> list[Path]:
     """Remove what dead runs left under ``parent`` (entries matching
-    ``pattern``); return what was removed."""
+    ``pattern``); return what was removed.
+
+    Runs that reap at once never reap the same directory twice: each first
+    claims it with an exclusive, non-blocking lock on the directory itself,
+    and looks again whether it is still there and still dead once it holds
+    it (a reaper that dies lets go of its claim with its last breath)."""
     removed: list[Path] = []
     if not parent.is_dir():
         return removed
     for path in sorted(parent.glob(pattern)):
         if path.is_dir() and not path.is_symlink() and not owner_alive(path):
-            log.info("Removing %s, left by a run that is no longer running", path)
-            kill_processes_using(path)  # what the dead run started on the host, too
-            remove_tree(path)
-            removed.append(path)
+            with _claimed(path) as mine:
+                if not mine:
+                    continue
+                log.info("Removing %s, left by a run that is no longer running", path)
+                kill_processes_using(path)  # what the dead run started on the host, too
+                remove_tree(path)
+                removed.append(path)
     return removed
+
+
+@contextmanager
+def _claimed(path: Path) -> Iterator[bool]:
+    """True while this process holds the reaping claim on ``path`` (and it is still there, still dead)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        yield False  # gone already: another run reaped it
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False  # another run is reaping it now
+            return
+        yield path.is_dir() and not owner_alive(path)
+    finally:
+        os.close(fd)
 
 
 _DEFERRED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -80,6 +80,8 @@ class Backend(ABC):
         self.spec = spec
         self.cache_dir = cache_dir
         self._prepared = False
+        #: The time limit of a command in an instance that names none (--max-command-runtime).
+        self.command_timeout: float = 1800.0
 
     @classmethod
     def create(cls, name: str, spec: BaseSpec, cache_dir: Path, **options: Any) -> "Backend":
@@ -116,6 +118,8 @@ class Backend(ABC):
         if layers and not self.capabilities.layers:
             raise TypeError(f"the {self.name} backend does not stack layers")
         with self._do_instance(layers) as chroot:
+            if chroot.timeout is None:
+                chroot.timeout = self.command_timeout
             yield chroot
 
     def close(self) -> None:

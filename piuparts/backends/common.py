@@ -1,17 +1,22 @@
 """What the backends with a cached base directory share (debootstrap, tarball).
 
-Such a base lives in ``CACHE/bases/NAME/`` (``root/`` and ``meta.json``).
-It is made under a temporary owned directory and renamed into place, under
-an exclusive lock (``NAME.lock``), so two runs never make the same base at
-once; a run that uses a base holds a shared lock on it until it closes, so
-the base is never remade under a running test.  Once its files are in
-place, every base is finished the same way (:func:`finish_base`), and its
-apt lists are refreshed in place when older than ``lists_max_age``.
-Instances are overlays over ``root/``.
+A base lives in generations: ``CACHE/bases/NAME/gen-N/`` (``root/`` and
+``meta.json``), and ``CACHE/bases/NAME/current`` is a symbolic link to the
+generation new runs use.  A generation is never changed once made: a run
+holds a shared lock on it (``gen-N.lock``) for as long as it uses it, and
+refreshing the apt lists makes the next generation (a copy, refreshed)
+instead of changing the one in use.  Making a generation takes the builder
+lock ``NAME.lock`` (exclusive, and only builders take it), so two runs
+never make the same one at once, and no run ever upgrades a lock it holds:
+a refresh never waits for the tests that use the old generation, which
+goes once no run holds it.  Every generation is made under a temporary
+owned directory and renamed into place; every base is finished the same way
+(:func:`finish_base`).  Instances are overlays over ``gen-N/root/``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -132,6 +137,29 @@ def save_tree(root: Path, tarball: Path) -> None:
     log.info("Saved the base as %s in %.1f s", tarball, time.monotonic() - start)
 
 
+def remove_unused_generations(base_dir: Path) -> list[Path]:
+    """Remove every generation of the base ``base_dir`` but the current one
+    that no run holds (an exclusive lock on it can be had at once); return them."""
+    try:
+        current = base_dir / os.readlink(base_dir / "current")
+    except OSError:
+        current = None
+    removed = []
+    for generation in sorted(base_dir.glob("gen-*")):
+        if generation == current or not generation.is_dir():
+            continue
+        with open(generation.with_name(generation.name + ".lock"), "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a run still tests on it
+            log.info("Removing the base generation %s: a newer one replaced it", generation)
+            resources.remove_tree(generation)
+            generation.with_name(generation.name + ".lock").unlink(missing_ok=True)
+            removed.append(generation)
+    return removed
+
+
 class CachedBaseBackend(Backend):
     """A base directory made once under ``CACHE/bases/NAME`` and shared by
     overlay instances; subclasses say how its files come to be."""
@@ -145,11 +173,14 @@ class CachedBaseBackend(Backend):
         self.tmpfs_size = tmpfs_size
         self.base_dir = cache_dir / "bases" / base_name
         self._lock: IO[str] | None = None
+        self._generation: Path | None = None
 
     @property
     def root(self) -> Path:
-        """The base's root directory (the overlays' lower layer)."""
-        return self.base_dir / "root"
+        """The root directory of the generation this backend holds (the overlays' lower layer)."""
+        if self._generation is None:
+            raise RuntimeError("the base is not prepared yet")
+        return self._generation / "root"
 
     # What subclasses provide.
 
@@ -172,31 +203,92 @@ class CachedBaseBackend(Backend):
 
     def _do_prepare(self) -> None:
         self._check()
-        self.base_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.base_dir.mkdir(parents=True, exist_ok=True)
         resources.reap(self.cache_dir / "instances")
         resources.reap(self.base_dir.parent, ".build-*")
-        lock = open(self.base_dir.parent / f"{self.base_dir.name}.lock", "a+")
-        try:
-            # Shared while the base is fine, so runs on one base go at once;
-            # exclusive (waiting for the runs that use it) only to remake it.
-            fcntl.flock(lock, fcntl.LOCK_SH)
-            if self._work(quiet=True) is not None:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                work = self._work(quiet=False)
-                if work == "build":
-                    self._build()
-                elif work == "lists":
-                    self._update_lists(json.loads((self.base_dir / "meta.json").read_text()))
-                fcntl.flock(lock, fcntl.LOCK_SH)
-        except BaseException:
-            lock.close()
-            raise
-        self._lock = lock
+        resources.reap(self.base_dir, ".build-*")
+        held = self._hold_current()
+        if held is not None and self._work(held[0], quiet=True) is None:
+            self._generation, self._lock = held
+            return
+        if held is not None:
+            held[1].close()
+        self._generation, self._lock = self._make_generation()
+        self.remove_unused_generations()
 
-    def _work(self, quiet: bool) -> str | None:
-        """What the cached base needs: "build", "lists" (a refresh) or None."""
+    def _current(self) -> Path | None:
+        """The generation new runs use, if there is one."""
         try:
-            meta = json.loads((self.base_dir / "meta.json").read_text())
+            name = os.readlink(self.base_dir / "current")
+        except OSError:
+            return None
+        return self.base_dir / name
+
+    def _hold_current(self) -> tuple[Path, IO[str]] | None:
+        """The current generation with a shared lock on it, or None if there is none.
+
+        A generation can go between reading the pointer and taking the lock
+        (a newer one replaced it and nobody held it): then look again."""
+        for _ in range(100):
+            generation = self._current()
+            if generation is None:
+                return None
+            lock = open(generation.with_name(generation.name + ".lock"), "a+")
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            if (generation / "meta.json").is_file():
+                return generation, lock
+            lock.close()
+        raise TestbedError(f"the base {self.base_dir} keeps changing under this run; try again")
+
+    def _make_generation(self) -> tuple[Path, IO[str]]:
+        """Under the builder lock: make what the current generation lacks (a
+        new base, or fresh lists in a copy) unless another run just did."""
+        with open(self.base_dir.parent / f"{self.base_dir.name}.lock", "a+") as builder:
+            fcntl.flock(builder, fcntl.LOCK_EX)
+            self._forget_old_layout()
+            current = self._current()
+            work = "build" if current is None else self._work(current, quiet=False)
+            if work is not None:
+                try:
+                    self._new_generation(current if work == "lists" else None)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        self.base_dir.rmdir()  # a first build that failed leaves no empty directory
+                    raise
+            held = self._hold_current()
+            assert held is not None, "a generation was just made"
+            return held
+
+    def _new_generation(self, refresh: Path | None) -> None:
+        """Make the next generation: a new base, or a copy of ``refresh`` with fresh apt lists."""
+        numbers = [int(p.name[4:]) for p in self.base_dir.glob("gen-*") if p.name[4:].isdigit()]
+        generation = self.base_dir / f"gen-{max(numbers, default=0) + 1}"
+        if refresh is None:
+            self._build(generation)
+        else:
+            self._refresh(refresh, generation)
+        pointer = self.base_dir / f".current.{os.getpid()}"
+        pointer.unlink(missing_ok=True)
+        os.symlink(generation.name, pointer)
+        os.rename(pointer, self.base_dir / "current")
+
+    def _forget_old_layout(self) -> None:
+        """A base of an older piuparts-ng (``NAME/root`` without generations):
+        removed, as no run of that version holds it (they held ``NAME.lock``)."""
+        if (self.base_dir / "root").is_dir():
+            log.info("Removing the base %s made by an older piuparts-ng", self.base_dir / "root")
+            resources.unmount_all(self.base_dir / "root")
+            shutil.rmtree(self.base_dir / "root")
+            (self.base_dir / "meta.json").unlink(missing_ok=True)
+
+    def remove_unused_generations(self) -> list[Path]:
+        """Remove every generation but the current one that no run holds; return them."""
+        return remove_unused_generations(self.base_dir)
+
+    def _work(self, generation: Path, quiet: bool) -> str | None:
+        """What the generation needs: "build", "lists" (a refresh) or None."""
+        try:
+            meta = json.loads((generation / "meta.json").read_text())
         except (OSError, ValueError):
             return "build"
         why = self._stale(meta)
@@ -205,31 +297,36 @@ class CachedBaseBackend(Backend):
                 log.info("%s; making the base %s again", why, self.base_dir)
             return "build"
         if time.time() - meta.get("lists_updated", meta["created"]) > self.lists_max_age \
-                or not (self.root / "var/cache/apt/pkgcache.bin").exists():  # a base made before caches were kept
+                or not (generation / "root/var/cache/apt/pkgcache.bin").exists():  # a base made before caches were kept
             return "lists"
         if quiet:
-            log.info("Using cached base %s (%.1f hours old)", self.base_dir,
+            log.info("Using cached base %s (%.1f hours old)", generation,
                      (time.time() - meta["created"]) / 3600)
         return None
 
-    def _update_lists(self, meta: dict[str, Any]) -> None:
-        """Refresh the base's apt lists in place (we hold the exclusive lock)."""
-        log.info("Refreshing the apt lists of the base %s", self.base_dir)
-        copy_resolv_conf(self.root)
-        with api_mounted(self.root) as chroot:
-            apt_update(chroot)
-        meta["lists_updated"] = time.time()
-        (self.base_dir / "meta.json").write_text(json.dumps(meta))
+    def _refresh(self, old: Path, generation: Path) -> None:
+        """The next generation: ``old`` copied, with its apt lists refreshed."""
+        log.info("Refreshing the apt lists of the base %s as %s", old, generation.name)
+        meta = json.loads((old / "meta.json").read_text())
+        with resources.building(generation) as tmp:
+            command.run(["cp", "-a", "--one-file-system", "--", str(old / "root"), str(tmp / "root")],
+                        timeout=1800, error=TestbedError, what="copying the base for its lists refresh",
+                        level=logging.DEBUG)
+            copy_resolv_conf(tmp / "root")
+            with api_mounted(tmp / "root") as chroot:
+                apt_update(chroot)
+            meta["lists_updated"] = time.time()
+            (tmp / "meta.json").write_text(json.dumps(meta))
 
-    def _build(self) -> None:
+    def _build(self, generation: Path) -> None:
         start = time.monotonic()
-        with resources.building(self.base_dir) as tmp:
+        with resources.building(generation) as tmp:
             root = tmp / "root"
             meta = self._make_root(root)
             finish_base(root, self._packages())
             now = time.time()
             (tmp / "meta.json").write_text(json.dumps({"created": now, "lists_updated": now, **meta}))
-        log.info("Made base %s in %.1f s", self.base_dir, time.monotonic() - start)
+        log.info("Made base %s in %.1f s", generation, time.monotonic() - start)
 
     def _do_instance(self, layers: Sequence[Path] = ()) -> ContextManager[Chroot]:
         return overlay_instance([*layers, self.root], self.cache_dir, self.tmpfs_size)
@@ -240,19 +337,24 @@ class CachedBaseBackend(Backend):
         save_tree(self.root, tarball)
 
     def close(self) -> None:
+        """Let go of the generation this run used; remove it if a newer one replaced it and no run holds it."""
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+            self.remove_unused_generations()
 
     def describe(self) -> dict[str, Any]:
-        """What the report says about the base."""
+        """What the report says about the base: which generation, made when, lists refreshed when."""
         described: dict[str, Any] = {"backend": self.name, "base": str(self.base_dir), "key": self.base_dir.name,
                                      **self.spec.__dict__}
+        if self._generation is None:
+            return described
+        described["generation"] = self._generation.name
         try:
-            meta = json.loads((self.base_dir / "meta.json").read_text())
-            described["created"] = meta["created"]
-            described["age_seconds"] = round(time.time() - meta["created"])
-            described["lists_updated"] = meta.get("lists_updated", meta["created"])
-        except (OSError, ValueError, KeyError):
-            pass
+            meta = json.loads((self._generation / "meta.json").read_text())
+        except (OSError, ValueError):
+            return described
+        described["created"] = meta.get("created")
+        described["age_seconds"] = round(time.time() - meta.get("created", time.time()))
+        described["lists_updated"] = meta.get("lists_updated", meta.get("created"))
         return described

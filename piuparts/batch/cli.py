@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from piuparts import log as logsetup
 from piuparts.api import require_root
@@ -72,12 +72,13 @@ def _run(conf: config_mod.Config, args: argparse.Namespace) -> int:
     start = time.monotonic()
     try:
         if args.executor == "celery":
-            from piuparts.celery.executor import from_args
-            executor: Executor = from_args(conf, args)
+            from piuparts.celery.executor import check_args, from_args
+            check_args(args)  # a bad --broker is said before anything starts
+            make: Callable[[], Executor] = lambda: from_args(conf, args)  # noqa: E731
         else:
-            executor = LocalExecutor(workers, conf.logs)
+            make = lambda: LocalExecutor(workers, conf.logs)  # noqa: E731
         display = display_for()
-        tally = engine.run(conf, _sections(conf, args), executor, display, stop, args.max_tests, args.seed)
+        tally = engine.run(conf, _sections(conf, args), make, display, stop, args.max_tests, args.seed)
     finally:
         signal.signal(signal.SIGINT, previous)
     print(_summary_line(tally, time.monotonic() - start), flush=True)
@@ -95,6 +96,8 @@ def _summary_line(tally: engine.Tally, seconds: float) -> str:
         parts.append(f"{kinds['internal']} internal errors")
     if tally.cancelled:
         parts.append(f"{tally.cancelled} stopped (waiting again)")
+    if tally.unreadable:
+        parts.append(f"sections not read: {', '.join(tally.unreadable)}")
     return f"piuparts batch: {tally.tested} tests in {seconds:.0f} s: " + ", ".join(parts)
 
 

@@ -20,6 +20,12 @@ top of ``distro``, whose archive provides their dependencies),
 expression searched in Maintainer and Uploaders), ``testbed-retries`` and
 ``testbed-retry-delay`` (seconds, doubled after each retry).
 
+Meanings where ours differ in detail: ``precedence`` orders the sections
+(smaller first; equal ones round robin), ``max-reserved`` caps a section's
+tests in flight at once (piuparts: how many a slave reserves), the
+reschedule and expire keys are piuparts-master's (see :mod:`.schedule`;
+``expire-*-days = +N`` is relative to the matching reschedule days).
+
 Any unknown key or bad value is one :class:`UsageError` line naming the
 file, the line and the key.
 """
@@ -234,6 +240,8 @@ def _parse_ini(path: Path, text: str) -> dict[str, _Raw]:
 
 def _convert(path: Path, key: str, value: str, line: int,
              table: dict[str, tuple[str, Callable[[str], Any]]]) -> tuple[str, Any]:
+    if key not in table and key in GLOBAL_KEYS:
+        raise UsageError(f"{path}:{line}: {key}: a [global] key; move it there")
     if key not in table:
         known = ", ".join(sorted(table))
         raise UsageError(f"{path}:{line}: {key}: unknown key (known keys: {known})")

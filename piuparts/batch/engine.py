@@ -29,7 +29,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
 from piuparts import __version__
 from piuparts.api import RunConfig, RunResult, config_from_argv
@@ -70,8 +70,11 @@ def piuparts_argv(config: Config, section: Section, arch: str, extra_repos: Sequ
     argv: list[str] = []
     for distro in section.upgrade_test_distros or (section.distro,):
         argv += ["-d", distro]
-    argv += ["-m", " ".join([section.mirror, *(section.components or (section.area,))]),
-             "--arch", arch, "--cache-dir", str(config.cache_dir)]
+    # The base's apt lists are refreshed when an hour old (not a day, piuparts' default): the
+    # versions tested come from the Packages read at the start of this run.
+    components = section.components or tuple(dict.fromkeys(("main", section.area)))  # contrib needs main
+    argv += ["-m", " ".join([section.mirror, *components]),
+             "--arch", arch, "--cache-dir", str(config.cache_dir), "--lists-max-age", "1"]
     for line in extra_repos:
         argv += ["--extra-repo", line]
     return argv + list(section.piuparts_flags)
@@ -203,13 +206,28 @@ def host_arch() -> str:
     return host_architecture()
 
 
-def prepare(config: Config, names: Sequence[str], db: Database) -> dict[str, SectionRun]:
-    """Read every section asked for (and the ones they depend on); TestbedError when an
-    archive cannot be read, UsageError for a bad section."""
+def prepare(config: Config, names: Sequence[str], db: Database,
+            unreadable: dict[str, str] | None = None) -> dict[str, SectionRun]:
+    """Read every section asked for (and the ones they depend on); UsageError for a bad section.
+
+    An archive that cannot be read (TestbedError) raises, or, when ``unreadable``
+    is given, is noted there (section -> reason) and that section and the ones
+    that depend on it are left out of this run.
+    """
     runs: dict[str, SectionRun] = {}
     for section in _ordered(config, names):
         arch = section.arch or host_arch()
-        read = archive_mod.read(section, arch, config.cache_dir / "archive")
+        missing = [d for d in section.depends_sections if d not in runs]
+        if missing and unreadable is not None:
+            unreadable[section.name] = f"its depends-section [{missing[0]}] cannot be read"
+            continue
+        try:
+            read = archive_mod.read(section, arch, config.cache_dir / "archive")
+        except TestbedError as err:
+            if unreadable is None:
+                raise
+            unreadable[section.name] = str(err)
+            continue
         outside: dict[str, str] = dict.fromkeys(read.available, st.AVAILABLE)
         repos = [section.repository] if section.repository else []
         for dep in section.depends_sections:
@@ -244,6 +262,8 @@ class Tally:
                                                                           "internal"), 0))
     cancelled: int = 0
     requeued: int = 0
+    #: Sections left out of the run because their archive could not be read: name -> reason.
+    unreadable: dict[str, str] = field(default_factory=dict)
     internal_errors: list[str] = field(default_factory=list)
 
     @property
@@ -255,7 +275,7 @@ class Tally:
         """The worst thing seen: internal 4, test bed 3, a failure 1, else 0."""
         if self.kinds["internal"]:
             return 4
-        if self.kinds["testbed"] or self.kinds["usage"]:
+        if self.kinds["testbed"] or self.kinds["usage"] or self.unreadable:
             return 3
         return 1 if self.kinds["fail"] else 0
 
@@ -341,8 +361,8 @@ class Coordinator:
             task = self.next_task(time.time())
             if task is None:
                 return
-            self.db.mark_in_flight(task.section, task.key, self.run_id, "")
             running = self.executor.submit(task)
+            self.db.mark_in_flight(task.section, task.key, self.run_id, running.worker)
             self.in_flight[task.id] = running
             self.submitted += 1
             self.display.started(running)
@@ -443,35 +463,48 @@ def _file_log(logs: Path, task: Task, result: RunResult, started: float) -> tupl
     return text, str(target)
 
 
-def run(config: Config, names: Sequence[str], executor: Executor, display: Display, stop: Stop,
-        max_tests: int | None = None, seed: int | None = None) -> Tally:
-    """One run over the sections ``names``: lock, prepare, loop, summary.json.  The caller holds
-    nothing; the executor is closed at the end."""
-    with lock(config.db), Database(config.db) as db, executor:
+def run(config: Config, names: Sequence[str], make_executor: Callable[[], Executor], display: Display,
+        stop: Stop, max_tests: int | None = None, seed: int | None = None) -> Tally:
+    """One run over the sections ``names``: lock, read the sections, start the executor
+    (``make_executor``, once the sections are read), loop, write summary.json.  A section
+    whose archive cannot be read is skipped with its reason (the run's exit code says 3)."""
+    with lock(config.db), Database(config.db) as db:
         run_id = db.start_run(os.getpid(), socket.gethostname(), __version__)
         stale = db.abandon_dead_runs(run_id)
+        shutil.rmtree(config.logs / ".incoming", ignore_errors=True)  # logs of tests a dead run lost
         status = "interrupted"
+        executor: Executor | None = None
         try:
             if stale:
                 display.message(f"{len(stale)} tests left in flight by a run that died wait again: "
                                 + ", ".join(f"{r['section']}/{r['package']}" for r in stale))
-            runs = prepare(config, names, db)
+            unreadable: dict[str, str] = {}
+            runs = prepare(config, names, db, unreadable)
+            for name, reason in unreadable.items():
+                display.message(f"[{name}] is not tested in this run: {reason}")
             for section_run in runs.values():
                 section_run.seed = seed
                 section_run.refresh(db, run_id)
+            executor = make_executor()
             coordinator = Coordinator(config, runs, db, executor, run_id, display, stop, max_tests)
             coordinator.tally.requeued = len(stale)
+            coordinator.tally.unreadable = dict(unreadable)
             tally = coordinator.loop()
             status = "done" if stop.presses == 0 else "interrupted"
         finally:
-            if status == "interrupted":
-                executor.cancel()
-                db.clear_run_in_flight(run_id)
-            db.end_run(run_id, status)
-            display.close()
+            try:
+                if executor is not None:
+                    if status == "interrupted":
+                        executor.cancel()
+                    executor.close()
+                if status == "interrupted":
+                    db.clear_run_in_flight(run_id)
+                db.end_run(run_id, status)
+            finally:
+                display.close()
         from piuparts.batch import report
         report.write_summary(config.logs / "summary.json", runs)
         return tally
 
 
-__all__ = ["Coordinator", "SectionRun", "Stop", "Tally", "lock", "prepare", "run", "TestbedError"]
+__all__ = ["Coordinator", "Display", "SectionRun", "Stop", "Tally", "lock", "prepare", "run"]

@@ -43,12 +43,14 @@ class _Worker:
 class LocalExecutor(Executor):
     """A pool of worker processes; see the module's docstring."""
 
-    def __init__(self, workers: int, log_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workers: int, log_dir: Path, env: dict[str, str] | None = None,
+                 stop_stages: tuple[tuple[int, float], ...] = STOP_STAGES) -> None:
         if workers < 1:
             raise UsageError("--workers: at least 1")
         self.log_dir = log_dir / "workers"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.env = env
+        self.stop_stages = stop_stages
         self.selector = selectors.DefaultSelector()
         self.workers: list[_Worker] = []
         self.finished: list[Finished] = []
@@ -151,7 +153,7 @@ class LocalExecutor(Executor):
     def cancel(self) -> None:
         """Stop the busy workers in stages; their tasks come back without a result."""
         busy = [w for w in self.workers if w.current is not None]
-        _stop_in_stages([w.proc for w in busy])
+        _stop_in_stages([w.proc for w in busy], self.stop_stages)
         for worker in busy:
             self._lost(worker, "cancelled", restart=False)
 
@@ -164,9 +166,9 @@ class LocalExecutor(Executor):
             except OSError:
                 pass
         busy = [w.proc for w in self.workers if w.current is not None]
-        _stop_in_stages(busy)
+        _stop_in_stages(busy, self.stop_stages)
         _wait_all([w.proc for w in self.workers], 10.0)
-        _stop_in_stages([w.proc for w in self.workers if w.proc.poll() is None])
+        _stop_in_stages([w.proc for w in self.workers if w.proc.poll() is None], self.stop_stages)
         for worker in self.workers:
             self._forget(worker)
         self.workers = []
@@ -182,9 +184,9 @@ def _wait_all(procs: list[subprocess.Popen[bytes]], seconds: float) -> None:
             pass
 
 
-def _stop_in_stages(procs: list[subprocess.Popen[bytes]]) -> None:
+def _stop_in_stages(procs: list[subprocess.Popen[bytes]], stages: tuple[tuple[int, float], ...]) -> None:
     """SIGINT, SIGTERM, SIGKILL to each process group, waiting between the stages."""
-    for signum, wait in STOP_STAGES:
+    for signum, wait in stages:
         alive = [p for p in procs if p.poll() is None]
         if not alive:
             return

@@ -45,6 +45,40 @@ _STEP_CLASSES = (
 )
 
 
+#: A heading for each built-in class (the report site's page titles); the
+#: ``_issue`` variant of a name is the same heading, as a warning.
+HEADERS = {
+    "owned_files_after_purge": "Files owned by a package left behind after purge",
+    "owned_files_by_many_packages": "Files owned by several packages left behind after purge",
+    "unowned_files_after_purge": "Files owned by no package left behind after purge",
+    "modified_files_after_purge": "Files changed by the package and not restored after purge",
+    "disappeared_files_after_purge": "Files that were there before the install and are gone after purge",
+    "processes_running": "Processes left running after purge",
+    "unknown_purge": "Packages still known to dpkg after purge",
+    "diversion": "Diversions left after purge",
+    "alternatives_after_purge": "Alternatives left after purge",
+    "broken_symlinks": "Broken symbolic links",
+    "debsums_mismatch": "Files of other packages changed",
+    "cron_error_after_removal": "Cron jobs that fail once the package is removed",
+    "logrotate_error_after_removal": "Logrotate configurations that fail once the package is removed",
+    "conffile_prompt": "dpkg asked about a conffile",
+    "pre_installation_script": "The pre-installation script failed",
+    "post_installation_script": "The post-installation script failed",
+    "pre_removal_script": "The pre-removal script failed",
+    "post_removal_script": "The post-removal script failed",
+    "dependency": "The dependencies cannot be installed",
+    "resource_violation": "A step ran out of time or waited for an answer",
+    "trigger_cycle": "A trigger cycle",
+    "unclassified_failures": "Failures that fit no known class",
+}
+
+
+def header(name: str) -> str:
+    """The heading of a built-in class name (``..._error`` or ``..._issue``), or the name itself."""
+    stem = name.removesuffix("_error").removesuffix("_issue")
+    return HEADERS.get(stem, HEADERS.get(name, name))
+
+
 def _leftover_class(finding: Finding) -> str:
     message = finding.message
     if message.startswith("modified"):

@@ -30,7 +30,7 @@ dependency outside the cycle is good, each member is waiting-to-be-tested
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Mapping
 
 PASSED = "successfully-tested"
 FAILED = "failed-testing"

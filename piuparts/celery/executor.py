@@ -77,14 +77,19 @@ def namespace_for(db: Path) -> str:
     return hashlib.sha256(f"{socket.gethostname()}:{db.resolve()}".encode()).hexdigest()[:16]
 
 
-def from_args(conf: Any, args: argparse.Namespace) -> "CeleryExecutor":
-    """``piuparts batch run --executor celery --broker URL``'s executor."""
+def check_args(args: argparse.Namespace) -> str:
+    """The checked broker URL of ``--executor celery``; UsageError for a missing or bad one, or a bad lease."""
     if not args.broker:
         raise UsageError("--executor celery needs --broker redis://:PASSWORD@HOST:6379/0 (or PIUPARTS_BROKER)")
     url = broker.check_url(args.broker, args.insecure_broker)
     if not 2 <= args.lease <= 3600:
         raise UsageError("--lease must be between 2 and 3600 seconds")
-    return CeleryExecutor(url, namespace_for(conf.db), conf.logs, lease=args.lease)
+    return url
+
+
+def from_args(conf: Any, args: argparse.Namespace) -> "CeleryExecutor":
+    """``piuparts batch run --executor celery --broker URL``'s executor."""
+    return CeleryExecutor(check_args(args), namespace_for(conf.db), conf.logs, lease=args.lease)
 
 
 class CeleryExecutor(Executor):

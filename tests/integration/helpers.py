@@ -44,7 +44,7 @@ def leaks(cache_dir: Path) -> list[str]:
         left += [str(p) for p in instances.iterdir()]
     builds = cache_dir / "bases"
     if builds.is_dir():
-        left += [str(p) for p in builds.glob(".build-*")]
+        left += [str(p) for p in builds.glob(".build-*")] + [str(p) for p in builds.glob("*/.build-*")]
     return left
 
 

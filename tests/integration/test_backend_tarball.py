@@ -78,7 +78,7 @@ def test_save_writes_a_tarball_that_basetgz_takes(cache_dir, debs, tmp_path, for
     # (apart from what finishing it refreshes).
     refreshed = state.Ignores([(r"/var/lib/apt/lists/.*", "test"), (r"/var/cache/apt/.*", "test"),
                                (r"/etc/resolv\.conf", "test")])
-    unpacked = state.snapshot(base_of(cache_dir, saved) / "root", prune=refreshed)
+    unpacked = state.snapshot(base_of(cache_dir, saved) / "current" / "root", prune=refreshed)
     with debootstrap_base(cache_dir) as backend:
         original = state.snapshot(backend.root, prune=refreshed)
     assert not refreshed.filter(state.diff(original, unpacked))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -190,6 +189,13 @@ def test_testbed_failure_is_retried_never_failed(tmp_path: Path, cache_dir: Path
     assert "127.0.0.1:9" in rows(db)[0]["error"]
     assert status(up)["pp-bt-tb"]["state"] == "successfully-tested"
 
+    unreachable = write_config(tmp_path, cache_dir, ("bookworm", "http://127.0.0.1:9/debian"), line, name="down.conf")
+    third = batch("run", str(unreachable))
+    assert third.returncode == 3, third.stdout + third.stderr
+    assert "[team] is not tested in this run: cannot read http://127.0.0.1:9/debian/dists/bookworm/main/" \
+        in third.stdout
+    assert "piuparts batch: 0 tests" in third.stdout and len(rows(db)) == 2  # nothing recorded
+
 
 def _workers_of(pid: int) -> list[int]:
     found = []
@@ -253,7 +259,7 @@ def test_kill_9_loses_nothing_and_tests_nothing_twice(tmp_path: Path, cache_dir:
     assert rows(db, "SELECT * FROM in_flight") == []
 
 
-def test_ctrl_c_once_finishes_running_twice_stops_them(tmp_path: Path, cache_dir: Path,
+def test_ctrl_c_once_finishes_running_twice_and_sigterm_stop_them(tmp_path: Path, cache_dir: Path,
                                                         host: tuple[str, str]) -> None:
     gate = tmp_path / "gate"
     gate.mkdir()
@@ -262,7 +268,7 @@ def test_ctrl_c_once_finishes_running_twice_stops_them(tmp_path: Path, cache_dir
             DebSpec("pp-bt-gate-b", scripts={"postinst": wait}).build(tmp_path),
             DebSpec("pp-bt-z-later").build(tmp_path)]
     line = reprepro(tmp_path / "repo", debs)
-    for phase, presses in (("once", 1), ("twice", 2)):
+    for phase, presses in (("once", 1), ("twice", 2), ("sigterm", 0)):
         home = tmp_path / phase
         home.mkdir()
         conf = write_config(home, cache_dir, host, line, flags=f"--bindmount {gate}")
@@ -277,6 +283,8 @@ def test_ctrl_c_once_finishes_running_twice_stops_them(tmp_path: Path, cache_dir
             for _ in range(presses):
                 coordinator.send_signal(signal.SIGINT)
                 time.sleep(0.5)
+            if presses == 0:
+                coordinator.send_signal(signal.SIGTERM)
             if presses == 1:
                 (gate / "go").touch()
             output, _ = coordinator.communicate(timeout=180)
@@ -284,9 +292,11 @@ def test_ctrl_c_once_finishes_running_twice_stops_them(tmp_path: Path, cache_dir
             if coordinator.poll() is None:
                 coordinator.kill()
                 coordinator.communicate()
-        assert coordinator.returncode == 130, output
+        assert coordinator.returncode == (143 if presses == 0 else 130), output
         recorded = sorted(r["package"] for r in rows(db))
-        if presses == 1:
+        if presses == 0:
+            assert recorded == [] and "piuparts: error: interrupted by signal 15" in output
+        elif presses == 1:
             assert "Ctrl-C: no new tests; the 2 running finish and are recorded" in output
             assert recorded == ["pp-bt-gate-a", "pp-bt-gate-b"]  # pp-bt-z-later never started
         else:

@@ -141,13 +141,14 @@ class Moment:
 
 
 #: While the base is made (debootstrap takes some 25 s), and while the apt
-#: lists of the cached base are refreshed in place (with the API filesystems
-#: mounted in it; forced by a tiny --lists-max-age).
+#: lists of the cached base are refreshed in the copy that becomes its next
+#: generation (with the API filesystems mounted in it; forced by a tiny
+#: --lists-max-age).
 BUILD_MOMENTS = [
     Moment("debootstrap, early", r"INFO: \$ debootstrap ", (1.0, 10.0)),
     Moment("debootstrap, late", r"INFO: \$ debootstrap ", (10.0, 22.0)),
 ]
-LISTS_REFRESH = Moment("lists refresh", r"/bases/[^/ .][^/ ]*/root apt-get update$", (0.0, 0.5))
+LISTS_REFRESH = Moment("lists refresh", r"/bases/[^/ ]+/\.build-[^/ ]+/root apt-get update$", (0.0, 0.5))
 #: Once the base exists; each phase is hit by each signal.
 TEST_MOMENTS = {
     "instance start": [Moment("instance start", r"Using cached base", (0.0, 0.06)),
@@ -243,8 +244,8 @@ def test_killed_runs_leave_nothing(fault_cache, debs):
         striker.strike(BUILD_MOMENTS[0], first)
         striker.strike(BUILD_MOMENTS[1], second)
         missed += not striker.strike(TEST_MOMENTS["install"][0], rng.choice(SIGNALS))
-        assert any(fault_cache.glob("bases/*/meta.json")), f"{REPLAY}: the base was never finished"
-        for signum in SIGNALS:  # the cached base's lists refreshed in place
+        assert any(fault_cache.glob("bases/*/gen-*/meta.json")), f"{REPLAY}: the base was never finished"
+        for signum in SIGNALS:  # the cached base's lists refreshed in its next generation
             missed += not striker.strike(LISTS_REFRESH, signum, CLEAN, "--lists-max-age", "0.0001")
         # A refresh left to finish (so that later runs find the lists fresh), then its test killed.
         missed += not striker.strike(TEST_MOMENTS["install"][0], rng.choice(SIGNALS), LEFTOVER,

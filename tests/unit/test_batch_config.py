@@ -82,6 +82,7 @@ depends-sections = a
      ":5: auto-reschedule: bad value 'maybe': use yes or no"),
     ("[global]\nsections = a\n[a]\ndistro = bookworm\n[b]\ndistro = sid\n", ":5: [b] is not listed"),
     ("sections = a\n", ":1: expected '[SECTION]' or 'key = value'"),
+    ("[global]\nsections = a\n[a]\ndistro = bookworm\nworkers = 2\n", ":5: workers: a [global] key; move it there"),
     ("[global]\nsections = a\n[a]\ndistro = bookworm\njust a line\n", ":5: expected '[SECTION]' or 'key = value'"),
 ])
 def test_mistakes_are_one_line_naming_file_line_and_key(tmp_path: Path, text: str, expected: str) -> None:

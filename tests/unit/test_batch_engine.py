@@ -199,3 +199,12 @@ depends-sections = a
         runs = engine.prepare(conf, ["b"], db)
         assert runs["b"].computed == {"pp-app": (st.DEP_FAILED, ("pp-lib",))}
 
+
+
+def test_bad_piuparts_flags_name_the_line(tmp_path: Path) -> None:
+    section = Section("s", "bookworm", where={"piuparts-flags": ("/etc/batch.conf", 12)})
+    with pytest.raises(UsageError) as caught:
+        engine.run_config(section, ["-d", "bookworm", "--frobnicate"])
+    assert str(caught.value) == "/etc/batch.conf:12: piuparts-flags: piuparts: error: unrecognized arguments: --frobnicate"
+    with pytest.raises(UsageError, match=r"^/etc/batch.conf:12: piuparts-flags: names packages \(foo\)"):
+        engine.run_config(section, ["-d", "bookworm", "--apt", "foo"])

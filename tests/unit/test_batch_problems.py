@@ -86,3 +86,11 @@ def test_bad_known_problem_files(tmp_path: Path) -> None:
         problems.load_directory(tmp_path)
     with pytest.raises(UsageError, match="no such directory"):
         problems.load_directory(tmp_path / "missing")
+
+
+def test_every_built_in_name_has_a_header() -> None:
+    findings = [Finding(check, sev, subject, message, owners) for check, sev, subject, message, owners in [
+        ("leftovers", "fail", "/x", "left behind after purge", ("a", "b")), ("purge", "fail", "foo", "still there", None),
+        ("diversions", "fail", "/x", "left", None), ("steps", "fail", "x", "trigger cycle detected", None)]]
+    names = problems.from_findings(findings) + ["unclassified_failures", "broken_symlinks_issue"]
+    assert all(problems.header(n) != n for n in names), [n for n in names if problems.header(n) == n]

@@ -1,0 +1,89 @@
+"""Claims on the shared cache: reaping a dead run's directory once, and
+storing the same thing from two runs at once (no root needed: these
+directories hold no mounts)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from piuparts import resources
+
+
+def dead_run_dir(parent: Path, name: str = "4242-abcdef") -> Path:
+    """A directory as a run that died left it: its owner file names a process that is gone."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path = parent / name
+    path.mkdir(parents=True)
+    (path / "owner").write_text(f"{proc.stdout.strip()} 12345\n")
+    (path / "root").mkdir()
+    (path / "root/file").write_text("left behind\n")
+    return path
+
+
+def test_reap_removes_what_a_dead_run_left(tmp_path):
+    dead = dead_run_dir(tmp_path)
+    mine = resources.make_owned_dir(tmp_path)  # a live run's: kept
+    assert resources.reap(tmp_path) == [dead]
+    assert not dead.exists() and mine.is_dir()
+
+
+def test_reap_skips_a_directory_another_run_is_reaping(tmp_path):
+    dead = dead_run_dir(tmp_path)
+    fd = os.open(dead, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # what a reaper in another process holds while it works
+        child = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                                "from piuparts import resources; "
+                                "print(len(resources.reap(Path(sys.argv[1]))))", str(tmp_path)],
+                               capture_output=True, text=True, cwd=Path(__file__).parents[2])
+        assert child.stdout.strip() == "0", child.stderr
+        assert dead.is_dir()
+    finally:
+        os.close(fd)
+    assert resources.reap(tmp_path) == [dead]  # the claim is gone with its holder
+
+
+def test_reap_of_something_already_gone_is_nothing(tmp_path):
+    dead = dead_run_dir(tmp_path)
+    with resources._claimed(dead) as mine:
+        assert mine
+        resources.remove_tree(dead)
+    with resources._claimed(dead) as mine:
+        assert not mine
+
+
+def test_building_the_same_thing_twice_keeps_the_first(tmp_path):
+    final = tmp_path / "layers" / "abc"
+    with resources.building(final, replace=False) as first:
+        (first / "tree").mkdir()
+        (first / "tree/one").write_text("first\n")
+        # A run that started later finishes first.
+        with resources.building(final, replace=False) as second:
+            (second / "tree").mkdir()
+            (second / "tree/two").write_text("second\n")
+    assert sorted(p.name for p in (final / "tree").iterdir()) == ["two"]
+    assert [p.name for p in final.parent.iterdir()] == ["abc"]  # the loser's build directory is gone
+
+
+def test_building_with_replace_replaces(tmp_path):
+    final = tmp_path / "thing"
+    for content in ("old", "new"):
+        with resources.building(final) as tmp:
+            (tmp / "content").write_text(content)
+    assert (final / "content").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["thing"]
+
+
+def test_a_failed_build_leaves_nothing(tmp_path):
+    final = tmp_path / "thing"
+    with pytest.raises(RuntimeError):
+        with resources.building(final) as tmp:
+            (tmp / "half").write_text("x")
+            raise RuntimeError("the build failed")
+    assert list(tmp_path.iterdir()) == []
