@@ -63,6 +63,8 @@ class _Flight:
     worker: str = ""
     started: float | None = None
     unsent: Payload | None = None
+    #: Worker nodes this test should not go to again (a test-bed failure there).
+    avoid: tuple[str, ...] = ()
 
 
 @dataclass
@@ -179,7 +181,7 @@ class CeleryExecutor(Executor):
     def _payload(self, task: Task, attempt: str) -> Payload:
         runtime = float(task.config.get("max_command_runtime", 1800.0))
         return Payload(self.keys.ns, attempt, task.id, task.config, task.subject.to_json(), self.lease,
-                       runtime * STEPS)
+                       runtime * STEPS, self.flights[task.id].avoid if task.id in self.flights else ())
 
     def _new_attempt(self, flight: _Flight) -> None:
         attempt = uuid.uuid4().hex
@@ -252,9 +254,21 @@ class CeleryExecutor(Executor):
         self._new_attempt(flight)
 
     def _answered(self, flight: _Flight, answer: Answer) -> None:
-        """The first answer of a test: a Finished for the engine."""
+        """The first answer of a test: a Finished for the engine (a first test-bed failure is tried
+        again on another worker, when there is one, before it is)."""
         task = flight.task
         worker = str((answer.worker or {}).get("name", "?"))
+        node = str((answer.worker or {}).get("node", ""))
+        if answer.result is not None and answer.result.get("kind") == "testbed" and not flight.avoid \
+                and any(n != node for n in self._live_nodes()):
+            log.warning("%s: test-bed failure on %s (%s); trying it on another worker", task.id, worker,
+                        answer.result.get("error"))
+            flight.avoid = (node,)
+            self.by_attempt.pop(answer.attempt, None)
+            self.conn.delete(self.keys.want(answer.attempt))
+            self.handed.append(_Handed("", [answer.attempt]))
+            self._new_attempt(flight)
+            return
         if answer.result is not None:
             result = RunResult.from_json(answer.result)
             result.log_file = self._unpack_log(task, answer)
@@ -289,7 +303,7 @@ class CeleryExecutor(Executor):
     def _clean_handed(self) -> None:
         while self.handed:
             handed = self.handed[0]
-            if handed.task_id not in self.flights:  # not submitted again meanwhile
+            if handed.task_id and handed.task_id not in self.flights:  # not submitted again meanwhile
                 self.conn.delete(self.keys.task(handed.task_id))
             for attempt in handed.attempts:
                 self.conn.delete(self.keys.want(attempt), self.keys.result(attempt), self.keys.started(attempt))
@@ -315,6 +329,10 @@ class CeleryExecutor(Executor):
             self.up_since = time.monotonic()
 
     # -- workers seen
+    def _live_nodes(self) -> list[str]:
+        return [str(k)[len(broker.WORKER_PREFIX):] for k in
+                self.conn.scan_iter(match=broker.WORKER_PREFIX + "*", count=100)]
+
     def _scan_workers(self) -> None:
         if time.monotonic() - self.scanned < 2.0:
             return

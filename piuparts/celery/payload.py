@@ -1,7 +1,7 @@
 """What a task carries and what its worker answers: plain, versioned, checked JSON.
 
 A payload is ``{"payload_version", "tool_version", "namespace", "attempt",
-"task_id", "config", "subject", "lease_seconds", "longest_test"}``: the
+"task_id", "config", "subject", "lease_seconds", "longest_test", "avoid"}``: the
 section's RunConfig (``RunConfig.to_json()``) and the subject
 (``TestSubject.to_json()``, archive names only) with what the worker needs
 to answer exactly once.  :meth:`Payload.from_json` refuses unknown keys,
@@ -29,7 +29,7 @@ from piuparts.errors import UsageError
 PAYLOAD_VERSION = 1
 
 _FIELDS = ("payload_version", "tool_version", "namespace", "attempt", "task_id", "config", "subject",
-           "lease_seconds", "longest_test")
+           "lease_seconds", "longest_test", "avoid")
 _APT_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*(=[A-Za-z0-9.+~:-]+)?")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _TMPFS_SIZE = re.compile(r"[0-9]+[kmgKMG%]?")
@@ -48,12 +48,16 @@ class Payload:
     subject: dict[str, Any]
     lease_seconds: float
     longest_test: float
+    #: Worker nodes that should leave this attempt to another one (a test-bed failure there).
+    avoid: tuple[str, ...] = ()
     tool_version: str = __version__
     payload_version: int = PAYLOAD_VERSION
 
     def to_json(self) -> dict[str, Any]:
         """The message's one argument."""
-        return {name: getattr(self, name) for name in _FIELDS}
+        data = {name: getattr(self, name) for name in _FIELDS}
+        data["avoid"] = list(self.avoid)
+        return data
 
     @classmethod
     def from_json(cls, data: Any) -> "Payload":
@@ -84,7 +88,10 @@ class Payload:
             raise UsageError("task payload: 'task_id' has characters outside [A-Za-z0-9._+~:/=-]")
         if not 1 <= data["lease_seconds"] <= 3600 or data["longest_test"] <= 0:
             raise UsageError("task payload: 'lease_seconds' must be 1-3600 and 'longest_test' positive")
-        return cls(**{name: data[name] for name in _FIELDS})
+        avoid = data["avoid"]
+        if not isinstance(avoid, list) or not all(isinstance(n, str) and len(n) < 300 for n in avoid):
+            raise UsageError("task payload: 'avoid' must be a list of worker names")
+        return cls(**{name: data[name] for name in _FIELDS if name != "avoid"}, avoid=tuple(avoid))
 
     def test_subject(self) -> Subject:
         """The subject: archive names only (a .deb path would be a path on another machine)."""

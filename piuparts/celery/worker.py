@@ -242,6 +242,11 @@ def run_attempt(payload: Any) -> None:
         _refuse_raw(conn, payload, me, str(err))
         return
     keys = broker.Keys(checked.namespace)
+    if _settings.node in checked.avoid and _others_alive(conn):
+        log.info("%s: its last test bed failure was here; leaving it to another worker", checked.task_id)
+        time.sleep(1)  # not a hot loop while the others are busy
+        current_app().send_task(broker.TASK_NAME, args=[checked.to_json()], queue=broker.QUEUE)
+        return
     if not conn.exists(keys.want(checked.attempt)):
         log.info("%s: attempt %s is no longer wanted (answered elsewhere or cancelled); skipped",
                  checked.task_id, checked.attempt)
@@ -284,6 +289,19 @@ def run_attempt(payload: Any) -> None:
     shutil.rmtree(log_dir, ignore_errors=True)
     _deliver(conn, keys, answer)
     log.info("%s: %s in %.1f s", checked.task_id, result.verdict, answer.duration)
+
+
+def current_app() -> Any:
+    """The Celery app of this worker (to queue a task again)."""
+    from celery import current_app as app
+    return app
+
+
+def _others_alive(conn: Any) -> bool:
+    """Whether another worker node publishes itself."""
+    assert _settings is not None
+    mine = broker.WORKER_PREFIX + _settings.node
+    return any(key != mine for key in conn.scan_iter(match=broker.WORKER_PREFIX + "*", count=100))
 
 
 def _identity(me: str) -> dict[str, Any]:

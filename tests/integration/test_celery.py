@@ -142,11 +142,11 @@ class Cluster:
             end(self.redis)
             self.redis = None
 
-    def start_worker(self, name: str, number: int) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str, number: int, cache: Path | None = None) -> subprocess.Popen[bytes]:
         log = open(self.root / f"{name}.log", "ab")
         proc = subprocess.Popen(
             ["ip", "netns", "exec", f"{self.tag}n{number}", *PIUPARTS, "worker", "--broker",
-             self.url(f"10.231.{number}.1"), "--cache-dir", str(self.cache), "--repo-dir", str(self.root),
+             self.url(f"10.231.{number}.1"), "--cache-dir", str(cache or self.cache), "--repo-dir", str(self.root),
              "--name", f"{name}@{self.tag}", "--concurrency", "1"], stdout=log, stderr=log)
         self.workers[name] = proc
         wait_for(f"{name} to be ready", lambda: b" ready." in (self.root / f"{name}.log").read_bytes(), 60)
@@ -325,6 +325,39 @@ def test_coordinator_killed_and_restarted(tmp_path: Path, repo: tuple[Path, str]
     assert started == 1
 
 
+def test_testbed_failure_is_tried_on_another_worker(tmp_path: Path, repo: tuple[Path, str], cluster: Cluster,
+                                                    host: tuple[str, str]) -> None:  # noqa: F811
+    """w3 has an empty cache and no way to the mirror: its base cannot be made (a test-bed failure
+    there); the test goes to another worker and passes, and no test-bed error is recorded."""
+    conf = write_config(tmp_path, cluster.cache, host, repo[1])
+    paused = [pid for name in list(cluster.workers) for pid in processes_named(f"{name}@{cluster.tag}")]
+    coordinator: subprocess.Popen[str] | None = None
+    try:
+        for pid in paused:  # w1 and w2 take nothing until w3 has failed once
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(2)  # their last blocking read of the queue ends (after 1 s)
+        cluster.start_worker("w3", 1, cache=tmp_path / "empty-cache")
+        coordinator = celery_run(conf, cluster)
+        wait_for("w3 to leave the test to another worker", lambda: "leaving it to another worker" in
+                 cluster.log_of("w3"), 120)
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+        code, said = finish(coordinator)
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+        if coordinator is not None:
+            end(coordinator)
+        end(cluster.workers.pop("w3"), 60)
+        for pid in processes_named(f"w3@{cluster.tag}"):
+            os.kill(pid, signal.SIGKILL)
+    assert code == 1, said
+    assert "test-bed failure on w3@" in said and "trying it on another worker" in said
+    kinds = once_each(tmp_path / "state/batch.sqlite")
+    assert "testbed" not in kinds.values()
+    assert {n: p["state"] for n, p in status(conf).items()} == EXPECTED
+
+
 def send(cluster: Cluster, name: str, payload: Any) -> None:
     from piuparts.celery import broker
     app = broker.make_app(cluster.url())
@@ -358,7 +391,7 @@ def test_bad_payloads_and_task_names_are_refused(tmp_path: Path, cluster: Cluste
         data = {"payload_version": 1, "tool_version": __version__, "namespace": namespace, "attempt": attempt,
                 "task_id": "team/pp-ce-clean/1.0-1/all", "config": config.to_json(),
                 "subject": {"debs": [], "apt": ["pp-ce-clean=1.0-1"]}, "lease_seconds": 10,
-                "longest_test": 100}
+                "longest_test": 100, "avoid": []}
         return {**data, **changes}
 
     cases = {

@@ -26,7 +26,7 @@ def config(**changes: Any) -> dict[str, Any]:
 def payload(**changes: Any) -> dict[str, Any]:
     data = {"payload_version": 1, "tool_version": __version__, "namespace": "0123456789abcdef",
             "attempt": uuid.uuid4().hex, "task_id": "team/foo/1.0-1/amd64", "config": config(),
-            "subject": {"debs": [], "apt": ["foo=1.0-1"]}, "lease_seconds": 60, "longest_test": 18000.0}
+            "subject": {"debs": [], "apt": ["foo=1.0-1"]}, "lease_seconds": 60, "longest_test": 18000.0, "avoid": []}
     return {**data, **changes}
 
 
@@ -86,6 +86,7 @@ def test_payload_round_trip_and_the_worker_config() -> None:
     ({"task_id": "a b;rm"}, "'task_id' has characters outside"),
     ({"lease_seconds": 0}, "'lease_seconds' must be 1-3600"),
     ({"config": "x"}, "'config' has the wrong type"),
+    ({"avoid": "w1"}, "'avoid' must be a list of worker names"),
 ])
 def test_payload_refused(changes: dict[str, Any], said: str) -> None:
     with pytest.raises(UsageError, match=said.replace("(", r"\(")):
