@@ -383,6 +383,7 @@ def test_bad_payloads_and_task_names_are_refused(tmp_path: Path, cluster: Cluste
     namespace = uuid.uuid4().hex[:16]
     evil = tmp_path / "evil.tgz"
     config, _ = config_from_argv(["--cache-dir", "/var/tmp/elsewhere", "-s", str(evil)])
+    clean, _ = config_from_argv(["--cache-dir", "/var/tmp/elsewhere"])
     conn = broker.redis_client(cluster.url())
 
     def payload(**changes: Any) -> dict[str, Any]:
@@ -400,6 +401,8 @@ def test_bad_payloads_and_task_names_are_refused(tmp_path: Path, cluster: Cluste
         "outside the cache": (payload(), "'save_tarball' names something on another machine"),
         "a .deb path": (payload(subject={"debs": ["/etc/passwd"], "apt": []}), "may only name archive packages"),
         "an option as a name": (payload(subject={"apt": ["-oDir=/"]}), "must be a list of NAME or NAME=VERSION"),
+        "longer than the visibility timeout": (payload(config=clean.to_json(), longest_test=10.0 ** 6),
+                                               "above this worker's --visibility-timeout"),
     }
     try:
         for what, (data, said) in cases.items():
@@ -430,3 +433,51 @@ def test_a_broker_without_password_is_refused(tmp_path: Path, repo: tuple[Path, 
             (["batch", "run", str(conf), "--executor", "celery"], "--executor celery needs --broker")):
         proc = subprocess.run([*PIUPARTS, *argv], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and said in proc.stderr and len(proc.stderr.splitlines()) == 1, proc.stderr
+
+
+def test_rediss_with_a_certificate(tmp_path: Path) -> None:
+    """A broker reached over TLS (redis-server's tls-port, a certificate the URL names)."""
+    from piuparts.celery import broker
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True, timeout=60)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path / "redis.log", "wb")
+    server = subprocess.Popen(["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+                               "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file",
+                               str(cert), "--tls-auth-clients", "no", "--requirepass", PASSWORD, "--save", "",
+                               "--dir", str(tmp_path)], stdout=log, stderr=log)
+    url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        conn = broker.redis_client(url)
+        wait_for("redis-server to answer over TLS", lambda: _pings(conn), 30)
+        worker_log = tmp_path / "worker.log"
+        worker = subprocess.Popen([*PIUPARTS, "worker", "--cache-dir", str(tmp_path / "cache"), "--name",
+                                   f"tls-{os.getpid()}@here"], stdout=worker_log.open("wb"), stderr=subprocess.STDOUT,
+                                  env={**os.environ, "PIUPARTS_BROKER": url})
+        wait_for("the worker to be ready", lambda: b" ready." in worker_log.read_bytes(), 60)
+        namespace, attempt = uuid.uuid4().hex[:16], uuid.uuid4().hex
+        app = broker.make_app(url)
+        app.send_task(broker.TASK_NAME, args=[{"payload_version": 1, "attempt": attempt, "namespace": namespace,
+                                              "task_id": "t/p/1/amd64", "shell": "id"}], queue=broker.QUEUE)
+        app.close()
+        raw = wait_for("the answer", lambda: conn.get(broker.Keys(namespace).result(attempt)), 60)
+        assert "task payload: unknown field 'shell'" in json.loads(raw)["error"]
+        assert PASSWORD not in worker_log.read_text()  # the URL is logged without its password
+        conn.close()
+    finally:
+        if worker is not None:
+            end(worker, 60)
+        end(server)
+
+
+def _pings(conn: Any) -> bool:
+    import redis
+    try:
+        return bool(conn.ping())
+    except redis.RedisError:
+        return False
