@@ -113,6 +113,7 @@ class CeleryExecutor(Executor):
         self.down = False
         self.up_since = time.monotonic()
         self.scanned = 0.0
+        self.warned = time.monotonic()  # a worker may take a few seconds to show up
 
     # -- the Executor interface
     def free_slots(self) -> int:
@@ -349,6 +350,10 @@ class CeleryExecutor(Executor):
                          last_seen=time.time())
             live += int(info.get("concurrency") or 1)
         self.capacity = live
+        if live == 0 and self.flights and time.monotonic() - self.warned > 60:
+            log.warning("no piuparts worker is connected to the broker; the %d tests wait in its queue "
+                        "(start one: piuparts worker --broker URL)", len(self.flights))
+            self.warned = time.monotonic()
         self._write_seen()
 
     def _note_worker(self, answer: Answer) -> None:

@@ -29,6 +29,7 @@ import pytest
 from piuparts import __version__
 from tests.conftest import PIUPARTS
 from tests.debs import DebSpec
+from tests.integration.helpers import leaks
 from tests.integration.test_batch import batch, host, reprepro, rows, status, write_config  # noqa: F401
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
@@ -192,6 +193,10 @@ def cluster(repo: tuple[Path, str], cache_dir: Path) -> Iterator[Cluster]:
         made.close()
         wait_for("the veth pairs to go with the namespaces", lambda: made.tag not in subprocess.run(
             ["ip", "-br", "link"], capture_output=True, text=True, timeout=30).stdout, 30)
+        # what the killed worker left is reaped as on a real test machine
+        subprocess.run([*PIUPARTS, "cleanup", "--cache-dir", str(cache_dir)], check=True, capture_output=True,
+                       timeout=120)
+        assert leaks(cache_dir) == []
 
 
 def celery_run(conf: Path, cluster: Cluster, *extra: str) -> subprocess.Popen[str]:
@@ -356,6 +361,26 @@ def test_testbed_failure_is_tried_on_another_worker(tmp_path: Path, repo: tuple[
     kinds = once_each(tmp_path / "state/batch.sqlite")
     assert "testbed" not in kinds.values()
     assert {n: p["state"] for n, p in status(conf).items()} == EXPECTED
+
+
+def test_ctrl_c_twice_stops_the_remote_tests(tmp_path: Path, repo: tuple[Path, str], cluster: Cluster,
+                                             host: tuple[str, str]) -> None:  # noqa: F811
+    conf = write_config(tmp_path, cluster.cache, host, repo[1])
+    before = {w: len(cluster.log_of(w)) for w in cluster.workers}
+    coordinator = celery_run(conf, cluster)
+    try:
+        wait_for(f"{SLOW} to run", lambda: running_on(tmp_path / "logs", SLOW), 300)
+        for _ in range(2):
+            coordinator.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+        code, said = finish(coordinator, 120)
+    finally:
+        end(coordinator)
+    assert code == 130 and "Ctrl-C again: stopping the" in said, said
+    assert SLOW not in [r["package"] for r in rows(tmp_path / "state/batch.sqlite")]
+    wait_for("the worker to stop the test", lambda: any(
+        f"team/{SLOW}/1.0-1/amd64: cancelled by the coordinator" in cluster.log_of(w)[before[w]:]
+        for w in cluster.workers), 60)
 
 
 def send(cluster: Cluster, name: str, payload: Any) -> None:
