@@ -18,7 +18,9 @@ is lost, nothing counted twice:
   the same test again, *adopts* the attempt (queued, running, or answered
   meanwhile) instead of starting a second one;
 - while the broker is away (a Redis restart), the executor keeps trying and
-  judges no lease until the workers have had one lease period to renew.
+  judges no lease until the workers have had one lease period to renew; an
+  attempt the broker lost (restarted without its append-only file) is
+  queued again.
 
 An attempt's keys are removed at the ``collect`` after the one that handed
 its answer (the engine has recorded it by then), so a coordinator killed in
@@ -235,6 +237,12 @@ class CeleryExecutor(Executor):
     def _watch(self, flight: _Flight, judge: bool) -> None:
         """Who took the current attempt; a new attempt when its lease has lapsed."""
         attempt = flight.attempts[-1]
+        if judge and flight.unsent is None and not self.conn.exists(self.keys.want(attempt)) \
+                and not self.conn.exists(self.keys.result(attempt)):
+            log.warning("%s: the broker lost attempt %s (restarted without its append-only file?); "
+                        "queued again", flight.task.id, attempt)
+            self._new_attempt(flight)
+            return
         started = self.conn.get(self.keys.started(attempt))
         if started is None:
             return

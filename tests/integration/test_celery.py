@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -288,13 +289,16 @@ def test_kill_9_of_a_worker_mid_test(tmp_path: Path, repo: tuple[Path, str], clu
     assert {n: p["state"] for n, p in status(conf).items()} == EXPECTED
 
 
+@pytest.mark.parametrize("keeps_its_data", [True, False], ids=["append-only-file", "data-lost"])
 def test_redis_restarted_mid_run(tmp_path: Path, repo: tuple[Path, str], cluster: Cluster,
-                                 host: tuple[str, str]) -> None:  # noqa: F811
+                                 host: tuple[str, str], keeps_its_data: bool) -> None:  # noqa: F811
     conf = write_config(tmp_path, cluster.cache, host, repo[1])
     coordinator = celery_run(conf, cluster)
     try:
         wait_for(f"{SLOW} to run", lambda: running_on(tmp_path / "logs", SLOW), 300)
         cluster.stop_redis()
+        if not keeps_its_data:  # the queue, the attempts and the leases are gone
+            shutil.rmtree(cluster.root / "appendonlydir")
         time.sleep(2)  # the broker is away: everyone keeps trying
         cluster.start_redis()
         code, said = finish(coordinator)
@@ -304,6 +308,7 @@ def test_redis_restarted_mid_run(tmp_path: Path, repo: tuple[Path, str], cluster
             cluster.start_redis()
     assert code == 1, said
     assert "broker is unreachable" in said and "broker is back" in said
+    assert keeps_its_data or "the broker lost attempt" in said
     once_each(tmp_path / "state/batch.sqlite")
     assert {n: p["state"] for n, p in status(conf).items()} == EXPECTED
     assert all(proc.poll() is None for proc in cluster.workers.values())  # the workers reconnected
