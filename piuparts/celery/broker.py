@@ -36,20 +36,20 @@ def check_url(url: str, insecure: bool = False) -> str:
     without for a loopback address); else a one-line UsageError saying how to fix it."""
     parsed = urlparse(url)
     if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
-        raise UsageError(f"--broker {_safe(url)}: expected redis://:PASSWORD@HOST:6379/0 "
+        raise UsageError(f"--broker {safe_url(url)}: expected redis://:PASSWORD@HOST:6379/0 "
                          "(or rediss:// for TLS)")
     try:
         parsed.port
     except ValueError:
-        raise UsageError(f"--broker {_safe(url)}: the port is not a number") from None
+        raise UsageError(f"--broker {safe_url(url)}: the port is not a number") from None
     if parsed.password:
         return url
     if not insecure:
-        raise UsageError(f"--broker {_safe(url)}: no password; give one (redis://:PASSWORD@HOST:6379/0, "
+        raise UsageError(f"--broker {safe_url(url)}: no password; give one (redis://:PASSWORD@HOST:6379/0, "
                          "redis-server's requirepass), or --insecure-broker for a broker on this machine's "
                          "loopback address")
     if not _loopback(parsed.hostname):
-        raise UsageError(f"--broker {_safe(url)}: --insecure-broker is only for a loopback address "
+        raise UsageError(f"--broker {safe_url(url)}: --insecure-broker is only for a loopback address "
                          "(127.0.0.1, ::1, localhost); a broker other machines reach needs a password")
     return url
 
@@ -63,7 +63,7 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _safe(url: str) -> str:
+def safe_url(url: str) -> str:
     """The URL with its password hidden (for messages and logs)."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 

@@ -116,7 +116,7 @@ def main(argv: Sequence[str]) -> int:
     presence = Presence(_settings)
     presence.start()
     log.info("piuparts worker %s (piuparts-ng %s): %d at once, cache %s, broker %s", node, __version__,
-             args.concurrency, cache, broker._safe(url))
+             args.concurrency, cache, broker.safe_url(url))
     try:
         worker = app.Worker(hostname=node, concurrency=args.concurrency, pool="prefork", queues=[broker.QUEUE],
                             loglevel="DEBUG" if args.verbose else "INFO", without_heartbeat=True,
