@@ -177,7 +177,19 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @pytest.fixture(scope="module")
-def cluster(repo: tuple[Path, str], cache_dir: Path) -> Iterator[Cluster]:
+def local_states(repo: tuple[Path, str], cache_dir: Path, host: tuple[str, str]) -> dict[str, str]:  # noqa: F811
+    """The states the local executor gives the repository; this run also makes the shared base and
+    refreshes its apt lists (the workers, in their namespaces, cannot reach the mirror)."""
+    home = repo[0] / "local"
+    home.mkdir()
+    local = write_config(home, cache_dir, host, repo[1])
+    first = batch("run", str(local))
+    assert first.returncode == 1, first.stdout + first.stderr
+    return {name: p["state"] for name, p in status(local).items()}
+
+
+@pytest.fixture(scope="module")
+def cluster(repo: tuple[Path, str], cache_dir: Path, local_states: dict[str, str]) -> Iterator[Cluster]:
     root = repo[0]
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -236,12 +248,7 @@ def once_each(db: Path) -> dict[str, str]:
 
 
 def test_same_states_as_the_local_executor(tmp_path: Path, repo: tuple[Path, str], cluster: Cluster,
-                                           host: tuple[str, str]) -> None:  # noqa: F811
-    (tmp_path / "local").mkdir()
-    local = write_config(tmp_path / "local", cluster.cache, host, repo[1])
-    first = batch("run", str(local))
-    assert first.returncode == 1, first.stdout + first.stderr
-    local_states = {name: p["state"] for name, p in status(local).items()}
+                                           host: tuple[str, str], local_states: dict[str, str]) -> None:  # noqa: F811
     assert local_states == EXPECTED
 
     (tmp_path / "remote").mkdir()
