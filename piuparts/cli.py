@@ -43,6 +43,7 @@ other commands:
   piuparts schroot-setup NAME [-d DIST]    make a schroot chroot for --schroot NAME
   piuparts lvm-setup VG/LV [-d DIST]       fill an LVM volume with a base for --lvm-volume
   piuparts report CONFIG OUTDIR            the report site of a batch state database
+  piuparts worker --broker URL             run batch tests queued on a Redis broker (Celery)
 """
 
 
@@ -282,6 +283,8 @@ def _main(argv: list[str]) -> int:
             return ci_cli.main(argv[1:])
         if argv[:1] == ["report"]:
             return report_cli.main(argv[1:])
+        if argv[:1] == ["worker"]:
+            return _worker(argv[1:])
         if argv[:1] and argv[0] in Backend.subcommands:
             return Backend.subcommands[argv[0]](argv[1:])
         args = parser().parse_args(argv)
@@ -344,6 +347,12 @@ def test_subjects(args: argparse.Namespace) -> list[api.Subject]:
         singles = [api.Subject(debs=(deb,)) for deb in pool.debs]
         return by_changes + singles + [api.Subject(apt_names=(name,)) for name in pool.apt_names]
     return by_changes + ([pool] if pool.debs or pool.apt_names else [])
+
+
+def _worker(argv: list[str]) -> int:
+    """``piuparts worker``: Celery is imported only here (and by ``--executor celery``)."""
+    from piuparts.celery import worker
+    return worker.main(argv)
 
 
 def _report(results: list[api.RunResult], json_path: Path | None, junit: str | None,

@@ -12,16 +12,18 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import signal
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from piuparts import log as logsetup
 from piuparts.api import require_root
 from piuparts.batch import config as config_mod, engine, report
 from piuparts.batch.db import Database
+from piuparts.batch.executor import Executor
 from piuparts.errors import UsageError
 
 
@@ -42,6 +44,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, metavar="S",
                      help="take the waiting packages in a random order fixed by S (a sample, with --max-tests)")
     run.add_argument("--report", metavar="OUTDIR", help="then write the report site into OUTDIR (piuparts report)")
+    run.add_argument("--executor", choices=("local", "celery"), default="local",
+                     help="local worker processes (default), or Celery workers over a Redis --broker")
+    run.add_argument("--broker", metavar="URL", default=os.environ.get("PIUPARTS_BROKER"),
+                     help="with --executor celery: redis://:PASSWORD@HOST:6379/0 (default: $PIUPARTS_BROKER)")
+    run.add_argument("--insecure-broker", action="store_true", help="allow a loopback broker URL without a password")
+    run.add_argument("--lease", type=float, default=60.0, metavar="SECONDS",
+                     help="with --executor celery: re-queue a test whose worker is silent this long (default: 60)")
     status.add_argument("--json", action="store_true", help="print the states as JSON")
     again.add_argument("packages", nargs="*", metavar="PACKAGE")
     again.add_argument("--state", action="append", metavar="STATE",
@@ -65,9 +74,14 @@ def _run(conf: config_mod.Config, args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, stop.press)
     start = time.monotonic()
     try:
+        if args.executor == "celery":
+            from piuparts.celery.executor import check_args, from_args
+            check_args(args)  # a bad --broker is said before anything starts
+            make: Callable[[], Executor] = lambda: from_args(conf, args)  # noqa: E731
+        else:
+            make = lambda: LocalExecutor(workers, conf.logs)  # noqa: E731
         display = display_for()
-        tally = engine.run(conf, _sections(conf, args), lambda: LocalExecutor(workers, conf.logs), display, stop,
-                           args.max_tests, args.seed)
+        tally = engine.run(conf, _sections(conf, args), make, display, stop, args.max_tests, args.seed)
     finally:
         signal.signal(signal.SIGINT, previous)
     print(_summary_line(tally, time.monotonic() - start), flush=True)
@@ -96,10 +110,12 @@ def _summary_line(tally: engine.Tally, seconds: float) -> str:
 def _status(conf: config_mod.Config, args: argparse.Namespace) -> int:
     with Database(conf.db) as db:
         runs = engine.prepare(conf, _sections(conf, args), db)
+    from piuparts.celery import seen  # the workers of the last --executor celery run
+    workers = seen.read(conf.logs)
     if args.json:
-        print(json.dumps(report.status_json(runs), indent=1, sort_keys=True))
+        print(json.dumps({**report.status_json(runs), "workers": workers}, indent=1, sort_keys=True))
     else:
-        print(report.status_text(runs))
+        print(report.status_text(runs) + ("\n" + seen.text(workers) if workers else ""))
     return 0
 
 
