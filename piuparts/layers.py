@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from piuparts import aptsources, command, debcache, inroot, resources
 from piuparts.chroot import Chroot
+from piuparts.dpkgdb import simulated_installs
 from piuparts.errors import TestbedError
 
 if TYPE_CHECKING:
@@ -46,18 +47,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("piuparts")
 
-#: apt-get --simulate: "Inst python3.11 (3.11.2-6+deb12u8 Debian:12.12/stable [amd64])"
-_INST = re.compile(r"^Inst (?P<name>\S+) (?:\[[^]]*\] )?\((?P<version>\S+) .*?\[(?P<arch>[^]]+)\]\)", re.M)
-
-
 def resolve(chroot: Chroot, apt: Sequence[str], targets: Sequence[str], tested: Sequence[str]) -> list[str] | None:
     """``NAME=VERSION:ARCH`` of what installing ``targets`` pulls in besides
     the ``tested`` packages; None when apt cannot resolve it."""
     simulated = chroot.run([*apt, "install", "--simulate", *targets], level=logging.DEBUG)
     if not simulated.ok:
         return None
-    return sorted(f"{m['name']}={m['version']}:{m['arch']}" for m in _INST.finditer(simulated.output)
-                  if m["name"].split(":", 1)[0] not in tested)
+    return sorted(f"{name}={version}:{arch}" for name, version, arch in simulated_installs(simulated.output)
+                  if name.split(":", 1)[0] not in tested)
 
 
 #: apt's "unmet dependencies" lines: " python3-oslo.log : Depends: python3-oslo.config but it is not ..."
@@ -74,7 +71,7 @@ def without_cycles(chroot: Chroot, apt: Sequence[str], dependencies: list[str],
     NAME=VERSION:ARCH."""
     names = [dep.split("=", 1)[0] for dep in dependencies]
     alone = chroot.run([*apt, "install", "--simulate", *names], level=logging.DEBUG)
-    back = {m["name"].split(":", 1)[0] for m in _INST.finditer(alone.output)} & set(tested)
+    back = {name.split(":", 1)[0] for name, _, _ in simulated_installs(alone.output)} & set(tested)
     if alone.ok and not back:
         return dependencies  # no cycle: the usual case
     kept = list(dependencies)
@@ -338,7 +335,7 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
     instance to find its layer, and a repository whose content changed
     gets a new answer.  The layer keeps none of the setup's artefacts.
     """
-    from piuparts.checks.purge_status import installed_packages
+    from piuparts.dpkgdb import installed_packages
     from piuparts.scenarios.runner import APT, DEBS_DIR  # the runner's own apt command line
     from piuparts.state import snapshot_upper
 

@@ -21,7 +21,7 @@ import shutil
 
 from piuparts import command
 from piuparts.checks.base import Check, Context
-from piuparts.checks.dpkg_files import base_name, timed
+from piuparts.dpkgdb import base_name, timed
 from piuparts.findings import WARN, Finding
 
 log = logging.getLogger("piuparts")

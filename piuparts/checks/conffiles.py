@@ -23,9 +23,9 @@ import logging
 
 from piuparts.checks.base import Check, Context
 from piuparts import inroot
-from piuparts.checks.dpkg_files import (INFO, STATUS, Resolver, base_name, exists, info_files, parse_conffiles,
+from piuparts.dpkgdb import (INFO, STATUS, Resolver, base_name, exists, info_files, parse_conffiles,
                                         parse_obsolete_conffiles, read_text, timed)
-from piuparts.checks.leftovers import NOT_OWNED, dpkg_owners
+from piuparts.dpkgdb import NOT_OWNED, dpkg_owners
 from piuparts.chroot import Chroot
 from piuparts.findings import WARN, Finding
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 from piuparts.checks.base import Check, Context
 from piuparts import inroot
-from piuparts.checks.dpkg_files import INFO, Resolver, info_files, is_regular, read_inside, read_text, timed
+from piuparts.dpkgdb import INFO, Resolver, info_files, is_regular, read_inside, read_text, timed
 from piuparts.chroot import Chroot
 from piuparts.command import Result
 from piuparts.findings import Finding
@@ -195,7 +195,7 @@ class CronLogrotate(Check, name=NAME):
                 or "logrotate" not in ctx.installed or is_regular(resolver, LOGROTATE):
             return []
         from piuparts import debcache
-        from piuparts.checks.purge_status import installed_versions
+        from piuparts.dpkgdb import installed_versions
         apt = ("apt-get", "-y")
         before = installed_versions(ctx.chroot)
         if ctx.deb_cache is not None:

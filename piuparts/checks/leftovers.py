@@ -11,39 +11,11 @@ from dataclasses import replace
 from typing import Callable
 
 from piuparts.checks.base import Check, Context
-from piuparts.chroot import Chroot
-from piuparts import inroot
-from piuparts.checks.dpkg_files import INFO, info_files, read_text
+from piuparts.dpkgdb import dpkg_owners, owner_of
 from piuparts.findings import FAIL, Finding
 from piuparts.state import Diff, display
 
 NAME = "leftovers"
-NOT_OWNED: tuple[str, ...] = ()
-
-
-def dpkg_owners(chroot: Chroot) -> dict[str, list[str]]:
-    """Path -> packages that list it, from dpkg's database in the chroot."""
-    owners: dict[str, list[str]] = {}
-    for package, listing in info_files(inroot.host_path(chroot.root, INFO), "list").items():
-        for line in read_text(listing).splitlines():
-            owners.setdefault(line.rstrip("/") or "/", []).append(package)
-    return owners
-
-
-def owner_of(path: str, owners: dict[str, list[str]]) -> tuple[str, ...]:
-    """The packages that own ``path`` (empty: not owned); usrmerge aliases are tried too."""
-    candidates = [path]
-    for alias in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
-        if path.startswith(alias + "/"):
-            candidates.append("/usr" + path)
-        elif path.startswith("/usr" + alias + "/"):
-            candidates.append(path[len("/usr"):])
-    for candidate in candidates:
-        if candidate in owners:
-            return tuple(owners[candidate])
-    return NOT_OWNED
-
-
 def check(changes: Diff, owners: dict[str, list[str]], blame: tuple[str, ...], severity: str = FAIL) -> list[Finding]:
     """A finding for every path added, removed or modified."""
     findings = []

@@ -38,10 +38,10 @@ from pathlib import Path
 
 from piuparts.checks.base import Check, Context
 from piuparts import inroot
-from piuparts.checks.dpkg_files import (DIVERSIONS, INFO, STATUS, Resolver, ancestors, base_name, file_state,
+from piuparts.dpkgdb import (DIVERSIONS, INFO, STATUS, Resolver, ancestors, base_name, file_state,
                                         info_files, parse_diversions, parse_md5sums, parse_status_conffiles,
                                         read_text, timed)
-from piuparts.checks.leftovers import dpkg_owners, owner_of
+from piuparts.dpkgdb import dpkg_owners, owner_of
 from piuparts.findings import Finding
 from piuparts.state import Entry, Ignores, UpperState, present_entry
 

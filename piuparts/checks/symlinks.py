@@ -20,7 +20,7 @@ from collections import deque
 from pathlib import Path
 
 from piuparts.checks.base import Check, Context
-from piuparts.checks.leftovers import dpkg_owners, owner_of
+from piuparts.dpkgdb import dpkg_owners, owner_of
 from piuparts.findings import WARN, Finding
 from piuparts.state import Ignores
 

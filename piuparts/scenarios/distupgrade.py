@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from piuparts import command, debcache, layers, resources
 from piuparts.backends import Backend
-from piuparts.checks.purge_status import installed_versions
+from piuparts.dpkgdb import installed_versions
 from piuparts.chroot import Chroot
 from piuparts.command import Result, failure_message
 from piuparts.errors import TestbedError, UsageError

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import ContextManager, Sequence
 
 from piuparts.backends import overlay
 from piuparts.checks import Check, Context, make_checks
-from piuparts.checks.purge_status import installed_versions
+from piuparts.dpkgdb import installed_versions, simulated_installs
 from piuparts.chroot import Chroot
 from piuparts.command import Result
 from piuparts import debcache, hooks, layers
@@ -33,8 +32,6 @@ log = logging.getLogger("piuparts")
 
 DEBS_DIR = "/tmp/piuparts-debs"
 APT = ("eatmydata", "apt-get", "-y")
-
-_SIMULATED_INSTALL = re.compile(r"^Inst (\S+)", re.M)
 
 
 @dataclass(frozen=True)
@@ -279,7 +276,7 @@ class Runner:
         """What installing ``targets`` pulls in that can be installed before
         them: not the tested packages, nor what needs them back."""
         simulated = self.chroot.run([*APT, "install", "--simulate", *targets], level=logging.DEBUG)
-        needed = [name for name in _SIMULATED_INSTALL.findall(simulated.output)
+        needed = [name for name, _, _ in simulated_installs(simulated.output)
                   if name.split(":", 1)[0] not in self.subject.packages]
         if not (simulated.ok and needed):
             return []

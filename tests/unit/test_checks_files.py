@@ -11,7 +11,7 @@ from piuparts.checks import Check, Context
 from piuparts.checks.conffiles import Conffiles
 from piuparts.checks.cron_logrotate import (CronJob, RUN_PARTS_NAME, cron_argv, cron_command, outcome,
                                             parse_cron_d, parse_cron_line, parse_logrotate_scripts, shipped_files)
-from piuparts.checks.dpkg_files import (Resolver, ancestors, file_state, parse_conffiles, parse_diversions,
+from piuparts.dpkgdb import (Resolver, ancestors, file_state, parse_conffiles, parse_diversions,
                                         parse_md5sums, parse_status_conffiles)
 from piuparts.checks.others_files import Expected, OthersFiles, describe, suspects, upper_changes
 from piuparts.chroot import Chroot
@@ -318,7 +318,7 @@ def test_outcome():
 
 
 def test_parse_obsolete_conffiles():
-    from piuparts.checks.dpkg_files import parse_obsolete_conffiles
+    from piuparts.dpkgdb import parse_obsolete_conffiles
     status = (f"Package: pp\nStatus: install ok installed\nVersion: 2.0-1\nConffiles:\n /etc/pp.conf {MD5['conf']}\n"
               f" /etc/old name.conf {MD5['conf']} obsolete\n\n"
               f"Package: gone\nStatus: deinstall ok config-files\nVersion: 1\nConffiles:\n /etc/g {MD5['conf']} obsolete\n")

@@ -12,7 +12,6 @@ import gzip
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from piuparts.batch import engine, states as st

@@ -1,7 +1,9 @@
-"""dpkg's database in a chroot, and files inside a chroot looked up safely.
+"""What dpkg and apt know in a chroot, in one place: installed packages and
+their versions, who owns which path, apt's ``--simulate`` answers, dpkg's
+database files, and files inside a chroot looked up safely.
 
-Shared by the others-files, conffiles and cron-logrotate checks (it is not
-a check itself).  The parsers are pure functions of a file's text.
+Used by the checks, the scenario runner, the dependency layers and the
+distupgrade scenario alike.  The parsers are pure functions of a file's text.
 :class:`Resolver` finds where a path lives inside a root directory,
 following directory symlinks as the chroot sees them (an absolute target is
 taken relative to the root, never to the host's ``/``), so usrmerge's
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import posixpath
 import re
@@ -19,7 +22,12 @@ import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
+
+from piuparts.errors import TestbedError
+
+if TYPE_CHECKING:
+    from piuparts.chroot import Chroot
 
 INFO = "/var/lib/dpkg/info"
 STATUS = "/var/lib/dpkg/status"
@@ -262,3 +270,66 @@ def timed(timings: dict[str, float], key: str) -> Iterator[None]:
         yield
     finally:
         timings[key] = round(timings.get(key, 0.0) + time.monotonic() - start, 3)
+
+
+# -- installed packages, owners, apt's answers ---------------------------------------------
+
+def installed_packages(chroot: "Chroot") -> dict[str, str]:
+    """Package -> dpkg status abbreviation, for every package not 'not-installed'."""
+    result = chroot.run(["dpkg-query", "-W", "-f", "${binary:Package} ${db:Status-Abbrev}\\n"],
+                        error=TestbedError, what="listing installed packages", level=logging.DEBUG)
+    packages = {}
+    for line in result.output.splitlines():
+        name, _, status = line.partition(" ")
+        if status and status[1] != "n":
+            packages[name] = status.strip()
+    return packages
+
+
+def installed_versions(chroot: "Chroot") -> dict[str, tuple[str, str]]:
+    """Package -> (version, dpkg status abbreviation), for every package not 'not-installed'."""
+    result = chroot.run(["dpkg-query", "-W", "-f", "${binary:Package} ${Version} ${db:Status-Abbrev}\\n"],
+                        error=TestbedError, what="listing installed packages", level=logging.DEBUG)
+    packages = {}
+    for line in result.output.splitlines():
+        fields = line.split(" ", 2)
+        if len(fields) == 3 and len(fields[2]) > 1 and fields[2][1] != "n":
+            packages[fields[0]] = (fields[1], fields[2].strip())
+    return packages
+
+
+#: No package owns the path.
+NOT_OWNED: tuple[str, ...] = ()
+
+
+def dpkg_owners(chroot: "Chroot") -> dict[str, list[str]]:
+    """Path -> packages that list it, from dpkg's database in the chroot."""
+    from piuparts import inroot
+    owners: dict[str, list[str]] = {}
+    for package, listing in info_files(inroot.host_path(chroot.root, INFO), "list").items():
+        for line in read_text(listing).splitlines():
+            owners.setdefault(line.rstrip("/") or "/", []).append(package)
+    return owners
+
+
+def owner_of(path: str, owners: dict[str, list[str]]) -> tuple[str, ...]:
+    """The packages that own ``path`` (empty: not owned); usrmerge aliases are tried too."""
+    candidates = [path]
+    for alias in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if path.startswith(alias + "/"):
+            candidates.append("/usr" + path)
+        elif path.startswith("/usr" + alias + "/"):
+            candidates.append(path[len("/usr"):])
+    for candidate in candidates:
+        if candidate in owners:
+            return tuple(owners[candidate])
+    return NOT_OWNED
+
+
+#: apt-get --simulate: "Inst python3.11 (3.11.2-6+deb12u8 Debian:12.12/stable [amd64])"
+_INST = re.compile(r"^Inst (?P<name>\S+) (?:\[[^]]*\] )?\((?P<version>\S+) .*?\[(?P<arch>[^]]+)\]\)", re.M)
+
+
+def simulated_installs(output: str) -> list[tuple[str, str, str]]:
+    """(name, version, architecture) of each package ``apt-get install --simulate`` would install."""
+    return [(m["name"], m["version"], m["arch"]) for m in _INST.finditer(output)]
