@@ -49,6 +49,9 @@ class ScenarioResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: Why the scenario did not run, when it did not.
     skipped: str | None = None
+    #: Bytes the instance's changes took in its tmpfs at each point the checks
+    #: looked (after_install is mostly the most), for sizing --tmpfs-size.
+    space_used: dict[str, int] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -80,14 +83,15 @@ class ScenarioResult:
         """A plain dict for the JSON report."""
         return {"name": self.name, "verdict": self.verdict, "skipped": self.skipped,
                 "steps": [s.to_json() for s in self.steps],
-                "findings": [f.to_json() for f in self.findings], "timings": self.timings}
+                "findings": [f.to_json() for f in self.findings], "timings": self.timings,
+                "space_used": self.space_used}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "ScenarioResult":
         """The inverse of :meth:`to_json`."""
         return cls(str(data["name"]), [Step.from_json(s) for s in data.get("steps", [])],
                    [Finding.from_json(f) for f in data.get("findings", [])], dict(data.get("timings", {})),
-                   data.get("skipped"))
+                   data.get("skipped"), {str(k): int(v) for k, v in (data.get("space_used") or {}).items()})
 
 
 @dataclass(frozen=True)

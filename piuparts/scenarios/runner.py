@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -130,6 +131,21 @@ def with_dependents(first: Sequence[str], rest: Sequence[str],
         rest = [name for name in rest if name not in moving]
 
 
+def tmpfs_used(chroot: Chroot) -> int | None:
+    """Bytes the instance's changes take, when they live in a tmpfs of their own
+    (the upper directory's parent is that mount); None otherwise."""
+    if chroot.upper is None:
+        return None
+    try:
+        mount = chroot.upper.parent
+        if os.stat(mount).st_dev == os.stat(mount.parent).st_dev:
+            return None  # on the cache's disk (--no-tmpfs), or a backend without one
+        info = os.statvfs(mount)
+    except OSError:
+        return None
+    return (info.f_blocks - info.f_bfree) * info.f_frsize
+
+
 class Runner:
     """One scenario's steps over one chroot, and its result."""
 
@@ -209,6 +225,9 @@ class Runner:
 
     def observe(self, point: str, checks: Sequence[Check] | None = None) -> None:
         """Collect the checks' findings at ``point`` (after_install, after_remove, after_purge)."""
+        used = tmpfs_used(self.chroot)
+        if used is not None:
+            self.outcome.space_used[point] = max(used, self.outcome.space_used.get(point, 0))
         for check in self.checks if checks is None else checks:
             findings = getattr(check, point)(self.ctx)
             if check.claims_paths:

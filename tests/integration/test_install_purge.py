@@ -207,3 +207,14 @@ def test_archive_package_again_downloads_nothing_and_reuses_its_dependency_layer
     assert "Took 1 of 1 packages from the .deb cache" in again.stdout
     assert re.findall(r"\| Get:\d+ \S+", again.stdout) == []  # apt fetched nothing
     assert leaks(cache_dir) == []
+
+
+def test_a_run_says_how_much_of_its_tmpfs_it_used(cache_dir, tmp_path):
+    big = DebSpec("pp-space", files={"/usr/share/pp-space/blob": "x" * (3 * 1024 * 1024)}).build(tmp_path)
+    run = piuparts(cache_dir, tmp_path, "--tmpfs-size", "256m", "--no-upgrade-test", str(big))
+    assert run.returncode == 0, run.stdout + run.stderr
+    [scenario] = run.report["scenarios"]
+    used = scenario["space_used"]
+    assert used["after_install"] >= 3 * 1024 * 1024, used  # the blob, and what dpkg wrote besides
+    assert used["after_purge"] < used["after_install"]
+    assert leaks(cache_dir) == []
