@@ -465,7 +465,8 @@ class Bench:
     def run_ours(self, subject: Subject, tag: str) -> dict[str, Any]:
         json_path = self.scratch / "json" / f"{tag}.json"
         argv = [str(OURS), "--cache-dir", str(self.cache), "-d", self.dist, "-m", self.mirror,
-                "--arch", self.arch, "--no-upgrade-test", "--json", str(json_path), *subject.args()]
+                "--arch", self.arch, "--no-upgrade-test", *([] if self.opts.with_adequate else ["--no-adequate"]),
+                "--json", str(json_path), *subject.args()]
         out = run_streamed(argv, self.scratch / "logs" / f"{tag}.log", self.opts.timeout)
         try:
             doc = json.loads(json_path.read_text())
@@ -562,7 +563,8 @@ class Bench:
                  *([] if opts.with_adequate else ["--no-adequate"]), "[--apt] PACKAGE"])
         res["commands"]["ours"] = self.redact.argv(
             [str(OURS), "--cache-dir", str(self.cache), "-d", self.dist, "-m", self.mirror, "--arch", self.arch,
-             "--no-upgrade-test", "--json", "F", "[--apt] PACKAGE"])
+             "--no-upgrade-test", *([] if opts.with_adequate else ["--no-adequate"]), "--json", "F",
+             "[--apt] PACKAGE"])
         res["commands"]["floor"] = "eatmydata apt-get -y install PACKAGE; eatmydata apt-get -y purge --autoremove PACKAGE"
 
         runners: dict[str, Callable[[Subject, str], dict[str, Any]]] = {
@@ -731,8 +733,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS),
                    help="which of the three to run (default: all)")
     p.add_argument("--with-adequate", action="store_true",
-                   help="let Debian's piuparts run adequate (its default when adequate is installed; "
-                        "off by default here since ours has no such check)")
+                   help="let both tools run adequate (their default when it is installed on the host; "
+                        "off by default here: --no-adequate to both)")
     p.add_argument("--keep-logs", metavar="DIR",
                    help="copy every run's time-stamped log here (mirror redacted); default: thrown away")
     opts = p.parse_args(argv)
