@@ -28,7 +28,7 @@ import signal
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from piuparts import command
 from piuparts.errors import TestbedError
@@ -321,6 +321,27 @@ def _claimed(path: Path) -> Iterator[bool]:
         yield path.is_dir() and not owner_alive(path)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def pid_lock(path: Path, busy: Callable[[str], str]) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (made if missing), with this
+    process's PID written in it, while the block runs.  When another process
+    holds it, raise UsageError(``busy(its PID)``) at once: one coordinator a
+    database, one CI run a codename."""
+    from piuparts.errors import UsageError
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise UsageError(busy(handle.read().strip() or "?")) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
 
 
 _DEFERRED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

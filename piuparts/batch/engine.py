@@ -17,8 +17,6 @@ ones finish and are recorded; twice: they are stopped and wait again.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import gzip
 import hashlib
 import logging
@@ -28,9 +26,9 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Sequence
 
-from piuparts import __version__
+from piuparts import __version__, resources
 from piuparts.api import RunConfig, RunResult, config_from_argv
 from piuparts.batch import archive as archive_mod, problems, schedule, states as st
 from piuparts.batch.config import Config, Section
@@ -41,27 +39,11 @@ from piuparts.errors import TestbedError, UsageError
 log = logging.getLogger("piuparts")
 
 
-@contextlib.contextmanager
-def lock(db_path: Path) -> Iterator[None]:
+def lock(db_path: Path) -> ContextManager[None]:
     """Hold the database's coordinator lock; a second coordinator gets a one-line UsageError."""
-    path = db_path.with_name(db_path.name + ".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle: IO[str] = open(path, "a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
-            raise UsageError(f"{db_path}: another piuparts batch run (PID {holder}) is using this database; "
-                             "wait for it to end, or stop it first") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-    finally:
-        handle.close()
+    return resources.pid_lock(db_path.with_name(db_path.name + ".lock"), lambda pid: (
+        f"{db_path}: another piuparts batch run (PID {pid}) is using this database; "
+        "wait for it to end, or stop it first"))
 
 
 def piuparts_argv(config: Config, section: Section, arch: str, extra_repos: Sequence[str]) -> list[str]:

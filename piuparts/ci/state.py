@@ -15,8 +15,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -24,14 +22,14 @@ import shutil
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import ContextManager, Iterable
 
 from debian.deb822 import Deb822
 from debian.debfile import DebFile
 
 from piuparts.ci.notify import KEPT_BY_NOTIFIER, PENDING, Event
 from piuparts.ci.repository import Binary
-from piuparts.errors import UsageError
+from piuparts import resources
 
 KEPT_TESTED = "kept/tested"
 #: Where the version to upgrade from came from (the report says which).
@@ -70,25 +68,10 @@ class State:
         """The tests' logs."""
         return self.dir / "logs"
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> ContextManager[None]:
         """Hold the codename's lock; a second run gets a one-line UsageError."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        handle: IO[str] = open(self.dir / "lock", "a+")
-        try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                raise UsageError(f"{self.dir}: another piuparts ci run (PID {handle.read().strip() or '?'}) "
-                                 "is testing this codename; wait for it to end") from None
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"{os.getpid()}\n")
-            handle.flush()
-            yield
-        finally:
-            handle.close()
+        return resources.pid_lock(self.dir / "lock", lambda pid: (
+            f"{self.dir}: another piuparts ci run (PID {pid}) is testing this codename; wait for it to end"))
 
     # what was tested
     def _tested_doc(self) -> dict[str, object]:
