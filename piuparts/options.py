@@ -158,7 +158,10 @@ def from_args(args: argparse.Namespace) -> RunConfig:
     log_no_effect(args)
     mirror, components = _mirror_and_components(args.mirror, ("main",))
     if mirror is None and args.defaults == "ubuntu":
-        mirror, components = UBUNTU_MIRROR
+        raise UsageError("-D ubuntu: give the Ubuntu mirror with -m 'URL main universe' (the host's apt "
+                         "sources name a Debian one)")
+    if args.defaults == "ubuntu" and args.mirror and len(args.mirror.split()) == 1:
+        components = UBUNTU_COMPONENTS
     distribution = args.distribution[0] if args.distribution else None
     if distribution is None or mirror is None:
         host_dist, host_mirror = aptsources.default_distribution_and_mirror(
@@ -267,8 +270,8 @@ NO_EFFECT = {
                                "head and the tail of its output (2 MB) are kept",
 }
 
-#: --defaults ubuntu: the mirror and components when -m does not say.
-UBUNTU_MIRROR = ("http://archive.ubuntu.com/ubuntu", ("main", "universe", "restricted", "multiverse"))
+#: --defaults ubuntu: the components when -m names none.
+UBUNTU_COMPONENTS = ("main", "universe", "restricted", "multiverse")
 
 
 def log_no_effect(args: argparse.Namespace) -> None:

@@ -43,7 +43,6 @@ from piuparts.errors import UsageError
 DEFAULT_DB = Path("/var/lib/piuparts-ng/batch.sqlite")
 DEFAULT_LOGS = Path("/var/lib/piuparts-ng/logs")
 DEFAULT_CACHE = Path("/var/cache/piuparts-ng")
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 
 @dataclass(frozen=True)
@@ -52,7 +51,8 @@ class Section:
 
     name: str
     distro: str
-    mirror: str = DEFAULT_MIRROR
+    #: The Debian mirror (default: the one the host's apt sources name, read when the file is loaded).
+    mirror: str = ""
     area: str = "main"
     components: tuple[str, ...] = ()
     arch: str | None = None
@@ -143,7 +143,7 @@ def _bool(value: str) -> bool:
 
 def _mirror(value: str) -> str:
     if not re.match(r"^(https?|ftp|file)://\S+$", value):
-        raise ValueError("a URL such as http://deb.debian.org/debian")
+        raise ValueError("a URL such as http://HOST/debian")
     return value.rstrip("/")
 
 
@@ -273,10 +273,23 @@ def _section(path: Path, name: str, raw: _Raw, defaults: dict[str, tuple[Any, tu
         raise UsageError(f"{path}:{raw.line}: [{name}]: no distro key; say which distribution "
                          "the packages are tested in (distro = bookworm)")
     _resolve_expire(values)
+    if not values.get("mirror"):
+        values["mirror"] = _host_mirror(path, raw.line, name)
     kpd = values.get("known_problem_directory")
     if kpd is not None and not kpd.is_absolute():
         values["known_problem_directory"] = (path.parent / kpd).resolve()
     return Section(name=name, where=where, **values)
+
+
+def _host_mirror(path: Path, line: int, name: str) -> str:
+    """The mirror the host's apt sources name, for a section that names none."""
+    from piuparts import aptsources
+    try:
+        _, mirror = aptsources.default_distribution_and_mirror(aptsources.read_host_sources(),
+                                                               aptsources.host_codename())
+    except UsageError as err:
+        raise UsageError(f"{path}:{line}: [{name}]: no mirror key, and {err}; give one (mirror = URL)") from None
+    return mirror
 
 
 def _defaults_where(defaults: dict[str, tuple[Any, tuple[str, int]]]) -> dict[str, tuple[str, int]]:

@@ -71,7 +71,7 @@ depends-sections = a
     ("[global]\nsections = a\n[a]\ndistro = bookworm\nprecedence = high\n", ":5: precedence: bad value 'high'"),
     ("[global]\nsections = a\n[a]\ndistro = Bookworm!\n", ":4: distro: bad value 'Bookworm!'"),
     ("[global]\nsections = a\n[a]\ndistro = bookworm\nmaintainer = (unclosed\n", ":5: maintainer: bad value"),
-    ("[global]\nsections = a\n[a]\ndistro = bookworm\nmirror = deb.debian.org\n", ":5: mirror: bad value"),
+    ("[global]\nsections = a\n[a]\ndistro = bookworm\nmirror = mirror.invalid\n", ":5: mirror: bad value"),
     ("[global]\nsections = a\n[a]\ndistro = bookworm\nrepository = http://x/ bookworm main\n",
      ":5: repository: bad value"),
     ("[global]\nsections = a\nworkers = 0\n[a]\ndistro = bookworm\n", ":3: workers: bad value '0'"),

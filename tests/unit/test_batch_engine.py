@@ -56,7 +56,7 @@ def section_run(tmp_path: Path, packages: list[Package], **settings: object) -> 
     conf = Config(tmp_path / "batch.conf", {}, db=tmp_path / "b.sqlite", logs=tmp_path / "logs",
                   cache_dir=tmp_path / "cache")
     section = Section("s", "bookworm", **settings)  # type: ignore[arg-type]
-    run_config, _ = config_from_argv(["-d", "bookworm", "-m", "http://deb.debian.org/debian", "--arch", "amd64",
+    run_config, _ = config_from_argv(["-d", "bookworm", "-m", "http://mirror.invalid/debian", "--arch", "amd64",
                                       "--cache-dir", str(tmp_path / "cache")])
     run = engine.SectionRun(section, "amd64", Archive({p.name: p for p in packages}, frozenset()), run_config,
                             ("-d", "bookworm"), [], {})

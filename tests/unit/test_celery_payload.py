@@ -19,7 +19,7 @@ CACHE = Path("/srv/worker-cache")
 
 
 def config(**changes: Any) -> dict[str, Any]:
-    base = RunConfig(("bookworm",), "http://deb.debian.org/debian", ("main",), "amd64", Path("/var/cache/pp"))
+    base = RunConfig(("bookworm",), "http://mirror.invalid/debian", ("main",), "amd64", Path("/var/cache/pp"))
     return {**base.to_json(), **changes}
 
 

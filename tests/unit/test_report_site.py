@@ -43,7 +43,7 @@ def _result_json(package: str, version: str, kind: str, started: float, leftover
     return {"version": 1, "verdict": verdict, "kind": kind, "exit_code": {"pass": 0, "fail": 1}.get(kind, 3),
             "error": "mirror unreachable" if kind == "testbed" else None, "subject": f"{package}={version}",
             "packages": [package], "subject_detail": {"label": f"{package}={version}", "packages": [package]},
-            "distribution": "bookworm", "distributions": ["bookworm"], "mirror": "http://deb.debian.org/debian",
+            "distribution": "bookworm", "distributions": ["bookworm"], "mirror": "http://mirror.invalid/debian",
             "architecture": "amd64", "backend": "debootstrap",
             "base": {"backend": "debootstrap", "identity": "bookworm-amd64-0123", "age_seconds": 7200},
             "dependency_layer": {"layer": "deps-4f2a"}, "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(started)),
