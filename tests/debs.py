@@ -113,6 +113,18 @@ def make_repo(directory: Path, debs: list[Path]) -> str:
         "Origin: piuparts-tests\nLabel: piuparts-tests\nSuite: tests\nCodename: tests\n"
         f"SHA256:\n {hashlib.sha256(data).hexdigest()} {len(data)} Packages\n")
     return f"deb [trusted=yes] file://{directory} ./"
+
+def reprepro(repo: Path, debs: list[Path]) -> str:
+    """A reprepro repository (made if need be) with ``debs`` in it; its apt line."""
+    conf = repo / "conf"
+    if not conf.is_dir():
+        conf.mkdir(parents=True)
+        (conf / "distributions").write_text("Codename: pp\nSuite: pp\nComponents: main\nArchitectures: amd64\n")
+    for deb in debs:
+        subprocess.run(["reprepro", "-b", str(repo), "includedeb", "pp", str(deb)], check=True, capture_output=True)
+    return f"deb [trusted=yes] file://{repo} pp main"
+
+
 # Asks on the terminal and waits for the answer, as a careless postinst does.
 ASKING_POSTINST = DebSpec("pp-askpostinst", scripts={
     "postinst": 'if [ "$1" = configure ]; then printf "Really configure pp-askpostinst? [y/N] "; read answer; fi'})

@@ -20,7 +20,7 @@ import pytest
 
 from piuparts import aptsources
 from tests.conftest import PIUPARTS
-from tests.debs import DebSpec
+from tests.debs import DebSpec, reprepro
 from tests.integration.helpers import leaks
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
@@ -41,17 +41,6 @@ def specs() -> list[DebSpec]:
         DebSpec("pp-bt-cyc-a", depends="pp-bt-cyc-b"),
         DebSpec("pp-bt-cyc-b", depends="pp-bt-cyc-a"),
     ]
-
-
-def reprepro(repo: Path, debs: list[Path]) -> str:
-    """A reprepro repository (created if need be) with ``debs`` in it; its apt line."""
-    conf = repo / "conf"
-    if not conf.is_dir():
-        conf.mkdir(parents=True)
-        (conf / "distributions").write_text("Codename: pp\nSuite: pp\nComponents: main\nArchitectures: amd64\n")
-    for deb in debs:
-        subprocess.run(["reprepro", "-b", str(repo), "includedeb", "pp", str(deb)], check=True, capture_output=True)
-    return f"deb [trusted=yes] file://{repo} pp main"
 
 
 @pytest.fixture(scope="module")

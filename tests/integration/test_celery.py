@@ -29,9 +29,9 @@ import pytest
 
 from piuparts import __version__
 from tests.conftest import PIUPARTS
-from tests.debs import DebSpec
+from tests.debs import DebSpec, reprepro
 from tests.integration.helpers import leaks
-from tests.integration.test_batch import batch, host, reprepro, rows, status, write_config  # noqa: F401
+from tests.integration.test_batch import batch, host, rows, status, write_config  # noqa: F401
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
 

@@ -25,7 +25,7 @@ import pytest
 
 from piuparts import aptsources
 from tests.conftest import PIUPARTS
-from tests.debs import DebSpec
+from tests.debs import DebSpec, reprepro
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
 
@@ -54,17 +54,6 @@ def second_upload() -> list[DebSpec]:
         DebSpec("pp-rp-fail", version="1.0-2", maintainer="Team <team@example.org>"),
         DebSpec("pp-rp-clean", version="1.1-1", scripts={"postinst": 'echo "now broken" >&2; exit 1'}),
     ]
-
-
-def reprepro(repo: Path, debs: list[Path]) -> str:
-    """A reprepro repository (made if need be) with ``debs`` in it; its apt line."""
-    conf = repo / "conf"
-    if not conf.is_dir():
-        conf.mkdir(parents=True)
-        (conf / "distributions").write_text("Codename: pp\nSuite: pp\nComponents: main\nArchitectures: amd64\n")
-    for deb in debs:
-        subprocess.run(["reprepro", "-b", str(repo), "includedeb", "pp", str(deb)], check=True, capture_output=True)
-    return f"deb [trusted=yes] file://{repo} pp main"
 
 
 def write_config(where: Path, cache_dir: Path, repo_line: str) -> Path:
