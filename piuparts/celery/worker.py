@@ -167,31 +167,59 @@ def client() -> Any:
     return _client
 
 
-class Presence(threading.Thread):
+class Presence:
     """Publishes ``pp:worker:NODE`` every few seconds while the worker runs (the coordinator's
-    "workers seen"); a worker that stops publishing is gone after 30 s."""
+    "workers seen"); a worker that stops publishing is gone after 30 s.
+
+    A process of its own, forked before Celery connects, never a thread: the prefork pool
+    forks worker processes from the main process, and a fork taken while another thread is
+    inside OpenSSL (a rediss:// broker) leaves the child waiting forever on OpenSSL's lock."""
 
     def __init__(self, settings: Settings) -> None:
-        super().__init__(name="presence", daemon=True)
         self.settings = settings
-        self.halt = threading.Event()
+        self.pid: int | None = None
 
-    def run(self) -> None:
-        import redis
-        conn = broker.redis_client(self.settings.url)
+    def start(self) -> None:
+        """Fork the publisher (it dies with this process)."""
         info = json.dumps({"node": self.settings.node, "host": socket.gethostname(), "tool_version": __version__,
                            "concurrency": self.settings.concurrency, "cache_dir": str(self.settings.cache_dir),
                            "pid": os.getpid(), "since": time.time()})
-        while not self.halt.is_set():
+        parent = os.getpid()
+        pid = os.fork()
+        if pid:
+            self.pid = pid
+            return
+        code = 0
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the worker's; it stops us
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            self._publish(info, parent)
+        except BaseException:  # noqa: B036 -- a forked child never returns into the caller's code
+            code = 1
+        finally:
+            os._exit(code)
+
+    def _publish(self, info: str, parent: int) -> None:
+        import redis
+        conn = broker.redis_client(self.settings.url)
+        while os.getppid() == parent:
             try:
                 conn.set(broker.WORKER_PREFIX + self.settings.node, info, ex=30)
             except redis.RedisError:
                 pass
-            self.halt.wait(5)
+            time.sleep(5)
 
     def stop(self) -> None:
         """Stop publishing (the key expires by itself)."""
-        self.halt.set()
+        if self.pid is None:
+            return
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        self.pid = None
 
 
 class Sessions:
