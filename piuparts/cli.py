@@ -88,19 +88,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--install-purge-install", action="store_true",
                    help="install, purge and install again before the final purge")
     g = p.add_argument_group("where the chroot comes from (default: a cached debootstrap base)")
-    g.add_argument("-b", "--basetgz", metavar="TARBALL", help="a base tarball (piuparts' or pbuilder's)")
-    g.add_argument("-p", "--pbuilder", action="store_true",
-                   help="pbuilder's base tarball (BASETGZ of pbuilderrc, default /var/cache/pbuilder/base.tgz)")
+    for backend in Backend.registry.values():  # each backend's own options (piuparts.backends.Option)
+        backend.add_arguments(g)
     g.add_argument("-s", "--save", metavar="TARBALL", help="write the prepared base to TARBALL, for -b")
-    g.add_argument("--schroot", metavar="NAME", help="this schroot's directory chroot: its sessions with "
-                   "union-type=overlay, else overlays of our own over it (see 'piuparts schroot-setup')")
-    g.add_argument("--lvm-volume", metavar="VG/LV", help="snapshots of this LVM volume that holds a base")
-    g.add_argument("--lvm-snapshot-size", default="1G", metavar="SIZE",
-                   help="size of the LVM snapshots (default: %(default)s)")
-    g.add_argument("-e", "--existing-chroot", metavar="DIR",
-                   help="an existing Debian tree (never changed: instances are overlays over it)")
-    g.add_argument("--hard-link", action="store_true",
-                   help="with -e: copy the tree with hard links instead of an overlay, as piuparts does")
     g.add_argument("--list-backends", action="store_true",
                    help="list the backends, whether each can run here, and why not")
     p.add_argument("--cache-dir", default=str(opts.DEFAULT_CACHE_DIR),

@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import types
 import typing
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from piuparts.errors import UsageError
 
-#: The version of RunConfig's and RunResult's JSON form; a reader of another
-#: version refuses the data instead of guessing.
+#: The version of RunResult's JSON form; a reader of another version refuses
+#: the data instead of guessing.
 SCHEMA_VERSION = 1
+#: The version of RunConfig's JSON form (2: a backend's own settings moved into
+#: ``backend_options``), refused in the same way.
+CONFIG_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -57,15 +60,12 @@ class RunConfig:
     purge_dependencies: bool = False
     #: piuparts' --warn-on-others: what the dependencies are blamed for warns instead of failing.
     warn_on_others: bool = False
-    #: Which backend makes the chroots, and its settings.
+    #: Which backend makes the chroots, and the values of the options it declares
+    #: (:class:`piuparts.backends.Option`: dest -> a string or a flag; checked by the backend).
     backend: str = "debootstrap"
-    basetgz: Path | None = None
+    backend_options: dict[str, Any] = field(default_factory=dict, hash=False)
+    #: -s: write the prepared base as a tarball.
     save_tarball: Path | None = None
-    schroot: str | None = None
-    lvm_volume: str | None = None
-    lvm_snapshot_size: str = "1G"
-    existing_chroot: Path | None = None
-    hard_link: bool = False
     #: piuparts' options that change what happens inside each instance
     #: (see piuparts.instance_setup): apt's and dpkg's settings there,
     #: services allowed to start, packages added before the test.
@@ -87,7 +87,7 @@ class RunConfig:
     pedantic_purge_test: bool = False
     #: --no-network: maintainer scripts get a network namespace with only a loopback.
     no_network: bool = False
-    version: int = SCHEMA_VERSION
+    version: int = CONFIG_VERSION
 
     @property
     def distribution(self) -> str:
@@ -110,9 +110,9 @@ class RunConfig:
         """The RunConfig ``data`` describes; UsageError naming the first thing wrong."""
         if not isinstance(data, dict):
             raise UsageError(f"a run configuration is a JSON object, not {type(data).__name__}")
-        if data.get("version") != SCHEMA_VERSION:
+        if data.get("version") != CONFIG_VERSION:
             raise UsageError(f"run configuration version {data.get('version')!r} is not the version this "
-                             f"piuparts-ng reads ({SCHEMA_VERSION}); run the same version everywhere")
+                             f"piuparts-ng reads ({CONFIG_VERSION}); run the same version everywhere")
         hints = typing.get_type_hints(cls)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -122,6 +122,12 @@ class RunConfig:
         if missing:
             raise UsageError(f"run configuration: {missing[0]!r} is missing")
         values = {name: _typed(name, value, hints[name]) for name, value in data.items()}
+        from piuparts.backends import Backend
+        backend = Backend.registry.get(values.get("backend", "debootstrap"))
+        if backend is None:
+            raise UsageError(f"run configuration: unknown backend {values['backend']!r}; known: "
+                             f"{', '.join(sorted(Backend.registry))}")
+        values["backend_options"] = backend.check_settings(values.get("backend_options", {}))
         return cls(**values)
 
 
@@ -130,6 +136,8 @@ def _plain(value: Any) -> Any:
         return str(value)
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
     return value
 
 
@@ -151,6 +159,10 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
         if len(value) != len(args):
             raise UsageError(f"run configuration: {name!r} must have {len(args)} items")
         return tuple(_typed(name, v, a) for v, a in zip(value, args))
+    if typing.get_origin(hint) is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise UsageError(f"run configuration: {name!r} must be a JSON object")
+        return dict(value)
     if hint is Path:
         if not isinstance(value, str) or not value.startswith("/"):
             raise UsageError(f"run configuration: {name!r} must be an absolute path")

@@ -111,47 +111,6 @@ def severities(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     return tuple(result)
 
 
-#: Option -> backend it selects; at most one may be given.
-BACKEND_OPTIONS = {"basetgz": ("-b", "tarball"), "pbuilder": ("-p", "tarball"),
-                   "schroot": ("--schroot", "schroot"), "lvm_volume": ("--lvm-volume", "lvm"),
-                   "existing_chroot": ("-e", "existing")}
-
-
-def pbuilder_basetgz() -> Path:
-    """pbuilder's BASETGZ: the last setting in /etc/pbuilderrc then ~/.pbuilderrc, else its default."""
-    found = Path("/var/cache/pbuilder/base.tgz")
-    for rc in (Path("/etc/pbuilderrc"), Path.home() / ".pbuilderrc"):
-        try:
-            text = rc.read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            match = re.match(r"""^\s*(?:export\s+)?BASETGZ=["']?([^"'\s]+)["']?\s*$""", line)
-            if match:
-                found = Path(match[1])
-    return found
-
-
-def backend_choice(args: argparse.Namespace) -> tuple[str, Path | None]:
-    """The backend the options select, and the base tarball when it is the tarball one."""
-    given = [(flag, name) for attr, (flag, name) in BACKEND_OPTIONS.items() if getattr(args, attr, None)]
-    if len(given) > 1:
-        raise UsageError(f"{given[0][0]} and {given[1][0]} contradict each other: each says where the "
-                         "chroot comes from; give only one")
-    if args.hard_link and not args.existing_chroot:
-        raise UsageError("--hard-link only applies to -e/--existing-chroot")
-    if not given:
-        return "debootstrap", None
-    name = given[0][1]
-    if name != "tarball":
-        return name, None
-    tarball = Path(args.basetgz) if args.basetgz else pbuilder_basetgz()
-    if not tarball.is_file():
-        hint = " (make one with 'pbuilder create')" if args.pbuilder else ""
-        raise UsageError(f"{'-p' if args.pbuilder else '-b'}: the base tarball {tarball} does not exist{hint}")
-    return name, tarball.absolute()
-
-
 def from_args(args: argparse.Namespace) -> RunConfig:
     """Check the parsed command line and fill in the host's defaults."""
     check_compat(args)
@@ -191,9 +150,8 @@ def from_args(args: argparse.Namespace) -> RunConfig:
     for name in distributions[1:]:
         if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", name):
             raise UsageError(f"-d {name!r}: not a distribution name (use a codename such as trixie)")
-    backend, basetgz = backend_choice(args)
-    if args.existing_chroot and not Path(args.existing_chroot, "var/lib/dpkg/status").is_file():
-        raise UsageError(f"-e {args.existing_chroot}: not a Debian system (no var/lib/dpkg/status in it)")
+    from piuparts.backends import base as backends
+    backend, backend_options = backends.choose(args)
     config = RunConfig(
         distributions=distributions, mirror=mirror,
         components=components, architecture=args.arch or host_architecture(),
@@ -206,10 +164,8 @@ def from_args(args: argparse.Namespace) -> RunConfig:
         tmpfs_size=None if args.no_tmpfs else args.tmpfs_size,
         install_purge_test=not args.no_install_purge_test, upgrade_test=not args.no_upgrade_test,
         install_remove_install=args.install_remove_install, install_purge_install=args.install_purge_install,
-        backend=backend, basetgz=basetgz, save_tarball=Path(args.save).absolute() if args.save else None,
-        schroot=args.schroot, lvm_volume=args.lvm_volume, lvm_snapshot_size=args.lvm_snapshot_size,
-        existing_chroot=Path(args.existing_chroot).absolute() if args.existing_chroot else None,
-        hard_link=args.hard_link, prompt_timeout=args.prompt_timeout,
+        backend=backend, backend_options=backend_options,
+        save_tarball=Path(args.save).absolute() if args.save else None, prompt_timeout=args.prompt_timeout,
         purge_dependencies=args.purge_dependencies, no_network=getattr(args, "no_network", False),
         warn_on_others=args.warn_on_others,
         **instance_options(args))

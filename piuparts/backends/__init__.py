@@ -1,12 +1,16 @@
 """Backends: how a throwaway Chroot comes to be.
 
-Importing this package registers every backend module in it.
+Importing this package imports every module in it, and each backend class
+registers itself (``class Foo(Backend, name="foo")``) with its options and
+capabilities: a new backend is one new file here.
 """
 
-from piuparts.backends.base import Backend, BaseSpec, Capabilities
-from piuparts.backends import debootstrap  # noqa: F401  (registers itself)
-from piuparts.backends import existing, tarball  # noqa: F401  (register themselves)
-from piuparts.backends import schroot  # noqa: F401  (registers itself)
-from piuparts.backends import lvm  # noqa: F401  (registers itself)
+import importlib
+import pkgutil
 
-__all__ = ["Backend", "BaseSpec", "Capabilities"]
+from piuparts.backends.base import Backend, BaseSpec, Capabilities, Option
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    importlib.import_module(f"{__name__}.{_module}")
+
+__all__ = ["Backend", "BaseSpec", "Capabilities", "Option"]

@@ -13,16 +13,17 @@ check sees it.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, ContextManager, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Sequence
 
 from piuparts import command, inroot, resources
-from piuparts.backends.base import Backend, BaseSpec, Capabilities
+from piuparts.backends.base import Backend, BaseSpec, Capabilities, Option
 from piuparts.backends.common import apt_update, configure_base
 from piuparts.backends.overlay import booted, overlay_instance, owned_instance_dir
 from piuparts.chroot import Chroot
@@ -50,6 +51,12 @@ class ExistingBackend(Backend, name="existing"):
     """Overlay instances over an existing tree, which stays as it is."""
 
     capabilities = Capabilities(host_root=True, upper_dir=True)
+    options = (
+        Option(("-e", "--existing-chroot"), "existing_chroot", "an existing Debian tree (never changed: "
+               "instances are overlays over it)", kind="path", metavar="DIR"),
+        Option(("--hard-link",), "hard_link", "with -e: copy the tree with hard links instead of an overlay, "
+               "as piuparts does", kind="flag", selects=False),
+    )
 
     def __init__(self, spec: BaseSpec, cache_dir: Path, directory: Path, lists_max_age: float = 86400,
                  tmpfs_size: str | None = "50%") -> None:
@@ -60,11 +67,18 @@ class ExistingBackend(Backend, name="existing"):
         self._update_lists = False
 
     @classmethod
+    def settings_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
+        if not Path(args.existing_chroot, "var/lib/dpkg/status").is_file():
+            raise UsageError(f"-e {args.existing_chroot}: not a Debian system (no var/lib/dpkg/status in it)")
+        return super().settings_from_args(args)
+
+    @classmethod
     def from_options(cls, spec: BaseSpec, options: "RunConfig") -> "ExistingBackend":
-        if options.existing_chroot is None:
+        directory = cls.setting(options, "existing_chroot")
+        if directory is None:
             raise UsageError("the existing backend needs a directory: give -e DIR")
-        chosen = HardLinkedExistingBackend if options.hard_link else ExistingBackend
-        return chosen(spec, options.cache_dir, options.existing_chroot, lists_max_age=options.lists_max_age,
+        chosen = HardLinkedExistingBackend if cls.setting(options, "hard_link") else ExistingBackend
+        return chosen(spec, options.cache_dir, directory, lists_max_age=options.lists_max_age,
                       tmpfs_size=options.tmpfs_size).isolated(options)
 
     def _do_prepare(self) -> None:

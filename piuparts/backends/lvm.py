@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 from piuparts import aptsources, command, resources
-from piuparts.backends.base import Backend, BaseSpec, Capabilities
+from piuparts.backends.base import Backend, BaseSpec, Capabilities, Option
 from piuparts.backends.overlay import booted, owned_instance_dir
 from piuparts.chroot import Chroot
 from piuparts.errors import TestbedError, UsageError
@@ -90,6 +90,12 @@ class LvmBackend(Backend, name="lvm"):
     """Snapshots of an LVM volume that holds a base, mounted and booted."""
 
     capabilities = Capabilities(host_root=True, upper_dir=False)
+    options = (
+        Option(("--lvm-volume",), "lvm_volume", "snapshots of this LVM volume that holds a base "
+               "(see 'piuparts lvm-setup')", metavar="VG/LV"),
+        Option(("--lvm-snapshot-size",), "lvm_snapshot_size", "size of the LVM snapshots", metavar="SIZE",
+               selects=False, default="1G"),
+    )
 
     def __init__(self, spec: BaseSpec, cache_dir: Path, volume: str = "", snapshot_size: str = "1G") -> None:
         super().__init__(spec, cache_dir)
@@ -102,8 +108,8 @@ class LvmBackend(Backend, name="lvm"):
 
     @classmethod
     def from_options(cls, spec: BaseSpec, options: "RunConfig") -> "LvmBackend":
-        return cls(spec, options.cache_dir, volume=options.lvm_volume or "",
-                   snapshot_size=options.lvm_snapshot_size).isolated(options)
+        return cls(spec, options.cache_dir, volume=cls.setting(options, "lvm_volume") or "",
+                   snapshot_size=cls.setting(options, "lvm_snapshot_size")).isolated(options)
 
     @classmethod
     def unavailable(cls) -> str | None:

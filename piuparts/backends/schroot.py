@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ContextManager
 
 from piuparts import aptsources, command, resources
-from piuparts.backends.base import Backend, BaseSpec, Capabilities
+from piuparts.backends.base import Backend, BaseSpec, Capabilities, Option
 from piuparts.backends.debootstrap import DebootstrapBackend
 from piuparts.backends.existing import ExistingBackend
 from piuparts.backends.overlay import booted, owned_instance_dir
@@ -165,6 +165,11 @@ class SchrootBackend(Backend, name="schroot"):
     instances of our own over the directory of one without."""
 
     capabilities = Capabilities(host_root=True, upper_dir=True)
+    options = (
+        Option(("--schroot",), "schroot", "this schroot's directory chroot: its sessions with "
+               "union-type=overlay, else overlays of our own over it (see 'piuparts schroot-setup')",
+               metavar="NAME"),
+    )
 
     def __init__(self, spec: BaseSpec, cache_dir: Path, chroot: str = "", lists_max_age: float = 86400,
                  tmpfs_size: str | None = "50%") -> None:
@@ -180,9 +185,10 @@ class SchrootBackend(Backend, name="schroot"):
 
     @classmethod
     def from_options(cls, spec: BaseSpec, options: RunConfig) -> SchrootBackend:
-        if not options.schroot:
+        name = cls.setting(options, "schroot")
+        if not name:
             raise UsageError("the schroot backend needs --schroot NAME")
-        return cls(spec, options.cache_dir, chroot=options.schroot, lists_max_age=options.lists_max_age,
+        return cls(spec, options.cache_dir, chroot=name, lists_max_age=options.lists_max_age,
                    tmpfs_size=options.tmpfs_size).isolated(options)
 
     @classmethod

@@ -11,15 +11,17 @@ shared with it (:mod:`piuparts.backends.common`).
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from piuparts import command
-from piuparts.backends.base import BaseSpec
+from piuparts.backends.base import BaseSpec, Option
 from piuparts.backends.common import CachedBaseBackend
 from piuparts.errors import TestbedError, UsageError
 
@@ -35,8 +37,30 @@ HOST_TROUBLE = ("No space left on device", "Disk quota exceeded", "Read-only fil
 HOW_TO_FIX = "give a base tarball made by 'piuparts -s' or 'pbuilder create'"
 
 
+def pbuilder_basetgz() -> Path:
+    """pbuilder's BASETGZ: the last setting in /etc/pbuilderrc then ~/.pbuilderrc, else its default."""
+    found = Path("/var/cache/pbuilder/base.tgz")
+    for rc in (Path("/etc/pbuilderrc"), Path.home() / ".pbuilderrc"):
+        try:
+            text = rc.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            match = re.match(r"""^\s*(?:export\s+)?BASETGZ=["']?([^"'\s]+)["']?\s*$""", line)
+            if match:
+                found = Path(match[1])
+    return found
+
+
 class TarballBackend(CachedBaseBackend, name="tarball"):
     """A base tarball unpacked once, shared by overlay instances."""
+
+    options = (
+        Option(("-b", "--basetgz"), "basetgz", "a base tarball (piuparts' or pbuilder's)", kind="path",
+               metavar="TARBALL"),
+        Option(("-p", "--pbuilder"), "pbuilder", "pbuilder's base tarball (BASETGZ of pbuilderrc, default "
+               "/var/cache/pbuilder/base.tgz)", kind="flag"),
+    )
 
     def __init__(self, spec: BaseSpec, cache_dir: Path, tarball: Path, lists_max_age: float = 86400,
                  tmpfs_size: str | None = "50%") -> None:
@@ -45,10 +69,20 @@ class TarballBackend(CachedBaseBackend, name="tarball"):
         super().__init__(spec, cache_dir, f"tarball-{key}", lists_max_age, tmpfs_size)
 
     @classmethod
+    def settings_from_args(cls, args: argparse.Namespace) -> dict[str, Any]:
+        """-p is pbuilder's tarball; either way the tarball must exist (it is what the run stores)."""
+        tarball = Path(args.basetgz) if args.basetgz else pbuilder_basetgz()
+        if not tarball.is_file():
+            hint = " (make one with 'pbuilder create')" if args.pbuilder else ""
+            raise UsageError(f"{'-p' if args.pbuilder else '-b'}: the base tarball {tarball} does not exist{hint}")
+        return cls.check_settings({"basetgz": str(tarball.absolute())})
+
+    @classmethod
     def from_options(cls, spec: BaseSpec, options: "RunConfig") -> "TarballBackend":
-        if options.basetgz is None:
+        tarball = cls.setting(options, "basetgz")
+        if tarball is None:
             raise UsageError("the tarball backend needs a base tarball: give -b TARBALL or -p")
-        return cls(spec, options.cache_dir, options.basetgz, lists_max_age=options.lists_max_age,
+        return cls(spec, options.cache_dir, tarball, lists_max_age=options.lists_max_age,
                    tmpfs_size=options.tmpfs_size).isolated(options)
 
     @classmethod

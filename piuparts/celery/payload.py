@@ -33,8 +33,9 @@ _FIELDS = ("payload_version", "tool_version", "namespace", "attempt", "task_id",
 _APT_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*(=[A-Za-z0-9.+~:-]+)?")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _TMPFS_SIZE = re.compile(r"[0-9]+[kmgKMG%]?")
-#: RunConfig keys that name something on the coordinator's machine: a worker refuses them.
-_HOST_ONLY = ("basetgz", "save_tarball", "existing_chroot", "schroot", "lvm_volume")
+#: RunConfig keys that name something on the coordinator's machine: a worker refuses them
+#: (as it refuses every backend but its own, with the options that backend declares).
+_HOST_ONLY = ("save_tarball",)
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class Payload:
         """The RunConfig to run, in the worker's ``cache_dir``; UsageError for anything that
         would reach outside it (``repo_dirs``: where local repositories may be read from)."""
         config = RunConfig.from_json(self.config)
-        if config.backend != "debootstrap":
+        if config.backend != "debootstrap" or config.backend_options:
             raise UsageError(f"task payload: backend {config.backend!r}; a worker makes its own bases "
                              "(debootstrap) in its cache directory")
         for name in _HOST_ONLY:

@@ -19,7 +19,7 @@ import pytest
 from piuparts import resources, state
 from piuparts.backends.base import BaseSpec
 from piuparts.backends.tarball import TarballBackend
-from piuparts.options import pbuilder_basetgz
+from piuparts.backends.tarball import pbuilder_basetgz
 from tests.backend_cases import pbuilder as pbuilder_case
 from tests.backend_cases.tarball import debootstrap_base, saved_tarball
 from tests.conftest import PIUPARTS

@@ -13,7 +13,7 @@ import pytest
 
 from piuparts import api
 from piuparts.backends import Backend, BaseSpec, Capabilities
-from piuparts.config import SCHEMA_VERSION, RunConfig, replace_config
+from piuparts.config import CONFIG_VERSION, RunConfig, replace_config
 from piuparts.errors import Interrupted, PackageFailed, TestbedError, UsageError
 from piuparts.findings import FAIL, WARN, Finding
 from piuparts.inputs import TestSubject
@@ -49,7 +49,17 @@ def test_config_round_trips_through_json():
 
 @pytest.mark.parametrize("change, message", [
     ({"bogus": 1}, "run configuration: unknown key 'bogus'"),
-    ({"version": SCHEMA_VERSION + 1}, f"run configuration version {SCHEMA_VERSION + 1} is not the version"),
+    ({"version": CONFIG_VERSION - 1}, f"run configuration version {CONFIG_VERSION - 1} is not the version"),
+    ({"backend": "chroot"}, "run configuration: unknown backend 'chroot'; known: debootstrap, existing, lvm"),
+    ({"backend_options": {"basetgz": "/srv/base.tgz"}},
+     "run configuration: the debootstrap backend takes no option 'basetgz' (its options: none)"),
+    ({"backend": "tarball", "backend_options": {"basetgz": "base.tgz"}},
+     "run configuration: the tarball backend's 'basetgz' must be an absolute path"),
+    ({"backend": "existing", "backend_options": {"existing_chroot": "/srv/sid", "hard_link": "yes"}},
+     "run configuration: the existing backend's 'hard_link' must be true or false"),
+    ({"backend": "lvm", "backend_options": {"lvm_volume": "vg/base", "basetgz": "/srv/base.tgz"}},
+     "run configuration: the lvm backend takes no option 'basetgz' (its options: lvm_volume, lvm_snapshot_size)"),
+    ({"backend_options": ["basetgz"]}, "run configuration: 'backend_options' must be a JSON object"),
     ({"extra_repos": "deb x"}, "run configuration: 'extra_repos' must be a list"),
     ({"cache_dir": "relative/dir"}, "run configuration: 'cache_dir' must be an absolute path"),
     ({"max_command_runtime": "10"}, "run configuration: 'max_command_runtime' must be of type float, not str"),

@@ -102,10 +102,11 @@ def test_missing_field() -> None:
 
 @pytest.mark.parametrize("changes, said", [
     ({"save_tarball": "/etc/evil.tgz"}, "'save_tarball' names something on another machine"),
-    ({"basetgz": "/root/base.tgz"}, "'basetgz' names something on another machine"),
+    ({"backend_options": {"basetgz": "/root/base.tgz"}}, "the debootstrap backend takes no option 'basetgz'"),
+    ({"backend": "tarball", "backend_options": {"basetgz": "/root/base.tgz"}}, "backend 'tarball'"),
     ({"bindmounts": ["/"]}, "--bindmount and --scriptsdir"),
     ({"scriptsdirs": ["/srv/hooks"]}, "--bindmount and --scriptsdir"),
-    ({"backend": "existing", "existing_chroot": "/"}, "backend 'existing'"),
+    ({"backend": "existing", "backend_options": {"existing_chroot": "/"}}, "backend 'existing'"),
     ({"extra_repos": ["deb [trusted=yes] file:///etc ./"]}, "a local directory outside the worker's --repo-dir"),
     ({"mirror": "file:///srv/mirror"}, "mirror file:///srv/mirror is a local directory outside"),
     ({"mirror": "ftp://x/debian"}, "only http://, https:// or file:// under --repo-dir"),
