@@ -8,7 +8,9 @@ nothing left even before ``piuparts cleanup``); after a SIGKILL,
 /var/lib/dpkg unchanged.
 
 The moments come from ``random.Random(SEED)``; every assertion message
-names the seed, and ``PIUPARTS_FAULT_SEED=N`` replays that run.  The base
+names the seed, and ``PIUPARTS_FAULT_SEED=N`` replays that run (a test's
+delays are drawn within what an unkilled run of the same fixture takes on
+this machine, so that they land before the verdict).  The base
 is built in a cache of this module's own (the shared one has its base
 already): its first builds are killed during debootstrap, the next one is
 left to finish, and every later kill hits the refresh of its apt lists or a
@@ -84,6 +86,8 @@ class Watched:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
+        #: When each line came (time.monotonic()).
+        self.times: list[float] = []
         self.done = False
         self._changed = threading.Condition()
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -94,6 +98,7 @@ class Watched:
         for line in self.proc.stdout:
             with self._changed:
                 self.lines.append(line)
+                self.times.append(time.monotonic())
                 self._changed.notify_all()
         with self._changed:
             self.done = True
@@ -114,6 +119,14 @@ class Watched:
                 if self.done or left <= 0:
                     return False
                 self._changed.wait(left)
+
+    def seconds_between(self, first: str, then: str) -> float | None:
+        """Seconds from the first line matching ``first`` to the next matching ``then``."""
+        start = next((i for i, line in enumerate(self.lines) if re.search(first, line)), None)
+        if start is None:
+            return None
+        end = next((i for i in range(start, len(self.lines)) if re.search(then, self.lines[i])), None)
+        return None if end is None else self.times[end] - self.times[start]
 
     def signal(self, signum: int) -> bool:
         """Send ``signum`` to the run (its PID only); False if it had already ended."""
@@ -184,6 +197,13 @@ def fault_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         shutil.rmtree(cache)  # a whole base: not worth keeping with pytest's old temporary directories
 
 
+#: The verdict line: a signal after it finds nothing left to interrupt.
+VERDICT = r"^(PASS|FAIL): "
+#: A moment's delay is drawn within this share of the time its run took, on
+#: this machine, from the moment's line to the verdict (see Striker.calibrated).
+REACH = 0.8
+
+
 class Striker:
     """Runs piuparts, kills it at a moment, and checks what is left."""
 
@@ -193,12 +213,32 @@ class Striker:
         self.rng = rng
         self.host = host_state()
         self.log: list[str] = []
+        self.calibration: dict[str, Watched] = {}
+
+    def calibrated(self, moment: Moment, deb: DebSpec, args: tuple[str, ...]) -> tuple[float, float]:
+        """``moment.delay`` cut to what lands before the verdict here: an unkilled run of ``deb``
+        (once a fixture, once the base exists) says how long this machine takes from the moment's
+        line to the verdict, and the delay stays within REACH of it.  Without this, a faster
+        machine (or code) turns late moments into signals that come after the run ended."""
+        if moment.phase not in TEST_MOMENTS and moment.phase != "anywhere" or args:
+            return moment.delay
+        if not any(self.cache.glob("bases/*/gen-*/meta.json")):
+            return moment.delay  # this run builds the base: it must not be built by a calibration run
+        if deb.name not in self.calibration:
+            run = Watched([*PIUPARTS, "--cache-dir", str(self.cache), str(self.debs(deb))])
+            run.finish(timeout=600)
+            self.calibration[deb.name] = run
+        gap = self.calibration[deb.name].seconds_between(moment.after, VERDICT)
+        if gap is None:
+            return moment.delay
+        top = min(moment.delay[1], REACH * gap)
+        return min(moment.delay[0], top), top
 
     def strike(self, moment: Moment, signum: int, deb: DebSpec | None = None, *args: str) -> bool:
         """One run killed at ``moment`` by ``signum``; False if the signal came too late
         to interrupt anything (the run had ended, or given its verdict)."""
         deb = deb or moment.deb
-        delay = self.rng.uniform(*moment.delay)
+        delay = self.rng.uniform(*self.calibrated(moment, deb, args))
         what = (f"{REPLAY}: {signal.Signals(signum).name} {delay:.3f} s after /{moment.after}/ "
                 f"({moment.phase}, {deb.name})")
         run = Watched([*PIUPARTS, "--cache-dir", str(self.cache), *args, str(self.debs(deb))])
@@ -214,7 +254,7 @@ class Striker:
         assert "Traceback" not in output, context
         # A signal that comes once the verdict is out finds nothing left to
         # clean: the exit code is the verdict's, or the signal's.
-        late = not landed or re.search(r"^(PASS|FAIL): ", output, re.MULTILINE) is not None
+        late = not landed or re.search(VERDICT, output, re.MULTILINE) is not None
         if late:
             assert returncode in (0, 1, 128 + signum, -signum), context
         elif signum == signal.SIGKILL:
