@@ -116,6 +116,7 @@ def test_the_site_of_a_ci_database(tmp_path: Path) -> None:
     summary = json.loads((out / "summary.json").read_text())["packages"]
     assert summary["a"]["pp.amd64"] == ["F", 0, "source/a/a.html#pp.amd64"]
     assert "s2" not in (out / "pp.amd64/state/successfully-tested.html").read_text()
+    assert "3 packages" in (out / "pp.amd64/index.html").read_text()  # a, s1, src; s2 is gone
     again = site_mod.generate_listed(state.db, listings, out, now=NOW, title="piuparts ci: pp")
     assert again.written == 0, again.files
 

@@ -258,6 +258,11 @@ class Section:
     days: list[float]
     series: dict[str, list[int]]
 
+    @property
+    def size(self) -> int:
+        """How many packages its archive has (a listed section also shows some it no longer has)."""
+        return sum(1 for b in self.binaries.values() if not b.gone)
+
     def by_state(self, state: str) -> list[Binary]:
         """Its binaries in ``state``, by name (the ones its archive still has)."""
         return [b for b in self.binaries.values() if b.state == state and not b.gone]
