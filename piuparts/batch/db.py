@@ -1,12 +1,14 @@
 """The state database: one SQLite file (WAL), written by the coordinator alone.
 
 States are not stored here: they are derived (:mod:`.states`) from the
-section's Packages and the results below.  The schema, version 1
+section's Packages and the results below.  The schema, version 2
 (``PRAGMA user_version``; :data:`MIGRATIONS` holds one small script per
-version, run in order in one transaction each)::
+version, run in order in one transaction each, so an older file is brought
+up to date in place when it is opened)::
 
     runs(id INTEGER PRIMARY KEY, started REAL, ended REAL, pid INTEGER,
-         host TEXT, tool_version TEXT, status TEXT)   -- running|done|interrupted|killed
+         host TEXT, tool_version TEXT, status TEXT,   -- running|done|interrupted|killed
+         kind TEXT)                                   -- batch|ci (2)
     results(id INTEGER PRIMARY KEY,
             section TEXT, package TEXT, version TEXT, architecture TEXT,
             run_id INTEGER REFERENCES runs(id),
@@ -20,6 +22,13 @@ version, run in order in one transaction each)::
             result_json TEXT)   -- RunResult.to_json(), whole
     in_flight(section, package, version, architecture, run_id, worker, started)
     reschedule(section, package, requested REAL, reason TEXT)   -- `batch reschedule` requests
+    ci_runs(run_id PRIMARY KEY REFERENCES runs(id),  -- (2) what a `piuparts ci` run saw
+            codename TEXT, architecture TEXT, repository TEXT,
+            components TEXT,    -- JSON list
+            changes TEXT,       -- JSON list: kind, package, version, old_version and the Packages fields shown
+            tested TEXT,        -- JSON list: each unit tested (package, version, its binaries)
+            summary TEXT, exit_code INTEGER,
+            report_json TEXT, junit_xml TEXT)   -- the run's own --json and --junit reports, whole
 
 A result row is never updated or deleted: a package's history is all its
 rows for its key (section, package, version, architecture), oldest first.
@@ -38,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -61,6 +70,15 @@ MIGRATIONS: list[str] = [
                             started REAL NOT NULL, PRIMARY KEY (section, package, architecture));
     CREATE TABLE reschedule (section TEXT NOT NULL, package TEXT NOT NULL, requested REAL NOT NULL,
                              reason TEXT NOT NULL, PRIMARY KEY (section, package));
+    """,
+    # 2: runs say whose they are; a CI run's view of its repository and its own reports
+    """
+    ALTER TABLE runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'batch';
+    CREATE TABLE ci_runs (run_id INTEGER PRIMARY KEY REFERENCES runs(id), codename TEXT NOT NULL,
+                          architecture TEXT NOT NULL, repository TEXT NOT NULL,
+                          components TEXT NOT NULL DEFAULT '[]', changes TEXT NOT NULL DEFAULT '[]',
+                          tested TEXT NOT NULL DEFAULT '[]', summary TEXT NOT NULL DEFAULT '',
+                          exit_code INTEGER, report_json TEXT, junit_xml TEXT);
     """,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -112,6 +130,37 @@ class Record:
         return cls(id=row["id"], **data)
 
 
+_CI_COLUMNS = ("run_id", "codename", "architecture", "repository", "components", "changes", "tested", "summary",
+               "exit_code", "report_json", "junit_xml")
+_CI_JSON = ("components", "changes", "tested")
+
+
+@dataclass(frozen=True)
+class CiRun:
+    """A ``piuparts ci`` run's row of ``ci_runs``: its repository, what changed there, its reports."""
+
+    run_id: int
+    codename: str
+    architecture: str
+    repository: str
+    components: list[str] = field(default_factory=list)
+    changes: list[dict[str, Any]] = field(default_factory=list)
+    tested: list[dict[str, Any]] = field(default_factory=list)
+    summary: str = ""
+    exit_code: int | None = None
+    report_json: str | None = None
+    junit_xml: str | None = None
+
+    def row(self) -> tuple[Any, ...]:
+        """The values of the columns, JSON-encoded where the column holds JSON."""
+        return tuple(json.dumps(getattr(self, c)) if c in _CI_JSON else getattr(self, c) for c in _CI_COLUMNS)
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> "CiRun":
+        """The inverse of :meth:`row`."""
+        return cls(**{c: json.loads(row[c]) if c in _CI_JSON else row[c] for c in _CI_COLUMNS})
+
+
 Key = tuple[str, str, str]  # (package, version, architecture) within a section
 
 
@@ -157,11 +206,11 @@ class Database:
                 self.conn.execute(f"PRAGMA user_version = {number + 1}")
 
     # runs
-    def start_run(self, pid: int, host: str, tool_version: str) -> int:
-        """A new run; its id."""
+    def start_run(self, pid: int, host: str, tool_version: str, kind: str = "batch") -> int:
+        """A new run (``kind``: batch, ci); its id."""
         with self.transaction():
-            cursor = self.conn.execute("INSERT INTO runs (started, pid, host, tool_version) VALUES (?, ?, ?, ?)",
-                                       (time.time(), pid, host, tool_version))
+            cursor = self.conn.execute("INSERT INTO runs (started, pid, host, tool_version, kind) "
+                                       "VALUES (?, ?, ?, ?, ?)", (time.time(), pid, host, tool_version, kind))
         return int(cursor.lastrowid or 0)
 
     def end_run(self, run_id: int, status: str) -> None:
@@ -177,6 +226,17 @@ class Database:
             self.conn.execute("DELETE FROM in_flight WHERE run_id != ?", (current,))
             self.conn.execute("UPDATE runs SET status = 'killed' WHERE status = 'running' AND id != ?", (current,))
         return stale
+
+    def record_ci_run(self, ci: CiRun) -> None:
+        """What a CI run saw and reported, written (or replaced) whole."""
+        with self.transaction():
+            self.conn.execute(f"INSERT OR REPLACE INTO ci_runs ({', '.join(_CI_COLUMNS)}) "
+                              f"VALUES ({', '.join('?' * len(_CI_COLUMNS))})", ci.row())
+
+    def ci_runs(self) -> dict[int, CiRun]:
+        """Every CI run's record, by run id."""
+        return {row["run_id"]: CiRun.from_row(row) for row in
+                self.conn.execute("SELECT * FROM ci_runs ORDER BY run_id")}
 
     # results
     def record(self, record: Record) -> int:

@@ -51,7 +51,8 @@ def _test_options(p: argparse.ArgumentParser) -> None:
                    help="run a test again this many times after a test-bed error (default: %(default)s)")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML (GitLab, Jenkins) to FILE")
     p.add_argument("--json", metavar="FILE", help="write the JSON report (results, changes) to FILE")
-    p.add_argument("--html", metavar="DIR", help="write a page for this run (and index.html) into DIR")
+    p.add_argument("--html", metavar="DIR", help="write the report site of the codename's results (every run, "
+                   "every package tested) into DIR; only what changed is rewritten")
     p.add_argument("-d", "--distribution", action="append", metavar="NAME",
                    help="the base distribution the tests run on (default: the host's)")
     p.add_argument("-m", "--mirror", metavar="'URL [COMPONENT...]'", help="its mirror (default: the host's)")
@@ -131,13 +132,16 @@ def _reports(report: Report, args: argparse.Namespace, suffix: str) -> None:
     def named(path: str) -> Path:
         p = Path(path)
         return p.with_name(f"{p.stem}{suffix}{p.suffix}") if suffix else p
-    write_json(State(Path(args.state_dir), report.codename).dir / "last-run.json", report.to_json())
+    state = State(Path(args.state_dir), report.codename)
+    report_mod.record(report, state)  # first: the reports name the run it records
+    write_json(state.dir / "last-run.json", report.to_json())
     if args.json:
         report_mod.write_json_report(named(args.json), report)
     if args.junit:
         junit.write(named(args.junit), report)
     if args.html:
-        report_mod.write_html(Path(args.html), report)
+        site = Path(args.html) / report.codename if suffix else Path(args.html)  # run-pending: a site a codename
+        print(report_mod.write_html(site, report, state), flush=True)
     for outcome in report.outcomes:
         if outcome.result is not None and outcome.result.kind != "pass":
             print(f"  {outcome.result.verdict} {outcome.unit.name} {outcome.unit.version}: "

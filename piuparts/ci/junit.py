@@ -125,12 +125,19 @@ def _case(case: ET.Element, name: str, scenario: ScenarioResult | None, outcome:
     return _scenario_case(case, scenario, outcome)
 
 
-def write(path: Path, report: Report) -> None:
-    """Write the JUnit XML of ``report`` to ``path``."""
+def text(report: Report) -> bytes:
+    """The JUnit XML of ``report``, as :func:`write` writes it."""
     tree = document(report)
     ET.indent(tree)
+    root = tree.getroot()
+    assert root is not None
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def write(path: Path, report: Report) -> None:
+    """Write the JUnit XML of ``report`` to ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tree.write(path, encoding="utf-8", xml_declaration=True)
+    path.write_bytes(text(report))
 
 
 def names(tree: ET.ElementTree) -> Iterable[tuple[str, str]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from debian.deb822 import Deb822, Packages, Release
@@ -21,7 +21,7 @@ from debian.deb822 import Deb822, Packages, Release
 from piuparts.batch.archive import Fetcher
 from piuparts.errors import TestbedError, UsageError
 
-_FIELDS = ["Package", "Version", "Architecture", "Source", "Filename", "SHA256", "Size"]
+_FIELDS = ["Package", "Version", "Architecture", "Source", "Filename", "SHA256", "Size", "Maintainer", "Description"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,9 @@ class Binary:
     component: str
     filename: str
     sha256: str
+    #: What the report site shows of it (not part of what makes it another package).
+    maintainer: str = field(default="", compare=False)
+    description: str = field(default="", compare=False)
 
     def to_json(self) -> dict[str, str]:
         """Plain data (the state directory keeps it)."""
@@ -77,7 +80,8 @@ def parse_packages(text: str, component: str) -> dict[str, Binary]:
         source, _, rest = para.get("Source", para["Package"]).partition(" ")
         version = para.get("Version", "")
         binary = Binary(para["Package"], version, para.get("Architecture", "all"), source,
-                        rest.strip("() ") or version, component, para.get("Filename", ""), para.get("SHA256", ""))
+                        rest.strip("() ") or version, component, para.get("Filename", ""), para.get("SHA256", ""),
+                        para.get("Maintainer", ""), (para.get("Description", "").splitlines() or [""])[0])
         old = found.get(binary.name)
         if old is None or Version(binary.version) > Version(old.version):
             found[binary.name] = binary

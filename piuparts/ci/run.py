@@ -89,6 +89,8 @@ class Report:
     started: float = field(default_factory=time.time)
     elapsed: float = 0.0
     interrupted: bool = False
+    #: Its run in the results database (None: none recorded yet).
+    run_id: int | None = None
 
     def count(self, *kinds: str) -> int:
         """Outcomes whose result is of one of ``kinds``."""
@@ -119,6 +121,7 @@ class Report:
         return {"version": 1, "repository": self.repository, "codename": self.codename, "architecture": self.arch,
                 "components": list(self.components), "started": self.started, "elapsed": round(self.elapsed, 3),
                 "interrupted": self.interrupted, "exit_code": self.exit_code(), "summary": self.summary(),
+                "run": self.run_id,
                 "changes": [c.to_json() for c in self.changes], "tests": [o.to_json() for o in self.outcomes]}
 
 
@@ -228,7 +231,7 @@ def _test(options: Options, repo: Repository, state: State, units: list[ch.Unit]
                     str(state.logs / ".incoming"), tuple(str(debs[b.name]) for b in outcome.unit.binaries))
         tasks[task.id] = (task, outcome)
     with Database(state.db) as db:
-        run_id = db.start_run(os.getpid(), socket.gethostname(), __version__)
+        run_id = report.run_id = db.start_run(os.getpid(), socket.gethostname(), __version__, kind="ci")
         status = "interrupted"
         try:
             _loop(options, db, run_id, tasks, stop, executor_factory(min(options.workers, len(tasks)), state.logs),

@@ -23,6 +23,7 @@ import pytest
 from tests.conftest import PIUPARTS
 from tests.debs import DebSpec
 from tests.integration.helpers import leaks
+from tests.integration.sitecheck import broken_links, parse
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
 
@@ -33,7 +34,8 @@ A1 = DebSpec("pp-ci-a", "1.0", files={"/usr/share/pp-ci-a/data": "1\n"})
 A2 = DebSpec("pp-ci-a", "2.0", files={"/usr/share/pp-ci-a/data": "2\n"})
 B1 = DebSpec("pp-ci-b", "1.0", depends="pp-ci-a")
 B2 = DebSpec("pp-ci-b", "2.0", depends="pp-ci-a")
-UP1 = DebSpec("pp-ci-up", "1.0")
+XSS_MAINTAINER = '<script>alert("ci")</script> Evil <evil@example.org>'
+UP1 = DebSpec("pp-ci-up", "1.0", maintainer=XSS_MAINTAINER, description="<b>bold</b> & <i>more</i>")
 UP2 = DebSpec("pp-ci-up", "2.0", scripts={"preinst": UPGRADE_FAILS})
 S1 = DebSpec("pp-ci-s1", "1.0", source="pp-ci-src")
 S2 = DebSpec("pp-ci-s2", "1.0", source="pp-ci-src", depends="pp-ci-s1")
@@ -48,6 +50,15 @@ class Env:
     out: Path
     cache: Path
     debs: Path
+
+    @property
+    def site(self) -> Path:
+        """Where ``--html`` writes the report site."""
+        return self.out / "site"
+
+    def page(self, relative: str) -> Any:
+        """A page of the site, parsed."""
+        return parse((self.site / relative).read_text())
 
     def include(self, spec: DebSpec) -> None:
         """``reprepro includedeb`` as a team does it (the notifier runs inside)."""
@@ -110,7 +121,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Env:
 def test_first_run_tests_every_package(env: Env) -> None:
     for spec in (A1, B1, UP1):
         env.include(spec)
-    run = env.ci(name="first")
+    run = env.ci("--html", str(env.site), name="first")
     assert run.proc.returncode == 0, run.proc.stdout + run.proc.stderr
     assert run.summary == "piuparts ci: 3 tested, 3 passed, 0 failed, 0 test-bed errors"
     assert {(c["package"], c["kind"]) for c in run.report["changes"]} == \
@@ -120,6 +131,32 @@ def test_first_run_tests_every_package(env: Env) -> None:
     assert env.tested() == {"pp-ci-a": "1.0", "pp-ci-b": "1.0", "pp-ci-up": "1.0"}
     assert Path(run.test("pp-ci-b")["log_file"]).name == "pp-ci-b_1.0_amd64.log"
     assert leaks(env.cache) == []
+    assert run.report["run"] == 1
+
+
+def test_the_first_runs_site(env: Env) -> None:
+    """--html: the index lists the run, its page says what changed and each verdict, links resolve."""
+    index = env.page("index.html")
+    assert [[r[i] for i in (0, 1, 3, 4, 5, 6)] for r in index.tables["runs"][1:]] == \
+        [["1", "ci", "done", "pp (amd64): 3 new", "3", "✓ PASS 3"]]
+    assert "piuparts ci: pp" in index.title
+    runs = env.page("runs.html").tables["runs"][1:]
+    assert [(r[0], r[1], r[4], r[6]) for r in runs] == [("1", "ci", "done", "pp (amd64): 3 new")]
+    page = env.page("run/1.html")
+    assert page.tables["changes"][1:] == [["new", "pp-ci-a", "1.0", "—"], ["new", "pp-ci-b", "1.0", "—"],
+                                          ["new", "pp-ci-up", "1.0", "—"]]
+    assert sorted((r[1], r[2], r[4]) for r in page.tables["tests"][1:]) == \
+        [("pp-ci-a", "1.0", "✓ PASS"), ("pp-ci-b", "1.0", "✓ PASS"), ("pp-ci-up", "1.0", "✓ PASS")]  # as they ended
+    assert {"1.json", "1.junit.xml", "1.ci.json"} <= set(page.links)
+    assert (env.site / "run/1.junit.xml").read_bytes() == (env.out / "first.xml").read_bytes()
+    assert json.loads((env.site / "run/1.ci.json").read_text()) == json.loads((env.out / "first.json").read_text())
+    package = env.page("pp.amd64/package/p/pp-ci-a.html")
+    assert "1.0" in package.title + "".join(package.text) and any(link.endswith(".log.txt") for link in package.links)
+    up = env.page("pp.amd64/package/p/pp-ci-up.html")  # the maintainer's and description's HTML is text
+    assert up.scripts == 0 and "i" not in up.tags and XSS_MAINTAINER in "".join(up.text)
+    assert "<b>bold</b> & <i>more</i>" in "".join(up.text)
+    pages, broken = broken_links(env.site)
+    assert pages > 10 and not broken, "\n".join(broken[:20])
 
 
 def test_nothing_new_tests_nothing(env: Env) -> None:
@@ -145,7 +182,8 @@ def test_notifier_called_by_reprepro_keeps_the_replaced_deb(env: Env) -> None:
 
 
 def test_an_upgrade_that_fails_from_our_copy(env: Env) -> None:
-    run = env.ci(name="upfail")
+    first = (env.site / "run/1.html").read_bytes()
+    run = env.ci("--html", str(env.site), name="upfail")
     assert run.proc.returncode == 1, run.proc.stdout + run.proc.stderr
     assert run.summary == "piuparts ci: 1 tested, 0 passed, 1 failed, 0 test-bed errors"
     cases = run.cases()
@@ -167,6 +205,19 @@ def test_an_upgrade_that_fails_from_our_copy(env: Env) -> None:
     assert env.tested()["pp-ci-up"] == "2.0"
     assert list((env.state / "pp/pending").glob("*.json")) == []
     assert (env.state / "pp/kept/tested/pp-ci-up_2.0_all.deb").is_file()
+    # the site: a second run page (the run with nothing new is no run), the first kept as it was
+    assert (env.site / "run/1.html").read_bytes() == first
+    runs = env.page("runs.html").tables["runs"][1:]
+    assert [(r[0], r[6]) for r in runs] == [("2", "pp (amd64): 1 upgraded"), ("1", "pp (amd64): 3 new")]
+    page = env.page("run/2.html")
+    assert page.tables["changes"][1:] == [["upgraded", "pp-ci-up", "2.0", "1.0"]]
+    assert [(r[1], r[2], r[4]) for r in page.tables["tests"][1:]] == [("pp-ci-up", "2.0", "✗ FAIL")]
+    up = json.loads((env.site / "pp.amd64/package/p/pp-ci-up.json").read_text())
+    assert (up["state"], [(r["version"], r["verdict"]) for r in up["results"]]) == \
+        ("failed-testing", [("1.0", "PASS"), ("2.0", "FAIL")])
+    assert "pp-ci-up: refusing to upgrade from 1.0" in "".join(env.page("pp.amd64/package/p/pp-ci-up.html").text)
+    pages, broken = broken_links(env.site)
+    assert not broken, "\n".join(broken[:20])
 
 
 def test_a_clean_upgrade_from_the_previous_runs_copy(env: Env) -> None:

@@ -16,16 +16,15 @@ import re
 import shutil
 import subprocess
 import threading
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import unquote, urlparse
 
 import pytest
 
 from piuparts import aptsources
 from tests.conftest import PIUPARTS
 from tests.debs import DebSpec, reprepro
+from tests.integration.sitecheck import broken_links, parse
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
 
@@ -153,55 +152,6 @@ def chromium(tmp_path: Path, *args: str) -> str:
     return proc.stdout
 
 
-class Page(HTMLParser):
-    """What the checks need of a page: its links, ids, lang, title, headings, script elements."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.links: list[str] = []
-        self.ids: set[str] = set()
-        self.duplicates: list[str] = []
-        self.lang: str | None = None
-        self.title = ""
-        self.headings = 0
-        self.scripts = 0
-        self.tags: list[str] = []
-        self.attributes: set[str] = set()
-        self.text: list[str] = []
-        self._in_title = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
-        self.tags.append(tag)
-        self.attributes.update(name for name, _ in attrs)
-        if tag == "html":
-            self.lang = values.get("lang")
-        self._in_title = tag == "title"
-        self.headings += tag in ("h1", "h2", "h3")
-        self.scripts += tag == "script"
-        for name in ("href", "src"):
-            if values.get(name):
-                self.links.append(str(values[name]))
-        if values.get("id"):
-            if str(values["id"]) in self.ids:
-                self.duplicates.append(str(values["id"]))
-            self.ids.add(str(values["id"]))
-
-    def handle_endtag(self, tag: str) -> None:
-        self._in_title = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_title:
-            self.title += data
-        self.text.append(data)
-
-
-def parse(text: str) -> Page:
-    page = Page()
-    page.feed(text)
-    return page
-
-
 def test_the_runs_and_what_the_pages_say(site: Site) -> None:
     assert "3 tests" in site.runs[0].stdout and "3 tests" in site.runs[1].stdout, site.runs[1].stdout
     assert re.search(r"piuparts report: \d+ files written, 0 unchanged", site.runs[1].stdout), site.runs[1].stdout
@@ -259,20 +209,8 @@ def test_generating_again_rewrites_only_what_changed(site: Site, tmp_path: Path)
 
 
 def test_every_link_resolves(site: Site) -> None:
-    pages = {p: parse(p.read_text()) for p in site.out.rglob("*.html")}
-    assert len(pages) > 20
-    broken = []
-    for path, page in pages.items():
-        for link in page.links:
-            url = urlparse(link)
-            if url.scheme or url.netloc:
-                broken.append(f"{path}: {link} leaves the site")
-                continue
-            target = (path.parent / unquote(url.path)).resolve() if url.path else path
-            if not target.is_file() or not target.is_relative_to(site.out.resolve()):
-                broken.append(f"{path}: {link}")
-            elif url.fragment and target.suffix == ".html" and url.fragment not in pages[target].ids:
-                broken.append(f"{path}: {link} (no such anchor)")
+    pages, broken = broken_links(site.out)
+    assert pages > 20
     assert not broken, "\n".join(broken[:20])
 
 

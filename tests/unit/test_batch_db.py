@@ -32,6 +32,34 @@ def test_schema_is_created_versioned_and_in_wal_mode(tmp_path: Path) -> None:
         pass
 
 
+def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
+    """A file made by the first schema (as a release with only it left it) opens: its runs become
+    batch runs, its results are kept, and CI runs can be recorded in it."""
+    path = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(dbm.MIGRATIONS[0])
+    conn.execute("INSERT INTO runs (started, ended, pid, host, tool_version, status) "
+                 "VALUES (1000, 2000, 7, 'old-host', '0.0.9', 'done')")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    with Database(path) as db:
+        db.record(rec("foo", "pass", run_id=1))
+        assert db.conn.execute("PRAGMA user_version").fetchone()[0] == dbm.SCHEMA_VERSION == 2
+        assert [tuple(r) for r in db.conn.execute("SELECT id, host, status, kind FROM runs")] == \
+            [(1, "old-host", "done", "batch")]
+        assert [r.package for r in db.results()] == ["foo"]
+        ci = db.start_run(8, "ci-host", "0.1.0", kind="ci")
+        db.record_ci_run(dbm.CiRun(ci, "pp", "amd64", "/srv/repo", ["main"],
+                                   [{"kind": "new", "package": "foo", "version": "1"}], summary="1 tested",
+                                   exit_code=0, report_json="{}", junit_xml="<testsuites/>"))
+    with Database(path) as db:  # and again: nothing left to migrate, the rows are there
+        assert db.conn.execute("SELECT kind FROM runs WHERE id = ?", (ci,)).fetchone()[0] == "ci"
+        (got,) = db.ci_runs().values()
+        assert (got.run_id, got.codename, got.components, got.changes[0]["package"], got.junit_xml) == \
+            (ci, "pp", ["main"], "foo", "<testsuites/>")
+
+
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "b.sqlite"
     sqlite3.connect(path).execute("PRAGMA user_version = 99")

@@ -1,14 +1,15 @@
 """The report site: static pages made from the batch state database.
 
 ``piuparts report CONFIG OUTDIR`` (and ``piuparts batch run --report
-OUTDIR``) writes, with links relative so the site also opens from the file
-system::
+OUTDIR``, and ``piuparts ci --html OUTDIR`` from a CI state database)
+writes, with links relative so the site also opens from the file system::
 
     index.html                      every section's counts, graphs, the latest runs
     summary.json                    piuparts.debian.org's summary (by source package)
     feed.atom                       state changes: pass -> fail, fail -> pass
     runs.html, run/ID.html          each run: what it tested, what changed, the verdicts
-    run/ID.json, run/ID.junit.xml   the same for tools
+    run/ID.json, run/ID.junit.xml   the same for tools (a CI run's JUnit is its own --junit file)
+    run/ID.ci.json                  a CI run's own --json report
     maintainers.html                every maintainer, with counts
     maintainer/P/ADDRESS.html       a maintainer's packages in every section
     maintainer/P/ADDRESS.atom       the state changes of their packages
@@ -27,8 +28,10 @@ JavaScript.  A page is written only when its content changed, and files
 the site no longer links to are removed from the directories above.
 
 The modules: :mod:`.data` prepares what the pages show (from the database
-and the sections as ``piuparts batch`` reads them), :mod:`.site` renders
-and writes (:func:`.site.generate`), :mod:`.svg` draws the graph,
+and the sections as ``piuparts batch`` reads them, or as a caller lists
+them: :class:`.data.Listing`), :mod:`.site` renders and writes
+(:func:`.site.generate`, :func:`.site.generate_listed` without a batch
+configuration), :mod:`.svg` draws the graph,
 :mod:`.look` gives each state its word, icon and colour, :mod:`.output`
 writes only what changed, :mod:`.parallel` forks for the big page kinds,
 :mod:`.cli` is ``piuparts report``.

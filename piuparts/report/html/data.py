@@ -12,11 +12,11 @@ import gzip
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from piuparts.batch import engine, states as st
 from piuparts.batch.config import Config
-from piuparts.batch.db import Database, Record
+from piuparts.batch.db import CiRun, Database, Record
 from piuparts.report.html import parallel, problems_text
 from piuparts.report.html.look import ORDER
 
@@ -204,6 +204,8 @@ class Binary:
     problems: tuple[str, ...]
     reason: str | None
     tests: list[Test]
+    #: Why it is shown though its archive no longer has it ("": the archive has it).
+    gone: str = ""
 
     @property
     def url(self) -> str:
@@ -256,9 +258,14 @@ class Section:
     days: list[float]
     series: dict[str, list[int]]
 
+    @property
+    def size(self) -> int:
+        """How many packages its archive has (a listed section also shows some it no longer has)."""
+        return sum(1 for b in self.binaries.values() if not b.gone)
+
     def by_state(self, state: str) -> list[Binary]:
-        """Its binaries in ``state``, by name."""
-        return [b for b in self.binaries.values() if b.state == state]
+        """Its binaries in ``state``, by name (the ones its archive still has)."""
+        return [b for b in self.binaries.values() if b.state == state and not b.gone]
 
 
 @dataclass
@@ -275,11 +282,22 @@ class Run:
     tests: list[Test]
     #: Result id -> the version tested before, in its section ("" for a first test).
     previous: dict[int, str]
+    #: A CI run's repository, what changed in it and its own reports (None: a batch run).
+    ci: CiRun | None = None
 
     @property
     def url(self) -> str:
         """Site-relative path of its page."""
         return f"run/{self.id}.html"
+
+    @property
+    def changed(self) -> dict[str, int]:
+        """A CI run's changes by kind as the pages word them (new, upgraded, rebuilt, removed)."""
+        tally: dict[str, int] = {}
+        for change in self.ci.changes if self.ci else ():
+            word = CHANGE_WORDS.get(change.get("kind", ""), change.get("kind", ""))
+            tally[word] = tally.get(word, 0) + 1
+        return tally
 
     @property
     def verdicts(self) -> dict[str, int]:
@@ -288,6 +306,10 @@ class Run:
         for test in self.tests:
             tally[test.verdict] = tally.get(test.verdict, 0) + 1
         return tally
+
+
+#: How a CI run's change kinds read on the pages.
+CHANGE_WORDS = {"new": "new", "changed": "upgraded", "rebuilt": "rebuilt", "removed": "removed"}
 
 
 @dataclass
@@ -317,6 +339,9 @@ class Site:
     unreadable: dict[str, str] = field(default_factory=dict)
     #: What is being tested while the site is made: (section, package, version, worker, since).
     in_flight: list[tuple[str, str, str, str, str]] = field(default_factory=list)
+    #: The index page's heading, and what the pages say they are made from.
+    title: str = "Package test results"
+    origin: str = "the batch state database"
 
     def binaries(self) -> Iterable[Binary]:
         """Every binary of every section."""
@@ -404,7 +429,8 @@ def log_tail(test: Test, lines: int = LOG_TAIL) -> list[str]:
     if not test.log_source:
         return []
     try:
-        with gzip.open(test.log_source, "rt", errors="replace") as handle:
+        opened = gzip.open if test.log_source.endswith(".gz") else open
+        with opened(test.log_source, "rt", errors="replace") as handle:
             text = handle.read().splitlines()
     except OSError:
         return []
@@ -483,8 +509,7 @@ def _blocked_counts(computed: Mapping[str, st.Result]) -> dict[str, int]:
     return tally
 
 
-def _problems(run: engine.SectionRun, binaries: Mapping[str, Binary]) -> dict[str, Problem]:
-    known = {k.name: k for k in run.known}
+def _problems(known: Mapping[str, Any], binaries: Mapping[str, Binary]) -> dict[str, Problem]:
     found: dict[str, Problem] = {}
     for binary in binaries.values():
         if binary.state not in (st.PASSED, st.FAILED):
@@ -506,7 +531,7 @@ def _section(name: str, run: engine.SectionRun, tests: list[Test], descriptions:
     ordered = dict(sorted(binaries.items(), key=lambda item: (ORDER.index(item[1].state), item[0])))
     days, series = history(run.archive.packages, tests, run.outside, today, processes)
     return Section(name, run.section.description, run.section.distro, run.section.repository, ordered,
-                   st.counts(run.computed), _problems(run, binaries), days, series)
+                   st.counts(run.computed), _problems({k.name: k for k in run.known}, binaries), days, series)
 
 
 def _runs(db: Database, tests: list[Test]) -> list[Run]:
@@ -521,12 +546,13 @@ def _runs(db: Database, tests: list[Test]) -> list[Run]:
         key = (test.section, test.package)
         previous[test.id] = last_version.get(key, "")
         last_version[key] = test.version
+    ci = db.ci_runs()
     runs = []
     for row in db.conn.execute("SELECT * FROM runs ORDER BY id DESC"):
         kind = row["kind"] if "kind" in columns else "batch"
         mine = by_run.get(row["id"], [])
         runs.append(Run(row["id"], kind, row["started"], row["ended"], row["host"], row["tool_version"],
-                        row["status"], mine, {t.id: previous[t.id] for t in mine}))
+                        row["status"], mine, {t.id: previous[t.id] for t in mine}, ci.get(row["id"])))
     return runs
 
 
@@ -581,3 +607,76 @@ def load(config: Config, names: list[str], db: Database, now: float | None = Non
     testing = [(r["section"], r["package"], r["version"], r["worker"], utc(r["started"])) for r in db.in_flight()
                if r["section"] in sections]
     return Site(now, sections, _runs(db, shown), changes(shown), unreadable, testing), runs
+
+
+# a site without a batch configuration
+
+
+@dataclass(frozen=True)
+class Listed:
+    """A package as a :class:`Listing` names it: what its archive says of it."""
+
+    name: str
+    version: str
+    source: str = ""
+    maintainer: str = ""
+    description: str = ""
+    #: Why it is listed though the archive no longer has it ("": the archive has it).
+    gone: str = ""
+
+
+@dataclass(frozen=True)
+class Listing:
+    """A section described by its caller instead of read from a batch configuration: its packages
+    now (dependencies are not known, so a package's state is its own results' alone)."""
+
+    name: str
+    description: str
+    distro: str
+    repository: str | None
+    packages: Mapping[str, Listed]
+
+
+def _listed_section(listing: Listing, tests: list[Test], today: float, processes: int) -> Section:
+    """A :class:`Section` of a listing: states from each package's results for its listed version."""
+    by_package: dict[str, list[Test]] = {}
+    for test in tests:
+        by_package.setdefault(test.package, []).append(test)
+    present = {name: st.Package(name, entry.version, maintainer=entry.maintainer, source=entry.source or name)
+               for name, entry in listing.packages.items() if not entry.gone}
+    verdicts = {}
+    for name, pkg in present.items():
+        decided = [t for t in by_package.get(name, []) if t.version == pkg.version and t.state]
+        if decided:
+            verdicts[name] = str(decided[-1].state)
+    computed = st.compute(present, verdicts, {})
+    waiting_on, blocked = st.blocking(computed), _blocked_counts(computed)
+    binaries = {}
+    for name, entry in listing.packages.items():
+        mine = by_package.get(name, [])
+        last = next((t for t in reversed(mine) if t.state), None)
+        state, blocked_by = computed.get(name, (last.state if last and last.state else st.UNKNOWN, ()))
+        binaries[name] = Binary(listing.name, name, entry.version, entry.source or name, person(entry.maintainer),
+                                entry.description, state, list(blocked_by),
+                                waiting_on.get(name, 0) + blocked.get(name, 0), last.problems if last else (),
+                                last.error if last and state == st.CANNOT else None, mine, entry.gone)
+    ordered = dict(sorted(binaries.items(), key=lambda item: (ORDER.index(item[1].state), item[0])))
+    days, series = history(present, tests, {}, today, processes)
+    return Section(listing.name, listing.description, listing.distro, listing.repository, ordered,
+                   st.counts(computed), _problems({}, binaries), days, series)
+
+
+def load_listed(listings: Sequence[Listing], db: Database, now: float | None = None, processes: int = 1,
+                title: str = "Package test results", origin: str = "the state database") -> Site:
+    """The whole site's data from ``db`` alone, its sections as ``listings`` describe them."""
+    now = time.time() if now is None else now
+    names = {listing.name for listing in listings}
+    tests = [test_of(record) for record in db.results() if record.section in names]
+    by_section: dict[str, list[Test]] = {}
+    for test in tests:
+        by_section.setdefault(test.section, []).append(test)
+    sections = {listing.name: _listed_section(listing, by_section.get(listing.name, []), now, processes)
+                for listing in listings}
+    testing = [(r["section"], r["package"], r["version"], r["worker"], utc(r["started"])) for r in db.in_flight()
+               if r["section"] in sections]
+    return Site(now, sections, _runs(db, tests), changes(tests), {}, testing, title, origin)

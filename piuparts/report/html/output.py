@@ -40,8 +40,9 @@ class Output:
         self.written.append(relative)
 
     def log(self, stem: str, source: Path) -> bool:
-        """A result's compressed log as ``STEM.log.gz`` and its plain text as ``STEM.log.txt``;
-        a log never changes once filed, so one already there is kept.  False when the source is gone."""
+        """A result's compressed log as ``STEM.log.gz`` and its plain text as ``STEM.log.txt``
+        (the filed log is either: batch files them compressed, ``piuparts ci`` plain); a log never
+        changes once filed, so one already there is kept.  False when the source is gone."""
         packed, plain = self.root / f"{stem}.log.gz", self.root / f"{stem}.log.txt"
         self.kept += [f"{stem}.log.gz", f"{stem}.log.txt"]
         if packed.is_file() and plain.is_file():
@@ -50,13 +51,20 @@ class Output:
         if not source.is_file():
             return False
         packed.parent.mkdir(parents=True, exist_ok=True)
-        if not packed.is_file():
-            self._link_or_copy(source, packed)
-        temporary = plain.with_name(f".{plain.name}.{os.getpid()}.tmp")
-        with gzip.open(source, "rb") as reading, open(temporary, "wb") as writing:
-            shutil.copyfileobj(reading, writing)
-        temporary.replace(plain)
-        self.written.append(str(plain.relative_to(self.root)))
+        compressed = source.suffix == ".gz"
+        linked, made = (packed, plain) if compressed else (plain, packed)
+        if not linked.is_file():
+            self._link_or_copy(source, linked)
+        temporary = made.with_name(f".{made.name}.{os.getpid()}.tmp")
+        with (gzip.open(source, "rb") if compressed else open(source, "rb")) as reading, \
+                open(temporary, "wb") as writing:
+            if compressed:
+                shutil.copyfileobj(reading, writing)
+            else:  # no name or time in the header: the same log makes the same bytes
+                with gzip.GzipFile(filename="", mode="wb", fileobj=writing, mtime=0) as packing:
+                    shutil.copyfileobj(reading, packing)
+        temporary.replace(made)
+        self.written.append(str(made.relative_to(self.root)))
         return True
 
     def _link_or_copy(self, source: Path, target: Path) -> None:

@@ -8,7 +8,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import quote
 
 import jinja2
@@ -72,7 +72,7 @@ class Generator:
     def page(self, template: str, relative: str, **context: Any) -> None:
         """Render ``template`` to ``relative`` (links in it are relative to the page)."""
         root = "../" * relative.count("/")
-        text = self.env.get_template(template).render(root=root, page=relative, **context)
+        text = self.env.get_template(template).render(root=root, page=relative, origin=self.site.origin, **context)
         self.out.write(relative, text)
 
     def json(self, relative: str, document: Any) -> None:
@@ -172,9 +172,14 @@ class Generator:
         """runs.html and a page (with JSON and JUnit) a run."""
         self.page("runs.html", "runs.html", runs=self.site.runs)
         for run in self.site.runs:
-            self.page("run.html", run.url, run=run, sections=self.site.sections)
+            self.page("run.html", run.url, run=run, sections=self.site.sections, words=model.CHANGE_WORDS)
             self.json(f"run/{run.id}.json", run_json(run))
-            self.out.write(f"run/{run.id}.junit.xml", run_junit(run))
+            if run.ci is not None and run.ci.junit_xml:  # the very files the CI job was given
+                self.out.write(f"run/{run.id}.junit.xml", run.ci.junit_xml)
+            else:
+                self.out.write(f"run/{run.id}.junit.xml", run_junit(run))
+            if run.ci is not None and run.ci.report_json:
+                self.out.write(f"run/{run.id}.ci.json", run.ci.report_json)
 
     def feed(self, relative: str = "feed.atom", changes: list[model.Change] | None = None,
              who: model.Person | None = None) -> None:
@@ -235,7 +240,13 @@ def package_json(binary: model.Binary, logs: dict[int, bool]) -> dict[str, Any]:
 
 def run_json(run: model.Run) -> dict[str, Any]:
     """A run's JSON: when, and each test's verdict."""
+    ci = run.ci
+    repository = {} if ci is None else {
+        "ci": {"codename": ci.codename, "architecture": ci.architecture, "repository": ci.repository,
+               "components": ci.components, "changes": ci.changes, "summary": ci.summary, "exit_code": ci.exit_code,
+               "report": f"{run.id}.ci.json" if ci.report_json else None}}
     return {"id": run.id, "kind": run.kind, "started": run.started, "ended": run.ended, "host": run.host,
+            **repository,
             "status": run.status, "tool_version": run.tool_version, "verdicts": run.verdicts,
             "tests": [{"section": t.section, "package": t.package, "version": t.version,
                        "previous_version": run.previous.get(t.id, ""), "kind": t.kind, "verdict": t.verdict,
@@ -273,20 +284,58 @@ def summary(site_runs: Any) -> dict[str, Any]:
     return document
 
 
+def site_summary(site: model.Site) -> dict[str, Any]:
+    """summary.json from the site's own data (a site made without a batch configuration)."""
+    packages: dict[str, dict[str, list[Any]]] = {}
+    for binary in site.binaries():
+        if binary.gone:
+            continue
+        for key in (binary.section, "overall"):
+            url = model.source_url(binary.source) + ("" if key == "overall" else f"#{key}")
+            entry = [batch_report.FLAGS[binary.state], binary.blocks, url]
+            old = packages.setdefault(binary.source, {}).get(key)
+            packages[binary.source][key] = entry if old is None else batch_report._worse(old, entry)
+    return {"_id": "Piuparts Package Test Results Summary", "_version": "1.0", "_type": "source",
+            "_comment": f"piuparts-ng results, from {site.origin}", "packages": packages}
+
+
 def generate(config: Config, outdir: Path, names: Sequence[str] | None = None,
              now: float | None = None, processes: int | None = None) -> Written:
     """Write the site of the sections ``names`` (default: all) into ``outdir``, rendering
     in ``processes`` processes (default: one a CPU, at most 4); then remove what the site no
     longer links to in those sections' directories and the source, maintainer and run ones."""
-    start = time.monotonic()
     if not config.db.is_file():
         raise UsageError(f"{config.db}: no state database yet; run 'piuparts batch run {config.path}' first")
+
+    def load(db: Database, processes: int) -> tuple[model.Site, dict[str, Any]]:
+        site, prepared = model.load(config, list(names or config.sections), db, now, processes)
+        return site, summary(prepared)
+    return _generate(config.db, outdir, load, processes)
+
+
+def generate_listed(db_path: Path, listings: Sequence[model.Listing], outdir: Path, now: float | None = None,
+                    processes: int | None = None, title: str = "Package test results") -> Written:
+    """The same site without a batch configuration: the results and runs of the database at
+    ``db_path``, its sections as ``listings`` describe them (``piuparts ci --html``)."""
+    if not db_path.is_file():
+        raise UsageError(f"{db_path}: no state database yet; nothing has been tested")
+
+    def load(db: Database, processes: int) -> tuple[model.Site, dict[str, Any]]:
+        site = model.load_listed(listings, db, now, processes, title)
+        return site, site_summary(site)
+    return _generate(db_path, outdir, load, processes)
+
+
+def _generate(db_path: Path, outdir: Path, load: Callable[[Database, int], tuple[model.Site, dict[str, Any]]],
+              processes: int | None) -> Written:
+    """Load the site's data, write every page, prune what it no longer links to."""
+    start = time.monotonic()
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"{outdir}: not a directory; give the directory the site goes in")
     out = Output(outdir)
     processes = min(4, os.cpu_count() or 1) if processes is None else processes
-    with Database(config.db) as db:
-        site, prepared = model.load(config, list(names or config.sections), db, now, processes)
-    Generator(site, out, processes).all(summary(prepared))
+    with Database(db_path) as db:
+        site, document = load(db, processes)
+    Generator(site, out, processes).all(document)
     out.prune([*site.sections, "source", "maintainer", "run"])
     return Written(outdir, len(out.written), out.unchanged, time.monotonic() - start, tuple(out.written))
