@@ -183,6 +183,31 @@ def test_good_symlinks_pass(cache_dir, debs, tmp_path):
     assert_proved(run)
     assert leaks(cache_dir) == []
 
+# dbus's way: an override added by postinst and removed by postrm purge, which
+# leaves an empty /var/lib/dpkg/statoverride where the base had none.
+STATOVERRIDE_LEFT = DebSpec("pp-so", scripts={
+    "postinst": 'if [ "$1" = configure ]; then dpkg-statoverride --list /usr/share/doc/pp-so >/dev/null || '
+                'dpkg-statoverride --add root root 0700 /usr/share/doc/pp-so; fi'})
+STATOVERRIDE_CLEAN = DebSpec("pp-so-clean", scripts={
+    "postinst": 'if [ "$1" = configure ]; then dpkg-statoverride --list /usr/share/doc/pp-so-clean >/dev/null || '
+                'dpkg-statoverride --add root root 0700 /usr/share/doc/pp-so-clean; fi',
+    "postrm": 'if [ "$1" = purge ] && dpkg-statoverride --list /usr/share/doc/pp-so-clean >/dev/null; then '
+              'dpkg-statoverride --remove /usr/share/doc/pp-so-clean; fi'})
+
+
+def test_stat_override_left_after_purge_fails(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(STATOVERRIDE_LEFT)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert found(run) == {("statoverride", "fail", "/usr/share/doc/pp-so",
+                           "stat override added and left after purge (root root 700)", None, "pp-so")}
+    assert leaks(cache_dir) == []
+
+
+def test_stat_override_removed_on_purge_passes_though_the_file_stays(cache_dir, debs, tmp_path):
+    run = piuparts(cache_dir, tmp_path, str(debs(STATOVERRIDE_CLEAN)))
+    assert_clean(run)
+    assert leaks(cache_dir) == []
+
 
 def test_diversion_left_after_purge_fails(cache_dir, debs, tmp_path):
     run = piuparts(cache_dir, tmp_path, str(debs(DIVERT_LEFT)))

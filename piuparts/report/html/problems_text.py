@@ -52,6 +52,9 @@ HELP: dict[str, str] = {
         "dpkg diversions were added and not removed on purge."),
     "alternatives_after_purge": (
         "update-alternatives entries were left after the purge."),
+    "statoverride_after_purge": (
+        "dpkg-statoverride entries were added and not removed on purge (an empty statoverride file "
+        "is not counted)."),
     "broken_symlinks": (
         "Symbolic links that point nowhere."),
     "debsums_mismatch": (
