@@ -15,9 +15,11 @@ workers reach it (``Options.repo_url``, else the same path or URL), and
 the flat repository of kept .debs is made inside a local repository's
 directory (:data:`UPGRADE_FROM`), so that it is reached the same way; a
 worker that cannot read them refuses the test, which ends the run with
-its one-line reason (the configuration's fault, not the package's).  A test-bed failure is retried (``retries``), then
-reported, never recorded as the package's: the package stays as untested
-and comes up again at the next run.
+its one-line reason (the configuration's fault, not the package's).
+
+A test-bed failure is retried (``retries``), then reported, never recorded
+as the package's: the package stays as untested and comes up again at the
+next run.
 """
 
 from __future__ import annotations
