@@ -271,14 +271,15 @@ def _run_scenarios(backend: Backend, config: RunConfig,
     settings = Settings(config.ignores, config.max_command_runtime, dict(config.severities),
                         config.install_remove_install, config.install_purge_install, hooks,
                         prompt_timeout=config.prompt_timeout, deb_cache=config.cache_dir / "debs",
-                        warn_on_others=config.warn_on_others)
+                        warn_on_others=config.warn_on_others, upgrade_named_versions=config.upgrade_named_versions)
     untestable = _is_testable(backend, config, hooks)
     if untestable is not None:
         return [untestable], info
     results = []
     plan = distupgrade.Plan(config, backend, lambda chroot: prepare_instance(chroot, config, hooks))
     for scenario in _scenarios(config):
-        if scenario is install_upgrade_purge and not subject.debs:
+        if scenario is install_upgrade_purge and not install_upgrade_purge.upgradable(
+                subject, config.upgrade_named_versions):
             results.append(ScenarioResult(scenario.NAME, skipped=install_upgrade_purge.NO_DEBS))
             continue  # no instance needed to know that
         stack: list[Path] = []
@@ -352,7 +353,7 @@ def _run_scenario(scenario: ModuleType, chroot: Chroot, subject: Subject,
     if scenario is distupgrade:
         return distupgrade.run(chroot, subject, settings, plan)
     if scenario is install_upgrade_purge:
-        reason = install_upgrade_purge.skip_reason(chroot, subject)
+        reason = install_upgrade_purge.skip_reason(chroot, subject, settings.upgrade_named_versions)
         if reason:
             log.info("Skipping %s: %s", scenario.NAME, reason)
             return ScenarioResult(scenario.NAME, skipped=reason)

@@ -54,6 +54,9 @@ class RunConfig:
     tmpfs_size: str | None = "50%"
     install_purge_test: bool = True
     upgrade_test: bool = True
+    #: The upgrade test also takes archive names with a version (NAME=VERSION): from the newest
+    #: older version apt knows to VERSION (``piuparts ci`` on remote workers, which get names, not .debs).
+    upgrade_named_versions: bool = False
     install_remove_install: bool = False
     install_purge_install: bool = False
     #: Install and purge the dependencies in each test instead of taking them from a cached layer.

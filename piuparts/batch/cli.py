@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import signal
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import Callable, Sequence
 
 from piuparts import log as logsetup
 from piuparts.api import require_root
-from piuparts.batch import config as config_mod, engine, report
+from piuparts.batch import config as config_mod, engine, executor, report
 from piuparts.batch.db import Database
 from piuparts.batch.executor import Executor
 from piuparts.errors import UsageError
@@ -44,13 +43,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, metavar="S",
                      help="take the waiting packages in a random order fixed by S (a sample, with --max-tests)")
     run.add_argument("--report", metavar="OUTDIR", help="then write the report site into OUTDIR (piuparts report)")
-    run.add_argument("--executor", choices=("local", "celery"), default="local",
-                     help="local worker processes (default), or Celery workers over a Redis --broker")
-    run.add_argument("--broker", metavar="URL", default=os.environ.get("PIUPARTS_BROKER"),
-                     help="with --executor celery: redis://:PASSWORD@HOST:6379/0 (default: $PIUPARTS_BROKER)")
-    run.add_argument("--insecure-broker", action="store_true", help="allow a loopback broker URL without a password")
-    run.add_argument("--lease", type=float, default=60.0, metavar="SECONDS",
-                     help="with --executor celery: re-queue a test whose worker is silent this long (default: 60)")
+    executor.add_options(run)
     status.add_argument("--json", action="store_true", help="print the states as JSON")
     again.add_argument("packages", nargs="*", metavar="PACKAGE")
     again.add_argument("--state", action="append", metavar="STATE",
@@ -63,7 +56,6 @@ def _sections(conf: config_mod.Config, args: argparse.Namespace) -> list[str]:
 
 
 def _run(conf: config_mod.Config, args: argparse.Namespace) -> int:
-    from piuparts.batch.local import LocalExecutor
     from piuparts.batch.progress import display_for
     require_root()
     workers = args.workers if args.workers is not None else conf.workers
@@ -74,12 +66,8 @@ def _run(conf: config_mod.Config, args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, stop.press)
     start = time.monotonic()
     try:
-        if args.executor == "celery":
-            from piuparts.celery.executor import check_args, from_args
-            check_args(args)  # a bad --broker is said before anything starts
-            make: Callable[[], Executor] = lambda: from_args(conf, args)  # noqa: E731
-        else:
-            make = lambda: LocalExecutor(workers, conf.logs)  # noqa: E731
+        chosen = executor.factory(args, conf.db)  # a bad --broker is said before anything starts
+        make: Callable[[], Executor] = lambda: chosen(workers, conf.logs)  # noqa: E731
         display = display_for()
         tally = engine.run(conf, _sections(conf, args), make, display, stop, args.max_tests, args.seed)
     finally:

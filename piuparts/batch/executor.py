@@ -26,9 +26,12 @@ nothing by itself.
 
 from __future__ import annotations
 
+import argparse
+import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from piuparts.api import RunResult, Subject
 from piuparts.errors import UsageError
@@ -50,6 +53,9 @@ class Task:
     log_dir: str = ""
     #: .deb files to test instead of the archive's package at this version (``piuparts ci``).
     debs: tuple[str, ...] = field(default=(), compare=False)
+    #: Archive names (NAME=VERSION) to test instead (``piuparts ci`` on remote workers: one
+    #: source's binaries together, from the repository the workers reach).
+    apt: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def id(self) -> str:
@@ -63,16 +69,18 @@ class Task:
 
     @property
     def subject(self) -> Subject:
-        """The .debs when the task names them, else the package from the archive at exactly this version."""
+        """The .debs (or names) when the task gives them, else the package from the archive at exactly
+        this version."""
         if self.debs:
             return Subject.from_json({"debs": list(self.debs), "apt": []})
-        return Subject(apt_names=(f"{self.package}={self.version}",))
+        return Subject(apt_names=self.apt or (f"{self.package}={self.version}",))
 
     def to_json(self) -> dict[str, Any]:
         """Plain data, versioned."""
         return {"version": TASK_VERSION, "section": self.section, "package": self.package,
                 "package_version": self.version, "architecture": self.architecture, "config": self.config,
-                "log_dir": self.log_dir, **({"debs": list(self.debs)} if self.debs else {})}
+                "log_dir": self.log_dir, **({"debs": list(self.debs)} if self.debs else {}),
+                **({"apt": list(self.apt)} if self.apt else {})}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Task":
@@ -80,13 +88,14 @@ class Task:
         if not isinstance(data, dict) or data.get("version") != TASK_VERSION:
             raise UsageError(f"task version {data.get('version') if isinstance(data, dict) else data!r} "
                              f"is not {TASK_VERSION}")
-        known = {"version", "section", "package", "package_version", "architecture", "config", "log_dir", "debs"}
+        known = {"version", "section", "package", "package_version", "architecture", "config", "log_dir", "debs",
+                 "apt"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise UsageError(f"task: unknown key {unknown[0]!r}")
         return cls(str(data["section"]), str(data["package"]), str(data["package_version"]),
                    str(data["architecture"]), dict(data["config"]), str(data.get("log_dir", "")),
-                   tuple(str(d) for d in data.get("debs", ())))
+                   tuple(str(d) for d in data.get("debs", ())), tuple(str(n) for n in data.get("apt", ())))
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,9 @@ class Finished:
     duration: float
     #: Why there is no result (cancelled, the worker died...).
     reason: str = ""
+    #: The worker refused the task (a payload it does not take: the configuration's fault,
+    #: the same for every test; the result says why).
+    refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,3 +155,30 @@ class Executor(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: An executor for (tests at once, the directory its logs go to).
+Factory = Callable[[int, Path], Executor]
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """``--executor`` and the Celery executor's options (``batch run`` and ``ci`` share them)."""
+    p.add_argument("--executor", choices=("local", "celery"), default="local",
+                   help="local worker processes (default), or Celery workers over a Redis --broker")
+    p.add_argument("--broker", metavar="URL", default=os.environ.get("PIUPARTS_BROKER"),
+                   help="with --executor celery: redis://:PASSWORD@HOST:6379/0 (default: $PIUPARTS_BROKER)")
+    p.add_argument("--insecure-broker", action="store_true", help="allow a loopback broker URL without a password")
+    p.add_argument("--lease", type=float, default=60.0, metavar="SECONDS",
+                   help="with --executor celery: re-queue a test whose worker is silent this long (default: 60)")
+
+
+def factory(args: argparse.Namespace, db: Path) -> Factory:
+    """The executor ``args`` choose; a bad ``--broker`` or ``--lease`` is a UsageError now, before
+    anything starts.  ``db``: the coordinator's database (a restarted coordinator with the same
+    one takes over the Celery attempts it left)."""
+    if args.executor == "celery":
+        from piuparts.celery.executor import CeleryExecutor, check_args, namespace_for
+        url = check_args(args)
+        return lambda _workers, logs: CeleryExecutor(url, namespace_for(db), logs, lease=args.lease)
+    from piuparts.batch.local import LocalExecutor
+    return LocalExecutor

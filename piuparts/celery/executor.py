@@ -91,11 +91,6 @@ def check_args(args: argparse.Namespace) -> str:
     return url
 
 
-def from_args(conf: Any, args: argparse.Namespace) -> "CeleryExecutor":
-    """``piuparts batch run --executor celery --broker URL``'s executor."""
-    return CeleryExecutor(check_args(args), namespace_for(conf.db), conf.logs, lease=args.lease)
-
-
 class CeleryExecutor(Executor):
     """See the module's docstring."""
 
@@ -285,7 +280,8 @@ class CeleryExecutor(Executor):
             result = RunResult(kind="usage", subject=subject_json(task.subject),
                                error=f"the worker {worker} refused the test: {answer.error}")
         self._note_worker(answer)
-        self.finished.append(Finished(task, result, worker, float(answer.started), float(answer.duration)))
+        self.finished.append(Finished(task, result, worker, float(answer.started), float(answer.duration),
+                                      refused=answer.result is None))
         self._forget(flight)
 
     def _unpack_log(self, task: Task, answer: Answer) -> str | None:

@@ -152,7 +152,8 @@ def _check_url(what: str, url: str, repo_dirs: tuple[Path, ...]) -> None:
         if any(path.is_relative_to(d.resolve()) for d in repo_dirs):
             return
         raise UsageError(f"task payload: {what} {url} is a local directory outside the worker's "
-                         "--repo-dir directories")
+                         "--repo-dir directories; start the worker with --repo-dir over it (the same path, "
+                         "mounted there), or give it as an http(s):// URL (piuparts ci: --repo-url)")
     raise UsageError(f"task payload: {what} {url!r}: only http://, https:// or file:// under --repo-dir")
 
 

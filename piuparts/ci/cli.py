@@ -2,7 +2,8 @@
 
 Exit codes (the project's one table): 0 every test passed, or nothing was
 new; 1 a package failed; 2 bad usage (no such repository or codename, a
-bad option, another run holds the codename); 3 a test-bed error (after the
+bad option, another run holds the codename, a remote worker refused the
+tests); 3 a test-bed error (after the
 retries; those packages are tested again at the next run); 4 an internal
 error; 130 interrupted by Ctrl-C.  ``ci notify`` always exits 0.
 """
@@ -17,8 +18,8 @@ from typing import Sequence
 
 from piuparts import log as logsetup
 from piuparts.api import require_root
+from piuparts.batch import executor as executor_mod
 from piuparts.batch.engine import Stop
-from piuparts.batch.executor import Executor
 from piuparts.ci import notify, run as run_mod
 from piuparts.ci.run import Options, Report
 
@@ -26,10 +27,16 @@ EPILOG = """\
 exit codes:
   0    every test passed, or nothing was new
   1    a package failed (the JUnit failure and the log say how)
-  2    bad usage: no such repository or codename, a bad option
+  2    bad usage: no such repository or codename, a bad option, a remote worker refused the tests
   3    a test-bed error (mirror, repository, backend) after the retries; tested again next run
   4    an internal error of piuparts-ng (a bug: report it)
   130  interrupted (Ctrl-C)
+
+remote workers (piuparts worker on other machines, over a Redis broker):
+  piuparts ci REPO --codename X --executor celery --broker redis://:PASSWORD@HOST:6379/0 [--repo-url URL]
+  The workers test NAME=VERSION from the repository, which they reach as REPO (a directory they
+  were started with --repo-dir over: the same path, e.g. an NFS mount) or at --repo-url (http(s));
+  the versions to upgrade from are put in REPO/piuparts-upgrade-from/ for the run, reached the same way.
 
 other commands:
   piuparts ci notify [--state-dir DIR] ARGS...   reprepro's Log: notifier (records; never fails)
@@ -58,6 +65,7 @@ def _test_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--mirror", metavar="'URL [COMPONENT...]'", help="its mirror (default: the host's)")
     p.add_argument("--extra-repo", action="append", metavar="LINE", help="another apt source line (repeatable)")
     p.add_argument("--cache-dir", help="where bases and instances live (piuparts' default)")
+    executor_mod.add_options(p)
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 
@@ -69,6 +77,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("repository", metavar="REPO",
                    help="the repository's base directory (reprepro -b), or its http:// URL")
     p.add_argument("--codename", required=True, help="the codename (distribution) of the repository to test")
+    p.add_argument("--repo-url", metavar="URL",
+                   help="with --executor celery: the http(s):// URL under which the workers reach REPO "
+                        "(default: REPO itself, a directory they were started with --repo-dir over)")
     _test_options(p)
     return p
 
@@ -99,13 +110,21 @@ def _options(args: argparse.Namespace, repository: str, codename: str) -> Option
     from piuparts.errors import UsageError
     if args.workers < 1 or args.retries < 0:
         raise UsageError("--workers must be at least 1 and --retries not negative")
+    repo_url = getattr(args, "repo_url", None)
+    if repo_url and args.executor != "celery":
+        raise UsageError("--repo-url is where remote workers reach the repository: it goes with --executor celery")
+    if repo_url and not repo_url.startswith(("http://", "https://")):
+        raise UsageError(f"--repo-url {repo_url}: an http:// or https:// URL expected (a directory the workers "
+                         "share is REPO itself, with piuparts worker --repo-dir)")
     return Options(repository, codename, Path(args.state_dir).absolute(), tuple(args.component or ()), args.arch,
-                   args.workers, args.by_source, _piuparts_argv(args), args.retries)
+                   args.workers, args.by_source, _piuparts_argv(args), args.retries,
+                   remote=args.executor == "celery", repo_url=repo_url)
 
 
-def _executor(workers: int, logs: Path) -> Executor:
-    from piuparts.batch.local import LocalExecutor
-    return LocalExecutor(workers, logs)
+def _executor(args: argparse.Namespace, options: Options) -> executor_mod.Factory:
+    """The executor ``--executor`` chooses (a bad --broker says so now)."""
+    from piuparts.ci.state import State
+    return executor_mod.factory(args, State(options.state_dir, options.codename).db)
 
 
 def _say(text: str) -> None:
@@ -114,10 +133,11 @@ def _say(text: str) -> None:
 
 def _one(options: Options, args: argparse.Namespace, suffix: str = "") -> int:
     """One pass and its reports; the exit code."""
+    make = _executor(args, options)
     stop = Stop()
     previous = signal.signal(signal.SIGINT, stop.press)
     try:
-        report = run_mod.run(options, stop, _executor, _say)
+        report = run_mod.run(options, stop, make, _say)
     finally:
         signal.signal(signal.SIGINT, previous)
     _reports(report, args, suffix)
@@ -179,6 +199,7 @@ def main(argv: Sequence[str]) -> int:
         return int(exit_.code or 0)
     logsetup.setup(args.verbose, stream=sys.stderr)
     options = _options(args, args.repository, args.codename)
-    run_mod.prepare(options)  # a wrong repository or codename says so before root is asked for
+    _executor(args, options)  # a bad --broker says so before root is asked for
+    run_mod.prepare(options)  # so does a wrong repository or codename
     require_root()
     return _one(options, args)

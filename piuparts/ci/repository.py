@@ -138,9 +138,9 @@ class Repository:
                     found[name] = binary
         return found
 
-    def apt_line(self, codename: str, components: tuple[str, ...]) -> str:
-        """The repository as an apt source line for the instances."""
-        return f"deb [trusted=yes] {self.url} {codename} {' '.join(components)}"
+    def apt_line(self, codename: str, components: tuple[str, ...], url: str | None = None) -> str:
+        """The repository as an apt source line for the instances (at ``url`` when they reach it there)."""
+        return f"deb [trusted=yes] {url or self.url} {codename} {' '.join(components)}"
 
     def fetch(self, binary: Binary, into: Path) -> Path:
         """The .deb of ``binary``: in the pool of a local repository, else downloaded into ``into``;

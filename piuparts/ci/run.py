@@ -7,9 +7,19 @@ repository's .debs; the local executor's worker processes run them through
 packages get install -> purge; changed ones also install -> upgrade -> purge
 from the version they replaced, which apt finds in a flat repository of the
 kept .debs (:meth:`State.upgrade_repository`) or, failing that, in the base
-distribution's archive.  A test-bed failure is retried (``retries``), then
-reported, never recorded as the package's: the package stays as untested
-and comes up again at the next run.
+distribution's archive.
+
+For remote workers (``Options.remote``: the Celery executor) a task names
+the packages as ``NAME=VERSION`` instead, from the repository as the
+workers reach it (``Options.repo_url``, else the same path or URL), and
+the flat repository of kept .debs is made inside a local repository's
+directory (:data:`UPGRADE_FROM`), so that it is reached the same way; a
+worker that cannot read them refuses the test, which ends the run with
+its one-line reason (the configuration's fault, not the package's).
+
+A test-bed failure is retried (``retries``), then reported, never recorded
+as the package's: the package stays as untested and comes up again at the
+next run.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ import contextlib
 import io
 import logging
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass, field
@@ -26,6 +37,7 @@ from typing import Any, Callable, Sequence
 
 from piuparts import __version__
 from piuparts.api import RunConfig, RunResult, config_from_argv
+from piuparts.config import replace_config
 from piuparts.batch.db import Database, Record
 from piuparts.batch.engine import Stop, host_arch
 from piuparts.batch.executor import Executor, Finished, Task
@@ -36,6 +48,10 @@ from piuparts.ci.state import FROM_ARCHIVE, OldDeb, State
 from piuparts.errors import UsageError
 
 log = logging.getLogger("piuparts")
+
+#: For remote workers: the versions to upgrade from, as a flat repository inside a local
+#: repository's directory (``REPO/piuparts-upgrade-from/CODENAME/``, made afresh each run).
+UPGRADE_FROM = "piuparts-upgrade-from"
 
 
 @dataclass(frozen=True)
@@ -53,6 +69,10 @@ class Options:
     piuparts_argv: tuple[str, ...] = ()
     #: Attempts after a test-bed failure.
     retries: int = 1
+    #: The tests run on remote workers (the Celery executor): packages named, not .debs.
+    remote: bool = False
+    #: Where remote workers reach the repository (default: its path or URL as given).
+    repo_url: str | None = None
 
 
 @dataclass
@@ -218,17 +238,22 @@ def _test(options: Options, repo: Repository, state: State, units: list[ch.Unit]
     for outcome in outcomes:
         for old in outcome.olds:
             say(f"  {old.name}: upgrade from {old.version} ({old.source}{': ' + str(old.path) if old.path else ''})")
-    upgrade_line = state.upgrade_repository(o for out in outcomes for o in out.olds)
-    base = ["--arch", report.arch, "--extra-repo", repo.apt_line(options.codename, report.components),
+    where = (options.repo_url or repo.url).rstrip("/") if options.remote else repo.url
+    upgrade_line = _upgrade_repository(options, repo, state, where, [o for out in outcomes for o in out.olds])
+    base = ["--arch", report.arch, "--extra-repo", repo.apt_line(options.codename, report.components, where),
             *options.piuparts_argv]
     plain = _configs([*base, "--no-upgrade-test"])
     upgrade = _configs([*base, *(["--extra-repo", upgrade_line] if upgrade_line else [])])
+    if options.remote:  # the workers upgrade to NAME=VERSION from the repository
+        upgrade = replace_config(upgrade, upgrade_named_versions=True)
     section = f"{options.codename}.{report.arch}"
     tasks = {}
     for outcome in outcomes:
         config = upgrade if outcome.unit.upgrade else plain
+        paths = tuple(str(debs[b.name]) for b in outcome.unit.binaries)
+        names = tuple(f"{b.name}={b.version}" for b in outcome.unit.binaries)
         task = Task(section, outcome.unit.name, outcome.unit.version, report.arch, config.to_json(),
-                    str(state.logs / ".incoming"), tuple(str(debs[b.name]) for b in outcome.unit.binaries))
+                    str(state.logs / ".incoming"), *(((), names) if options.remote else (paths, ())))
         tasks[task.id] = (task, outcome)
     with Database(state.db) as db:
         run_id = report.run_id = db.start_run(os.getpid(), socket.gethostname(), __version__, kind="ci")
@@ -239,11 +264,25 @@ def _test(options: Options, repo: Repository, state: State, units: list[ch.Unit]
             status = "done" if stop.presses == 0 else "interrupted"
         finally:
             db.end_run(run_id, status)
+            if options.remote and not repo.remote:  # the team's repository as it was
+                shutil.rmtree(Path(repo.where) / UPGRADE_FROM / options.codename, ignore_errors=True)
+                with contextlib.suppress(OSError):  # another codename's run may be using it
+                    (Path(repo.where) / UPGRADE_FROM).rmdir()
     report.interrupted = stop.presses > 0
     for outcome in outcomes:
         if outcome.result is not None and outcome.result.kind in ("pass", "fail"):
             for binary in outcome.unit.binaries:
                 state.keep_tested(debs[binary.name], binary)
+
+
+def _upgrade_repository(options: Options, repo: Repository, state: State, where: str,
+                        olds: list[OldDeb]) -> str | None:
+    """The apt line of this run's flat repository of the versions to upgrade from (None: none kept):
+    in the state directory, or for remote workers inside a local repository, reached as ``where`` is."""
+    if not options.remote or repo.remote:
+        return state.upgrade_repository(olds)
+    directory = Path(repo.where) / UPGRADE_FROM / options.codename
+    return state.upgrade_repository(olds, directory, f"{where}/{UPGRADE_FROM}/{options.codename}")
 
 
 def _loop(options: Options, db: Database, run_id: int, tasks: dict[str, tuple[Task, Outcome]], stop: Stop,
@@ -271,11 +310,23 @@ def _loop(options: Options, db: Database, run_id: int, tasks: dict[str, tuple[Ta
                 return
             for finished in executor.collect(0.5):
                 in_flight.discard(finished.task.id)
+                if finished.refused:
+                    _refused(db, executor, finished, [tasks[t][0] for t in in_flight])
                 if _again(finished, tasks[finished.task.id][1], options.retries, stop):
                     db.clear_in_flight(finished.task.section, finished.task.key)
                     queue.append(finished.task.id)
                     continue
                 _record(db, run_id, finished, tasks[finished.task.id][1], state, say)
+
+
+def _refused(db: Database, executor: Executor, finished: Finished, running: list[Task]) -> None:
+    """A worker refused a test: every test would be (the same configuration), so the run ends
+    with the worker's one-line reason as a usage error; nothing is recorded."""
+    executor.cancel()
+    for task in [finished.task, *running]:
+        db.clear_in_flight(task.section, task.key)
+    reason = finished.result.error if finished.result is not None else finished.reason
+    raise UsageError(f"piuparts ci: {reason}")
 
 
 def _again(finished: Finished, outcome: Outcome, retries: int, stop: Stop) -> bool:
@@ -303,7 +354,7 @@ def _record(db: Database, run_id: int, finished: Finished, outcome: Outcome, sta
     db.record(Record(task.section, task.package, task.version, task.architecture, result.kind, result.exit_code,
                      result.verdict, finished.started, finished.duration, result.tool_version or __version__, data,
                      run_id=run_id, error=result.error, worker=finished.worker,
-                     flags=tuple(str(d) for d in task.debs), log_path=outcome.log_file))
+                     flags=tuple(str(d) for d in task.debs or task.apt), log_path=outcome.log_file))
     why = f": {result.error}" if result.error else ""
     say(f"  {result.verdict} {task.package} {task.version} ({finished.duration:.0f} s){why}")
 

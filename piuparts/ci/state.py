@@ -142,9 +142,11 @@ class State:
         if not target.exists():
             link_or_copy(deb, target)
 
-    def upgrade_repository(self, olds: Iterable[OldDeb]) -> str | None:
-        """A flat apt repository of the kept old .debs, made afresh; its apt line (None: nothing kept)."""
-        directory = self.dir / "upgrade-from"
+    def upgrade_repository(self, olds: Iterable[OldDeb], directory: Path | None = None,
+                           url: str | None = None) -> str | None:
+        """A flat apt repository of the kept old .debs, made afresh in ``directory`` (default:
+        ``upgrade-from/``); its apt line, with ``url`` for the directory (None: nothing kept)."""
+        directory = directory or self.dir / "upgrade-from"
         shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True)
         entries = []
@@ -163,7 +165,7 @@ class State:
             f"Origin: piuparts-ci\nLabel: piuparts-ci upgrade-from\nSuite: upgrade-from\nCodename: upgrade-from\n"
             f"Date: {formatdate(usegmt=True)}\n"
             f"SHA256:\n {hashlib.sha256(packages).hexdigest()} {len(packages)} Packages\n")
-        return f"deb [trusted=yes] file://{directory} ./"
+        return f"deb [trusted=yes] {url or f'file://{directory}'} ./"
 
 
 def _packages_entry(path: Path) -> str:

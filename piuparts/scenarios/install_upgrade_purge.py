@@ -4,7 +4,10 @@ When apt knows an older version of a tested package (the archive or an
 extra repository), install that first, then upgrade to the .debs under
 test, then remove and purge everything and compare with the system before
 the first install.  With nothing to upgrade from, the scenario is skipped
-with the reason logged and reported.
+with the reason logged and reported.  Archive names with a version
+(``NAME=VERSION``) are upgraded to that version the same way when the
+configuration says so (``upgrade_named_versions``: ``piuparts ci`` on
+remote workers); otherwise names are not upgraded (as in piuparts).
 """
 
 from __future__ import annotations
@@ -34,32 +37,47 @@ def parse_madison(output: str) -> dict[str, list[str]]:
     return versions
 
 
-def older_versions(chroot: Chroot, debs: tuple[Deb, ...]) -> dict[str, str]:
-    """For each .deb, the newest version apt knows that is older than it."""
-    names = sorted({deb.package for deb in debs})
+def targets(subject: TestSubject, named: bool = False) -> list[tuple[str, str]]:
+    """(package, version) the upgrade goes to: the .debs' and, with ``named``, the NAME=VERSION names'."""
+    found = [(deb.package, deb.version) for deb in subject.debs]
+    if named:
+        found += [(name, version) for name, _, version in (n.partition("=") for n in subject.apt_names) if version]
+    return found
+
+
+def upgradable(subject: TestSubject, named: bool = False) -> bool:
+    """Whether the subject has something to upgrade to (else the scenario is skipped with :data:`NO_DEBS`)."""
+    return bool(targets(subject, named))
+
+
+def older_versions(chroot: Chroot, wanted: list[tuple[str, str]]) -> dict[str, str]:
+    """For each (package, version), the newest version apt knows that is older than it."""
+    names = sorted({package for package, _ in wanted})
     result = chroot.run(["apt-cache", "madison", *names], level=logging.DEBUG)
     known = parse_madison(result.output)
     older = {}
-    for deb in debs:
-        candidates = [v for v in known.get(deb.package, []) if Version(v) < Version(deb.version)]
+    for package, version in wanted:
+        candidates = [v for v in known.get(package, []) if Version(v) < Version(version)]
         if candidates:
-            older[deb.package] = max(candidates, key=Version)
+            older[package] = max(candidates, key=Version)
     return older
 
 
-def skip_reason(chroot: Chroot, subject: TestSubject) -> str | None:
+def skip_reason(chroot: Chroot, subject: TestSubject, named: bool = False) -> str | None:
     """Why there is no upgrade to test, if there is none."""
-    if not subject.debs:
+    wanted = targets(subject, named)
+    if not wanted:
         return NO_DEBS
-    if not older_versions(chroot, subject.debs):
-        return "apt knows no older version of " + ", ".join(d.package for d in subject.debs)
+    if not older_versions(chroot, wanted):
+        return "apt knows no older version of " + ", ".join(package for package, _ in wanted)
     return None
 
 
 def run(chroot: Chroot, subject: TestSubject, settings: Settings) -> ScenarioResult:
-    """Install the older versions, upgrade to the .debs, purge; report what changed."""
+    """Install the older versions, upgrade to the .debs (and NAME=VERSION names when
+    ``settings.upgrade_named_versions``), purge; report what changed."""
     runner = Runner(NAME, chroot, subject, settings, test="upgrade")
-    older = older_versions(chroot, subject.debs)
+    older = older_versions(chroot, targets(subject, settings.upgrade_named_versions))
     if not runner.start():
         return runner.outcome
     log.info("Upgrading from %s", ", ".join(f"{p} {v}" for p, v in sorted(older.items())))

@@ -57,6 +57,8 @@ class Settings:
     #: but what needs the tested packages back (:func:`piuparts.layers.for_subject`
     #: keys it by content): the dependencies' step has nothing to install.
     layer_complete: bool = False
+    #: The upgrade scenario also upgrades to NAME=VERSION names (RunConfig.upgrade_named_versions).
+    upgrade_named_versions: bool = False
 
 
 #: The environment of the removals: sudo's prerm refuses to go without it

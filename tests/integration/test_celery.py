@@ -32,6 +32,7 @@ from tests.conftest import PIUPARTS
 from tests.debs import DebSpec, reprepro
 from tests.integration.helpers import leaks
 from tests.integration.test_batch import batch, host, rows, status, write_config  # noqa: F401
+from tests.integration.test_ci import ROOT as CI_ROOT, Ci, Env
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
 
@@ -518,3 +519,84 @@ def _pings(conn: Any) -> bool:
         return bool(conn.ping())
     except redis.RedisError:
         return False
+
+
+def ci_env(top: Path, cache: Path) -> Env:
+    """A reprepro repository whose Log: notifier keeps what an upload replaces (as test_ci's)."""
+    repo, state = top / "repo", top / "state"
+    (repo / "conf").mkdir(parents=True)
+    (repo / "conf" / "distributions").write_text(
+        "Codename: pp\nSuite: pp\nComponents: main\nArchitectures: amd64\nLog: pp.log\n piuparts-ci-notify\n")
+    notifier = repo / "conf" / "piuparts-ci-notify"
+    notifier.write_text(f"#!/bin/sh\nPYTHONPATH={CI_ROOT} exec {sys.executable} -m piuparts.ci.notify "
+                        f"--state-dir {state} \"$@\"\n")
+    notifier.chmod(0o755)
+    (top / "debs").mkdir()
+    (top / "out").mkdir()
+    return Env(repo, state, top / "out", cache, top / "debs")
+
+
+CI_CLEAN1 = DebSpec("pp-cc-clean", "1.0", files={"/usr/share/pp-cc-clean/data": "1\n"})
+CI_CLEAN2 = DebSpec("pp-cc-clean", "2.0", files={"/usr/share/pp-cc-clean/data": "2\n"})
+CI_FAIL = DebSpec("pp-cc-fail", "1.0", scripts={"postinst": 'echo "pp-cc-fail: no" >&2; exit 1'})
+
+
+def ci_seen(run: Ci) -> dict[str, Any]:
+    """What a CI job shows of a run: exit code, summary, the JUnit cases (failure/error/skipped, and
+    the failure's own words), each test's verdict and what its upgrade started from."""
+    cases = {name: [(child.tag, child.get("message", "")) for child in case if child.tag != "system-out"]
+             for name, case in run.cases().items()}
+    tests = {t["package"]: (t["result"]["kind"], [(o["package"], o["version"], o["from"]) for o in t["upgrade_from"]])
+             for t in run.report["tests"]}
+    return {"code": run.proc.returncode, "summary": run.summary, "cases": cases, "tests": tests}
+
+
+def installed_old(run: Ci, package: str) -> list[str]:
+    """The NAME=VERSION arguments of the upgrade's "install old" step."""
+    return [a for s in run.test(package)["result"]["scenarios"] for step in s.get("steps", [])
+            if step.get("name") == "install old" for c in step.get("commands", []) for a in c["argv"]
+            if "=" in a and not a.startswith("-")]
+
+
+def test_ci_on_celery_workers_gives_the_local_verdicts(cluster: Cluster) -> None:
+    """piuparts ci over the same uploads, with the local executor and with the workers (which reach
+    the repository as a directory under their --repo-dir): the same verdicts, JUnit and exit codes."""
+    seen: dict[str, list[dict[str, Any]]] = {}
+    for mode, extra in (("local", ()), ("celery", ("--executor", "celery", "--broker", cluster.url(),
+                                                    "--lease", "6"))):
+        env = ci_env(cluster.root / f"ci-{mode}", cluster.cache)
+        env.include(CI_CLEAN1)
+        env.include(CI_FAIL)
+        first = env.ci(*extra, name="first")
+        env.include(CI_CLEAN2)  # the notifier keeps 1.0, which reprepro deletes
+        upgrade = env.ci(*extra, name="upgrade")
+        seen[mode] = [ci_seen(first), ci_seen(upgrade)]
+        assert installed_old(upgrade, "pp-cc-clean") == ["pp-cc-clean=1.0"], upgrade.proc.stdout
+        assert not (env.repo / "piuparts-upgrade-from").exists()  # the repository is left as it was
+        if mode == "celery":
+            workers = {t["result"]["worker"]["name"].split("@")[0] for t in
+                       first.report["tests"] + upgrade.report["tests"]}
+            assert workers <= {"w1", "w2"} and workers, workers
+            assert f"file:{env.repo}/piuparts-upgrade-from/pp" in Path(upgrade.test("pp-cc-clean")["log_file"]
+                                                                        ).read_text()
+    plain, upgraded = seen["local"]
+    assert plain["code"] == 1 and plain["summary"] == "piuparts ci: 2 tested, 1 passed, 1 failed, 0 test-bed errors"
+    assert plain["cases"]["pp-cc-clean install-purge"] == []
+    assert [tag for tag, _ in plain["cases"]["pp-cc-fail install-purge"]] == ["failure"]
+    assert upgraded["code"] == 0
+    assert upgraded["summary"] == "piuparts ci: 1 tested, 1 passed, 0 failed, 0 test-bed errors"
+    assert upgraded["cases"] == {"pp-cc-clean install-purge": [], "pp-cc-clean install-upgrade-purge": []}
+    assert upgraded["tests"] == {"pp-cc-clean": ("pass", [("pp-cc-clean", "1.0", "notifier")])}
+    assert seen["celery"] == seen["local"]
+
+
+def test_ci_with_a_repository_outside_the_workers_repo_dir(cluster: Cluster, tmp_path: Path) -> None:
+    env = ci_env(tmp_path, cluster.cache)
+    env.include(CI_CLEAN1)
+    run = env.ci("--executor", "celery", "--broker", cluster.url(), "--lease", "6", name="outside")
+    assert run.proc.returncode == 2, run.proc.stdout + run.proc.stderr
+    (line,) = run.proc.stderr.splitlines()
+    assert line.startswith("piuparts: error: piuparts ci: the worker w") and "refused the test" in line, line
+    assert f"extra repository file://{env.repo} is a local directory outside the worker's --repo-dir" in line
+    assert "start the worker with --repo-dir over it" in line and "--repo-url" in line
+    assert not (env.state / "pp/tested.json").exists()  # nothing was tested: it comes up again
