@@ -14,6 +14,14 @@ temporary name and renamed, so runs that go at once either find it whole
 or build their own.  It holds no setup artefact (extra sources and their
 lists, resolv.conf, bind-mount points): every run sets its own up.
 
+A new set is built over the largest cached layer whose set it contains
+(made on the same base, lists and hooks), so that only the difference is
+installed: most OpenStack packages share python3 and the oslo libraries.
+Such a layer is a stack (itself, then its parents, topmost first), and its
+key names its parent, so a layer built over another is never taken for one
+built from the base; a stack whose parent is gone is not used (pruning
+removes children first, since each use of a stack touches every layer of it).
+
 The test still removes and purges the layer's packages at its end, as
 piuparts does (that is only whiteouts in the instance's upper directory),
 and compares the result with the base without the layer.
@@ -92,8 +100,9 @@ def without_cycles(chroot: Chroot, apt: Sequence[str], dependencies: list[str],
     return kept
 
 
-#: Changes whenever what a key covers or what a layer holds changes: older keys are not used.
-FORMAT = 2
+#: Changes whenever what a key covers or what a layer holds changes: older keys are not used
+#: (3: a layer's key names what it was made on, and the layer it was built over).
+FORMAT = 3
 #: Setup artefacts a layer never keeps, whatever the install did to them.
 SETUP_PATHS = ("/etc/resolv.conf", "/etc/apt/sources.list.d/piuparts-extra.list")
 #: apt's list of a source, and the Release file that names its indexes' hashes.
@@ -210,21 +219,51 @@ def key(material: Sequence[str]) -> str:
     return hashlib.sha256("\n".join([f"format {FORMAT}", *material]).encode()).hexdigest()[:16]
 
 
-def find(cache_dir: Path, name: str) -> Path | None:
-    """The tree of the cached layer ``name`` if there is one (its use is recorded for pruning)."""
-    layer = cache_dir / "layers" / name
-    if not (layer / "tree").is_dir():
+def find(cache_dir: Path, name: str) -> list[Path] | None:
+    """The stack (trees, topmost first: the layer ``name``, then the layers it was built over)
+    if all of it is cached; each layer's use is recorded for pruning."""
+    layers = cache_dir / "layers"
+    names = [name, *_meta(layers / name).get("parents", [])]
+    if not all((layers / n / "tree").is_dir() for n in names):
         return None
-    os.utime(layer)
-    return layer / "tree"
+    for n in names:
+        os.utime(layers / n)
+    return [layers / n / "tree" for n in names]
+
+
+def _meta(layer: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((layer / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def parent_for(cache_dir: Path, ground: str, dependencies: Sequence[str]) -> tuple[str, list[str]] | None:
+    """The cached layer made on the same ``ground`` (base, lists and hooks) whose dependency set
+    is the largest one strictly inside ``dependencies``, and that set; None when there is none."""
+    wanted, best = set(dependencies), None
+    layers = cache_dir / "layers"
+    for layer in sorted(layers.iterdir()) if layers.is_dir() else ():
+        if layer.name.startswith(".") or layer.name == "resolved" or _meta(layer).get("ground") != ground:
+            continue
+        try:
+            held_deps = (layer / "dependencies").read_text().split()
+        except OSError:
+            continue
+        if held_deps and set(held_deps) < wanted and (best is None or len(held_deps) > len(best[1])):
+            best = (layer.name, held_deps)
+    return best
 
 
 def store(chroot: Chroot, cache_dir: Path, name: str, dependencies: Sequence[str],
-          scratch: Sequence[str], setup: "UpperState | None" = None) -> Path:
+          scratch: Sequence[str], setup: "UpperState | None" = None, ground: str = "",
+          parents: Sequence[str] = ()) -> Path:
     """Keep the instance's upper directory as the layer ``name`` and return
     its tree, without the .debs in the ``scratch`` directories and without
     what the run's setup made (``setup``: the upper directory once set up):
-    every run sets its own sources, resolver and mounts up."""
+    every run sets its own sources, resolver and mounts up.  ``ground``
+    names what it was made on, ``parents`` the layers under it (topmost first)."""
     assert chroot.upper is not None, "only overlay instances make layers"
     start = time.monotonic()
     for inner in scratch:  # the upper directory is no root: no symlink in it is followed
@@ -237,6 +276,7 @@ def store(chroot: Chroot, cache_dir: Path, name: str, dependencies: Sequence[str
                     what="keeping the dependency layer", level=logging.DEBUG)
         left_out = drop_setup(tmp / "tree", chroot.lower or chroot.root, setup)
         (tmp / "dependencies").write_text("".join(f"{dep}\n" for dep in dependencies))
+        (tmp / "meta.json").write_text(json.dumps({"ground": ground, "parents": list(parents)}) + "\n")
     log.info("Stored dependency layer %s in %.2f s (without %d setup paths)", name, time.monotonic() - start,
              left_out)
     return layer / "tree"
@@ -286,18 +326,18 @@ def _resolution_key(lower: Path, subject: "TestSubject", sources: Sequence[str],
     return key(parts)
 
 
-def _cached_layer(cache_dir: Path, resolution: str) -> tuple[Path, list[str]] | None:
-    """The layer an earlier run resolved the same subject to, if it is still cached."""
+def _cached_layer(cache_dir: Path, resolution: str) -> tuple[list[Path], list[str]] | None:
+    """The stack an earlier run resolved the same subject to, if it is still cached."""
     try:
         name = (cache_dir / "layers" / "resolved" / resolution).read_text().strip()
     except OSError:
         return None
     if name == NO_LAYER:
-        return Path(), []
-    tree = find(cache_dir, name)
-    if tree is None:
+        return [], []
+    stack = find(cache_dir, name)
+    if stack is None:
         return None
-    return tree, (tree.parent / "dependencies").read_text().split()
+    return stack, (stack[0].parent / "dependencies").read_text().split()
 
 
 #: What _remember writes for a subject that needs nothing besides the base.
@@ -317,25 +357,27 @@ def _remember(cache_dir: Path, resolution: str | None, name: str) -> None:
 def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chroot], None],
                 deb_cache: Path, timeout: float, prompt_timeout: float,
                 sources: Sequence[str] = (), hooks: "Hooks | None" = None) -> tuple[list[Path], dict[str, Any]]:
-    """The layers an instance for testing ``subject`` should stack (none or
-    one), and what the report says about them.
+    """The layers an instance for testing ``subject`` should stack (none, or
+    a stack topmost first), and what the report says about them.
 
     In a throwaway instance (made ready by ``setup``: extra repositories,
     bind mounts; not the hooks, whose effects belong to each test) apt
-    resolves the dependencies; their layer is used if cached, else built
-    there.  When apt cannot resolve or install them, no layer: the test
-    itself then fails and says why.
+    resolves the dependencies; their layer is used if cached, else built:
+    over the largest cached layer whose set this one contains (only the
+    difference installed, when apt would install exactly that there), else
+    in that instance.  When apt cannot resolve or install them, no layer:
+    the test itself then fails and says why.
 
     A layer is keyed by its content: the base (its package database and
     its sources' Release files), the extra sources' content, the hook
-    scripts, and the exact .debs it holds (names, versions and apt's
-    checksums).  apt's answer is remembered under the same kind of key
-    (``sources`` being the extra apt sources, read from here), so the same
-    subject again (a rebuilt .deb whose relations did not change) needs no
-    instance to find its layer, and a repository whose content changed
-    gets a new answer.  The layer keeps none of the setup's artefacts.
+    scripts, the exact .debs it holds (names, versions and apt's
+    checksums), and the layer it was built over.  apt's answer is
+    remembered under the same kind of key (``sources`` being the extra apt
+    sources, read from here), so the same subject again (a rebuilt .deb
+    whose relations did not change) needs no instance to find its layer,
+    and a repository whose content changed gets a new answer.  The layer
+    keeps none of the setup's artefacts.
     """
-    from piuparts.dpkgdb import installed_packages
     from piuparts.scenarios.runner import APT, DEBS_DIR  # the runner's own apt command line
     from piuparts.state import snapshot_upper
 
@@ -346,12 +388,13 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
     resolution = _resolution_key(base, subject, sources, hooks)
     known = _cached_layer(backend.cache_dir, resolution) if resolution else None
     if known is not None:
-        tree, remembered = known
+        stack, remembered = known
         if not remembered:
             return [], {}
-        log.info("Dependencies: %d packages from the cached layer %s", len(remembered), tree.parent.name)
-        return [tree], {"layer": tree.parent.name, "packages": len(remembered), "reused": True,
-                        "seconds": round(time.monotonic() - start, 3)}
+        log.info("Dependencies: %d packages from the cached layer %s", len(remembered), stack[0].parent.name)
+        return stack, {"layer": stack[0].parent.name, "packages": len(remembered), "reused": True,
+                       "seconds": round(time.monotonic() - start, 3)}
+    build = _Build(backend, subject, setup, deb_cache, timeout, prompt_timeout, APT, DEBS_DIR)
     with backend.instance() as chroot:
         setup(chroot)
         assert chroot.upper is not None and chroot.lower is not None
@@ -366,33 +409,97 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
         checksums = deb_checksums(chroot, APT, names) if names else None
         if not dependencies or checksums is None:
             return [], {}
-        name = key([*base_digests(base), *lists_digests(chroot.path("/var/lib/apt/lists")), *hook_digests(hooks),
-                    *dependencies, *checksums])
+        ground = key([*base_digests(base), *lists_digests(chroot.path("/var/lib/apt/lists")), *hook_digests(hooks)])
+        name = key([ground, *dependencies, *checksums])
         info: dict[str, Any] = {"layer": name, "packages": len(dependencies)}
         found = find(backend.cache_dir, name)
         if found is not None:
             _remember(backend.cache_dir, resolution, name)
             log.info("Dependencies: %d packages from the cached layer %s", len(dependencies), name)
-            return [found], {**info, "reused": True, "seconds": round(time.monotonic() - start, 3)}
-        debcache.fill(chroot, deb_cache, APT, targets)
-        debcache.download(chroot, [*APT, "install", *names], timeout)
-        result = chroot.run([*APT, "install", *names], timeout=timeout, terminal=True,
-                            prompt_timeout=prompt_timeout)
-        debcache.keep(chroot, deb_cache)
+            return found, {**info, "reused": True, "seconds": round(time.monotonic() - start, 3)}
+        parent = parent_for(backend.cache_dir, ground, dependencies)
+        built: list[Path] | str = _Build.FAILED
+        if parent is None:
+            built = build.install(chroot, targets, set_up, name, dependencies, ground)
+    if parent is not None:
+        over = key([name, f"over {parent[0]}"])
+        info = {**info, "layer": over, "over": parent[0], "installed": len(dependencies) - len(parent[1])}
+        built = build.over(parent, over, dependencies, ground)
+        if built == _Build.NOT_THERE:  # apt would do otherwise over it: from the base, as without it
+            info = {"layer": name, "packages": len(dependencies)}
+            with backend.instance() as chroot:
+                setup(chroot)
+                assert chroot.upper is not None
+                set_up = snapshot_upper(chroot.upper)
+                targets = [chroot.copy_in(deb.path, DEBS_DIR) for deb in subject.debs] + list(subject.apt_names)
+                built = build.install(chroot, targets, set_up, name, dependencies, ground)
+    if built == _Build.CYCLE:
+        _remember(backend.cache_dir, resolution, NO_LAYER)
+    if isinstance(built, str) or not built:
+        return [], {}
+    _remember(backend.cache_dir, resolution, built[0].parent.name)
+    return built, {**info, "reused": False, "seconds": round(time.monotonic() - start, 3)}
+
+
+class _Build:
+    """Installing a dependency set and keeping it as a layer (see :func:`for_subject`)."""
+
+    #: Outcomes without a layer: the install failed; the set pulls in a tested
+    #: package again; over a parent, apt would not install exactly the difference.
+    FAILED, CYCLE, NOT_THERE = "failed", "cycle", "not there"
+
+    def __init__(self, backend: "Backend", subject: "TestSubject", setup: Callable[[Chroot], None],
+                 deb_cache: Path, timeout: float, prompt_timeout: float, apt: Sequence[str], debs_dir: str) -> None:
+        self.backend, self.subject, self.setup = backend, subject, setup
+        self.deb_cache, self.timeout, self.prompt_timeout = deb_cache, timeout, prompt_timeout
+        self.apt, self.debs_dir = list(apt), debs_dir
+
+    def over(self, parent: tuple[str, list[str]], name: str, dependencies: Sequence[str],
+             ground: str) -> list[Path] | str:
+        """The set built over the layer ``parent`` (its name and set) as the layer ``name``."""
+        from piuparts.state import snapshot_upper
+        parent_stack = find(self.backend.cache_dir, parent[0])
+        if parent_stack is None:
+            return self.NOT_THERE
+        names = [dep.split("=", 1)[0] for dep in dependencies]
+        with held(parent_stack), self.backend.instance(parent_stack) as chroot:
+            self.setup(chroot)
+            assert chroot.upper is not None
+            set_up = snapshot_upper(chroot.upper)
+            planned = resolve(chroot, self.apt, names, ())
+            if planned is None or set(planned) != set(dependencies) - set(parent[1]):
+                log.info("Over the cached layer %s apt would not install just the %d packages more; "
+                         "building the dependencies from the base", parent[0], len(dependencies) - len(parent[1]))
+                return self.NOT_THERE
+            log.info("Dependencies: %d packages over the cached layer %s (%d packages)",
+                     len(planned), parent[0], len(parent[1]))
+            targets = [chroot.copy_in(deb.path, self.debs_dir) for deb in self.subject.debs]
+            built = self.install(chroot, [*targets, *self.subject.apt_names], set_up, name, dependencies, ground,
+                                 parents=[p.parent.name for p in parent_stack])
+        return [*built, *parent_stack] if isinstance(built, list) else built
+
+    def install(self, chroot: Chroot, targets: Sequence[str], set_up: "UpperState", name: str,
+                dependencies: Sequence[str], ground: str, parents: Sequence[str] = ()) -> list[Path] | str:
+        """Install ``dependencies`` in ``chroot`` and keep its upper directory as the layer ``name``."""
+        from piuparts.dpkgdb import installed_packages
+        names = [dep.split("=", 1)[0] for dep in dependencies]
+        debcache.fill(chroot, self.deb_cache, self.apt, targets)
+        debcache.download(chroot, [*self.apt, "install", *names], self.timeout)
+        result = chroot.run([*self.apt, "install", *names], timeout=self.timeout, terminal=True,
+                            prompt_timeout=self.prompt_timeout)
+        debcache.keep(chroot, self.deb_cache)
         if not result.ok:
             log.info("The dependencies did not install on their own; testing without a layer")
-            return [], {}
+            return self.FAILED
         # apt's package cache, made for the base's package database, is stale
         # now: made again here, every test over the layer saves remaking it.
-        chroot.run(["apt-cache", "gencaches"], timeout=timeout, level=logging.DEBUG)
-        back = sorted(set(subject.packages) & {p.split(":", 1)[0] for p in installed_packages(chroot)})
+        chroot.run(["apt-cache", "gencaches"], timeout=self.timeout, level=logging.DEBUG)
+        back = sorted(set(self.subject.packages) & {p.split(":", 1)[0] for p in installed_packages(chroot)})
         if back:  # a dependency cycle: the layer would hold the packages under test
             log.info("The dependencies pull in %s again; testing without a layer", " ".join(back))
-            _remember(backend.cache_dir, resolution, NO_LAYER)
-            return [], {}
-        tree = store(chroot, backend.cache_dir, name, dependencies, [DEBS_DIR, debcache.ARCHIVES], set_up)
-        _remember(backend.cache_dir, resolution, name)
-    return [tree], {**info, "reused": False, "seconds": round(time.monotonic() - start, 3)}
+            return self.CYCLE
+        return [store(chroot, self.backend.cache_dir, name, dependencies, [self.debs_dir, debcache.ARCHIVES],
+                      set_up, ground, parents)]
 
 
 @contextmanager

@@ -149,3 +149,35 @@ def test_dependencies_come_from_a_cached_layer_and_are_purged_all_the_same(cache
         assert run.report["dependency_layer"]["packages"] == 1
     assert runs[0].report["dependency_layer"]["layer"] == runs[1].report["dependency_layer"]["layer"]
     assert runs[1].report["dependency_layer"]["reused"] is True
+
+
+def test_a_new_dependency_set_is_built_over_the_largest_cached_layer_inside_it(cache_dir, debs, tmp_path):
+    import uuid
+    token = uuid.uuid4().hex  # a dependency no earlier run has seen: its layers are new
+    common = DebSpec("pp-stack-common", files={"/usr/share/pp-stack-common/token": token + "\n"})
+    small = DebSpec("pp-stack-small", depends="pp-stack-common")
+    large = DebSpec("pp-stack-large", depends="pp-stack-common, pp-depleaver")
+    repo = make_repo(tmp_path / "repo", [debs(common), debs(DEP_LEAVER)])
+    runs = {}
+    for n, spec in enumerate((small, large, large)):
+        (tmp_path / str(n)).mkdir()
+        runs[n] = piuparts(cache_dir, tmp_path / str(n), "--extra-repo", repo, "--no-upgrade-test", str(debs(spec)))
+    first, second, third = (runs[n].report["dependency_layer"] for n in range(3))
+    assert runs[0].returncode == 0 and runs[0].findings() == [], runs[0].stdout
+    assert first["packages"] == 1 and first["reused"] is False and "over" not in first
+    # Only pp-depleaver is installed, over the layer that holds pp-stack-common.
+    assert second["over"] == first["layer"] and second["installed"] == 1 and second["packages"] == 2
+    assert second["reused"] is False
+    assert f"Dependencies: 1 packages over the cached layer {first['layer']} (1 packages)" in runs[1].stdout
+    # The stacked layers are purged like one: the same verdict and findings as without any
+    # layer (--purge-dependencies), the unowned leftovers blamed on the dependencies.
+    (tmp_path / "3").mkdir()
+    without = piuparts(cache_dir, tmp_path / "3", "--extra-repo", repo, "--no-upgrade-test", "--purge-dependencies",
+                       "--severity", "dependency-leftovers=fail", str(debs(large)))
+    for run in (runs[1], runs[2], without):
+        assert run.returncode == 1, run.stdout + run.stderr
+        assert {(f["check"], f["subject"], blame_text(f)) for f in run.findings()} == {
+            ("dependency-leftovers", "/etc/pp-depleaver/", "pp-depleaver, pp-stack-common"),
+            ("dependency-leftovers", "/etc/pp-depleaver/state", "pp-depleaver, pp-stack-common")}
+    assert third["layer"] == second["layer"] and third["reused"] is True and third["packages"] == 2
+    assert leaks(cache_dir) == []

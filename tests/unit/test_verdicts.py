@@ -4,6 +4,8 @@ content keys of layers and references."""
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
 from piuparts import cli, layers, options as opts
 from piuparts.backends import Backend, BaseSpec
@@ -109,3 +111,33 @@ def test_with_dependents_moves_what_needs_the_first_group():
     assert with_dependents(["python3-oslo.config", "pp-provider"],
                            ["python3-six", "python3-oslo.log", "pp-virtual-user"], relations) == (
         ["python3-oslo.config", "pp-provider", "python3-oslo.log", "pp-virtual-user"], ["python3-six"])
+
+
+def _layer(cache: Path, name: str, dependencies: list[str], ground: str = "g1", parents: tuple[str, ...] = ()) -> None:
+    (cache / "layers" / name / "tree").mkdir(parents=True)
+    (cache / "layers" / name / "dependencies").write_text("".join(d + "\n" for d in dependencies))
+    (cache / "layers" / name / "meta.json").write_text(json.dumps({"ground": ground, "parents": list(parents)}))
+
+
+def test_a_new_set_goes_over_the_largest_layer_inside_it_made_on_the_same_ground(tmp_path: Path) -> None:
+    wanted = ["a=1:all", "b=1:all", "c=1:all", "d=1:all"]
+    _layer(tmp_path, "small", ["a=1:all"])
+    _layer(tmp_path, "larger", ["a=1:all", "b=1:all"])
+    _layer(tmp_path, "elsewhere", ["a=1:all", "b=1:all", "c=1:all"], ground="g2")  # another base or lists
+    _layer(tmp_path, "other-version", ["a=2:all", "b=1:all", "c=1:all"])
+    _layer(tmp_path, "outside", ["a=1:all", "e=1:all", "b=1:all"])
+    _layer(tmp_path, "same", wanted)  # the same set is found by its key, never built over
+    (tmp_path / "layers" / "resolved").mkdir()
+    assert layers.parent_for(tmp_path, "g1", wanted) == ("larger", ["a=1:all", "b=1:all"])
+    assert layers.parent_for(tmp_path, "g1", ["z=1:all"]) is None
+    assert layers.parent_for(tmp_path / "nothing", "g1", wanted) is None
+
+
+def test_a_stack_is_found_whole_or_not_at_all(tmp_path: Path) -> None:
+    _layer(tmp_path, "bottom", ["a=1:all"])
+    _layer(tmp_path, "top", ["a=1:all", "b=1:all"], parents=("bottom",))
+    assert layers.find(tmp_path, "top") == [tmp_path / "layers/top/tree", tmp_path / "layers/bottom/tree"]
+    assert layers.find(tmp_path, "bottom") == [tmp_path / "layers/bottom/tree"]
+    (tmp_path / "layers/bottom/tree").rmdir()  # pruned
+    assert layers.find(tmp_path, "top") is None
+    assert layers.find(tmp_path, "missing") is None
