@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from piuparts.checks.base import Check, Context
+from piuparts.dpkgdb import dpkg_owners, owner_of
 from piuparts.errors import TestbedError
 from piuparts.findings import Finding
 
@@ -60,14 +61,21 @@ class StatOverrides(Check, name="statoverride"):
     def before_install(self, ctx: Context) -> None:
         self.before = self._read(ctx)
         self.dependencies = self.before
+        self.owners: dict[str, tuple[str, ...]] = {}
 
     def after_dependencies(self, ctx: Context) -> list[Finding]:
         self.dependencies = self._read(ctx)
+        made = [path for path in self.dependencies if self.dependencies[path] != self.before.get(path)]
+        if made and ctx.chroot.host_root:  # who owns those paths, while the dependencies are installed
+            owners = dpkg_owners(ctx.chroot)
+            self.owners = {path: owner_of(path, owners) for path in made}
         return []
 
     def after_purge(self, ctx: Context) -> list[Finding]:
+        """An override the dependencies made is blamed on the dependency owning its path (all of
+        them when none does); the rest on the tested packages."""
         after = self._read(ctx)
         return [self.finding(path, message, ctx=ctx,
-                             blame=self.blame_dependency(ctx) if self.before.get(path) != self.dependencies.get(path)
-                             else None)
+                             blame=self.blame_dependency(ctx, self.owners.get(path, ()))
+                             if self.before.get(path) != self.dependencies.get(path) else None)
                 for path, message in compare(self.before, after)]

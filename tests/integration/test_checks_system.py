@@ -22,7 +22,7 @@ from piuparts.checks import Context
 from piuparts.checks.symlinks import Symlinks
 from piuparts.options import conf_dir, host_architecture
 from piuparts.state import Ignores
-from tests.debs import CLEAN, DebSpec
+from tests.debs import CLEAN, DebSpec, make_repo
 from tests.integration.helpers import Run, leaks, piuparts, blame_text, owner_text
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
@@ -206,6 +206,22 @@ def test_stat_override_left_after_purge_fails(cache_dir, debs, tmp_path):
 def test_stat_override_removed_on_purge_passes_though_the_file_stays(cache_dir, debs, tmp_path):
     run = piuparts(cache_dir, tmp_path, str(debs(STATOVERRIDE_CLEAN)))
     assert_clean(run)
+    assert leaks(cache_dir) == []
+
+
+# puppet-agent's way (bookworm): overrides on its own directories, never removed on purge.
+STATOVERRIDE_DEP = DebSpec("pp-so-dep", files={"/usr/share/pp-so-dep/README": "x\n"}, scripts={
+    "postinst": 'if [ "$1" = configure ]; then dpkg-statoverride --list /usr/share/pp-so-dep >/dev/null || '
+                'dpkg-statoverride --add root root 0700 /usr/share/pp-so-dep; fi'})
+STATOVERRIDE_USER = DebSpec("pp-so-user", depends="pp-so-dep, pp-so-other")
+
+
+def test_stat_override_a_dependency_left_is_blamed_on_its_owner(cache_dir, debs, tmp_path):
+    repo = make_repo(tmp_path / "repo", [debs(STATOVERRIDE_DEP), debs(DebSpec("pp-so-other"))])
+    run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, "--no-upgrade-test", str(debs(STATOVERRIDE_USER)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert found(run) == {("statoverride", "fail", "/usr/share/pp-so-dep",
+                           "stat override added and left after purge (root root 700)", None, "pp-so-dep")}
     assert leaks(cache_dir) == []
 
 
