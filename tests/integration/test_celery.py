@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from tests.conftest import PIUPARTS
 from tests.debs import DebSpec, reprepro
 from tests.integration.helpers import leaks
 from tests.integration.test_batch import batch, host, rows, status, write_config  # noqa: F401
-from tests.integration.test_ci import ROOT as CI_ROOT, Ci, Env
+from tests.integration.test_ci import Ci, make_env as ci_env
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
 
@@ -519,21 +518,6 @@ def _pings(conn: Any) -> bool:
         return bool(conn.ping())
     except redis.RedisError:
         return False
-
-
-def ci_env(top: Path, cache: Path) -> Env:
-    """A reprepro repository whose Log: notifier keeps what an upload replaces (as test_ci's)."""
-    repo, state = top / "repo", top / "state"
-    (repo / "conf").mkdir(parents=True)
-    (repo / "conf" / "distributions").write_text(
-        "Codename: pp\nSuite: pp\nComponents: main\nArchitectures: amd64\nLog: pp.log\n piuparts-ci-notify\n")
-    notifier = repo / "conf" / "piuparts-ci-notify"
-    notifier.write_text(f"#!/bin/sh\nPYTHONPATH={CI_ROOT} exec {sys.executable} -m piuparts.ci.notify "
-                        f"--state-dir {state} \"$@\"\n")
-    notifier.chmod(0o755)
-    (top / "debs").mkdir()
-    (top / "out").mkdir()
-    return Env(repo, state, top / "out", cache, top / "debs")
 
 
 CI_CLEAN1 = DebSpec("pp-cc-clean", "1.0", files={"/usr/share/pp-cc-clean/data": "1\n"})

@@ -104,7 +104,11 @@ class Ci:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Env:
-    top = tmp_path_factory.mktemp("ci")
+    return make_env(tmp_path_factory.mktemp("ci"), cache_dir)
+
+
+def make_env(top: Path, cache: Path) -> Env:
+    """A reprepro repository whose Log: notifier keeps what an upload replaces, under ``top``."""
     repo, state = top / "repo", top / "state"
     (repo / "conf").mkdir(parents=True)
     (repo / "conf" / "distributions").write_text(
@@ -115,7 +119,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path) -> Env:
     notifier.chmod(0o755)
     (top / "debs").mkdir()
     (top / "out").mkdir()
-    return Env(repo, state, top / "out", cache_dir, top / "debs")
+    return Env(repo, state, top / "out", cache, top / "debs")
 
 
 def test_first_run_tests_every_package(env: Env) -> None:
