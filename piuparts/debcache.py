@@ -61,29 +61,33 @@ def download(chroot: Chroot, argv: Sequence[str], timeout: float | None) -> Resu
     return None if fetch is None else chroot.run(fetch, timeout=timeout, network=True)
 
 
-def fill(chroot: Chroot, cache: Path, apt: Sequence[str], targets: Sequence[str]) -> int:
-    """Copy into the instance the cached .debs that installing ``targets`` needs; return how many."""
+def fill(chroot: Chroot, cache: Path, apt: Sequence[str], targets: Sequence[str],
+         listing: Sequence[tuple[str, str, str, str]] | None = None) -> int:
+    """Copy into the instance the cached .debs that installing ``targets`` needs; return how many.
+    ``listing``: apt's ``--print-uris`` for them in this instance, as (URI, FILE, SIZE, KIND:HEX),
+    when the caller has it already."""
     start = time.monotonic()
-    listing = chroot.run([*apt, "install", "--print-uris", "-qq", *targets], level=logging.DEBUG)
-    if not listing.ok:
-        return 0  # the install itself will say what is wrong
+    if listing is None:
+        listed = chroot.run([*apt, "install", "--print-uris", "-qq", *targets], level=logging.DEBUG)
+        if not listed.ok:
+            return 0  # the install itself will say what is wrong
+        listing = [(m["uri"], m["file"], m["size"], f"{m['kind']}:{m['hex']}") for m in _URI.finditer(listed.output)]
     copied = 0
-    for match in _URI.finditer(listing.output):
-        if match["uri"].startswith("file:"):
+    for uri, file, size, digest in listing:
+        if uri.startswith("file:"):
             continue  # apt reads those in place
-        cached = cache / match["file"]
-        algorithm = _HASHES.get(match["kind"])
+        cached = cache / file
+        kind, _, hex_digest = digest.partition(":")
+        algorithm = _HASHES.get(kind)
         try:
-            if cached.stat().st_size != int(match["size"]) or algorithm is None \
-                    or _digest(cached, algorithm) != match["hex"]:
+            if cached.stat().st_size != int(size) or algorithm is None or _digest(cached, algorithm) != hex_digest:
                 continue
         except OSError:
             continue
-        inroot.copy_file(cached, chroot.root, f"{ARCHIVES}/{match['file']}", mode=0o644)
+        inroot.copy_file(cached, chroot.root, f"{ARCHIVES}/{file}", mode=0o644)
         os.utime(cached)  # its last use, for pruning
         copied += 1
-    log.info("Took %d of %d packages from the .deb cache in %.2f s", copied,
-             len(_URI.findall(listing.output)), time.monotonic() - start)
+    log.info("Took %d of %d packages from the .deb cache in %.2f s", copied, len(listing), time.monotonic() - start)
     return copied
 
 

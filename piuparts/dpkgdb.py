@@ -298,6 +298,12 @@ def installed_versions(chroot: "Chroot") -> dict[str, tuple[str, str]]:
     return packages
 
 
+def native_architecture(chroot: "Chroot") -> str:
+    """The architecture dpkg in the chroot is built for (its packages' own, unqualified)."""
+    return chroot.run(["dpkg", "--print-architecture"], error=TestbedError, what="asking dpkg its architecture",
+                      level=logging.DEBUG).output.strip()
+
+
 #: No package owns the path.
 NOT_OWNED: tuple[str, ...] = ()
 

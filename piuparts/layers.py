@@ -40,11 +40,12 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from piuparts import aptsources, command, debcache, inroot, resources
 from piuparts.chroot import Chroot
-from piuparts.dpkgdb import simulated_installs
+from piuparts.dpkgdb import native_architecture, simulated_installs
 from piuparts.errors import TestbedError
 
 if TYPE_CHECKING:
@@ -55,14 +56,75 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("piuparts")
 
-def resolve(chroot: Chroot, apt: Sequence[str], targets: Sequence[str], tested: Sequence[str]) -> list[str] | None:
-    """``NAME=VERSION:ARCH`` of what installing ``targets`` pulls in besides
-    the ``tested`` packages; None when apt cannot resolve it."""
-    simulated = chroot.run([*apt, "install", "--simulate", *targets], level=logging.DEBUG)
-    if not simulated.ok:
+@dataclass(frozen=True)
+class Plan:
+    """What ``apt-get install TARGETS`` would install: ``items`` (``NAME=VERSION:ARCH``,
+    NAME qualified as apt names a package of another architecture than the
+    instance's) and, when apt's listing gave them, each item's ``(URI, FILE, SIZE, HASH)``."""
+
+    items: list[str]
+    listed: dict[str, tuple[str, str, str, str]] | None
+
+    @property
+    def checksums(self) -> list[str] | None:
+        """``FILE SIZE HASH`` of each .deb to fetch (sorted), as :func:`deb_checksums` says them."""
+        if self.listed is None:
+            return None
+        return sorted(f"{file} {size} {digest}" for _, file, size, digest in self.listed.values() if digest)
+
+    @property
+    def listing(self) -> list[tuple[str, str, str, str]] | None:
+        return None if self.listed is None else list(self.listed.values())
+
+
+#: apt-get's summary line: "0 upgraded, 68 newly installed, 0 to remove and 0 not upgraded."
+_SUMMARY = re.compile(r"^(\d+) upgraded, (\d+) newly installed, (?:(\d+) reinstalled, )?(?:(\d+) downgraded, )?"
+                      r"\d+ to remove", re.M)
+#: --print-uris: "'URI' FILE SIZE HASH"; a local .deb given by path has no HASH.
+_LISTED = re.compile(r"^'(?P<uri>[^']+)' (?P<file>[^\s_]+_[^\s_]+_[^\s_]+\.deb) (?P<size>\d+) ?(?P<hash>\S*)$", re.M)
+
+
+def plan(chroot: Chroot, apt: Sequence[str], targets: Sequence[str], native: str) -> Plan | None:
+    """What installing ``targets`` would install, from one ``--print-uris``
+    run (apt resolves, and does not order the installs as ``--simulate``
+    does: half the time); None when apt cannot resolve them, or when its
+    listing does not account for every package it counts (a .deb already
+    in the instance's archives is not listed), and then :func:`resolve`
+    asks ``--simulate``.  ``native``: the instance's architecture."""
+    listing = chroot.run([*apt, "install", "--print-uris", *targets], level=logging.DEBUG)
+    return parse_listing(listing.output, native) if listing.ok else None
+
+
+def parse_listing(output: str, native: str) -> Plan | None:
+    """The :class:`Plan` in ``apt-get install --print-uris`` output (see :func:`plan`)."""
+    summary = _SUMMARY.search(output)
+    if summary is None:
         return None
-    return sorted(f"{name}={version}:{arch}" for name, version, arch in simulated_installs(simulated.output)
-                  if name.split(":", 1)[0] not in tested)
+    listed = list(_LISTED.finditer(output))
+    if len(listed) != sum(int(n or 0) for n in summary.groups()):
+        log.debug("apt's listing names %d packages of %s; asking --simulate", len(listed), summary[0])
+        return None
+    entries = {}
+    for match in listed:
+        name, version, arch = urllib.parse.unquote(match["file"][:-len(".deb")]).split("_")
+        item = f"{name if arch in ('all', native) else f'{name}:{arch}'}={version}:{arch}"
+        entries[item] = (match["uri"], match["file"], match["size"], match["hash"])
+    return Plan(sorted(entries), entries)
+
+
+def resolve(chroot: Chroot, apt: Sequence[str], targets: Sequence[str], tested: Sequence[str],
+            native: str) -> Plan | None:
+    """What installing ``targets`` pulls in besides the ``tested`` packages
+    (see :class:`Plan`); None when apt cannot resolve it."""
+    planned = plan(chroot, apt, targets, native)
+    if planned is None:
+        simulated = chroot.run([*apt, "install", "--simulate", *targets], level=logging.DEBUG)
+        if not simulated.ok:
+            return None
+        planned = Plan(sorted(f"{name}={version}:{arch}" for name, version, arch
+                              in simulated_installs(simulated.output)), None)
+    items = [item for item in planned.items if item.split("=", 1)[0].split(":", 1)[0] not in tested]
+    return Plan(items, None if planned.listed is None else {i: planned.listed[i] for i in items})
 
 
 #: apt's "unmet dependencies" lines: " python3-oslo.log : Depends: python3-oslo.config but it is not ..."
@@ -70,34 +132,47 @@ _UNMET = re.compile(r"^ (\S+) : (?:Pre-)?Depends: ", re.M)
 
 
 def without_cycles(chroot: Chroot, apt: Sequence[str], dependencies: list[str],
-                    tested: Sequence[str]) -> list[str]:
+                   tested: Sequence[str], native: str = "") -> list[str]:
     """``dependencies`` less those that need a tested package back (OpenStack
     has such cycles: python3-oslo.log depends on python3-oslo.config).  The
     layer (or the test's "install dependencies" step) must not hold the
     packages under test: what is left out here is installed together with
     the tested packages, from the given .debs.  Items are NAME or
     NAME=VERSION:ARCH."""
+    return _split_cycles(chroot, apt, dependencies, tested, native)[0]
+
+
+def _split_cycles(chroot: Chroot, apt: Sequence[str], dependencies: list[str], tested: Sequence[str],
+                  native: str) -> tuple[list[str], Plan | None]:
+    """:func:`without_cycles`, and apt's plan for installing what it keeps
+    (what the layer will hold; None when apt's listing did not give it)."""
     names = [dep.split("=", 1)[0] for dep in dependencies]
-    alone = chroot.run([*apt, "install", "--simulate", *names], level=logging.DEBUG)
-    back = {name.split(":", 1)[0] for name, _, _ in simulated_installs(alone.output)} & set(tested)
-    if alone.ok and not back:
-        return dependencies  # no cycle: the usual case
-    kept = list(dependencies)
+    alone = plan(chroot, apt, names, native)
+    if alone is None:
+        simulated = chroot.run([*apt, "install", "--simulate", *names], level=logging.DEBUG)
+        ok, pulled = simulated.ok, {name for name, _, _ in simulated_installs(simulated.output)}
+    else:
+        ok, pulled = True, {item.split("=", 1)[0] for item in alone.items}
+    back = {name.split(":", 1)[0] for name in pulled} & set(tested)
+    if ok and not back:
+        return dependencies, alone  # no cycle: the usual case
+    kept, planned = list(dependencies), None
     for _ in range(20):
         names = [dep.split("=", 1)[0] for dep in kept]
-        simulated = chroot.run([*apt, "install", "--simulate", *names, *(f"{name}-" for name in back)],
-                               level=logging.DEBUG)
-        if simulated.ok:
+        tried = chroot.run([*apt, "install", "--print-uris", *names, *(f"{name}-" for name in back)],
+                           level=logging.DEBUG)
+        if tried.ok:
+            planned = parse_listing(tried.output, native)
             break
-        broken = set(_UNMET.findall(simulated.output))
+        broken = set(_UNMET.findall(tried.output))
         if not broken:
-            return []  # apt fails for another reason: the install says why
+            return [], None  # apt fails for another reason: the install says why
         kept = [dep for dep in kept if dep.split("=", 1)[0] not in broken]
         if not kept:
             break
     log.info("Installing with the tested packages what needs them back: %s",
              " ".join(sorted(dep.split("=", 1)[0] for dep in set(dependencies) - set(kept))))
-    return kept
+    return kept, planned
 
 
 #: Changes whenever what a key covers or what a layer holds changes: older keys are not used
@@ -239,6 +314,18 @@ def _meta(layer: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def by_content(cache_dir: Path, content: str) -> list[Path] | None:
+    """The stack of a cached layer built over another whose whole stack holds what the
+    content key ``content`` names (the same dependencies, .debs and ground), as :func:`find`."""
+    layers = cache_dir / "layers"
+    for layer in sorted(layers.iterdir()) if layers.is_dir() else ():
+        if not layer.name.startswith(".") and _meta(layer).get("content") == content:
+            stack = find(cache_dir, layer.name)
+            if stack is not None:
+                return stack
+    return None
+
+
 def parent_for(cache_dir: Path, ground: str, dependencies: Sequence[str]) -> tuple[str, list[str]] | None:
     """The cached layer made on the same ``ground`` (base, lists and hooks) whose dependency set
     is the largest one strictly inside ``dependencies``, and that set; None when there is none."""
@@ -258,12 +345,14 @@ def parent_for(cache_dir: Path, ground: str, dependencies: Sequence[str]) -> tup
 
 def store(chroot: Chroot, cache_dir: Path, name: str, dependencies: Sequence[str],
           scratch: Sequence[str], setup: "UpperState | None" = None, ground: str = "",
-          parents: Sequence[str] = ()) -> Path:
+          parents: Sequence[str] = (), content: str = "") -> Path:
     """Keep the instance's upper directory as the layer ``name`` and return
     its tree, without the .debs in the ``scratch`` directories and without
     what the run's setup made (``setup``: the upper directory once set up):
     every run sets its own sources, resolver and mounts up.  ``ground``
-    names what it was made on, ``parents`` the layers under it (topmost first)."""
+    names what it was made on, ``parents`` the layers under it (topmost first),
+    ``content`` the key of what the stack holds (ground, dependencies and
+    their .debs, whatever it was built over: :func:`by_content`)."""
     assert chroot.upper is not None, "only overlay instances make layers"
     start = time.monotonic()
     for inner in scratch:  # the upper directory is no root: no symlink in it is followed
@@ -276,7 +365,8 @@ def store(chroot: Chroot, cache_dir: Path, name: str, dependencies: Sequence[str
                     what="keeping the dependency layer", level=logging.DEBUG)
         left_out = drop_setup(tmp / "tree", chroot.lower or chroot.root, setup)
         (tmp / "dependencies").write_text("".join(f"{dep}\n" for dep in dependencies))
-        (tmp / "meta.json").write_text(json.dumps({"ground": ground, "parents": list(parents)}) + "\n")
+        (tmp / "meta.json").write_text(json.dumps({"ground": ground, "parents": list(parents),
+                                                   "content": content or name}) + "\n")
     log.info("Stored dependency layer %s in %.2f s (without %d setup paths)", name, time.monotonic() - start,
              left_out)
     return layer / "tree"
@@ -400,31 +490,38 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
         assert chroot.upper is not None and chroot.lower is not None
         set_up = snapshot_upper(chroot.upper)
         targets = [chroot.copy_in(deb.path, DEBS_DIR) for deb in subject.debs] + list(subject.apt_names)
-        dependencies = resolve(chroot, APT, targets, subject.packages)
+        build.native = native_architecture(chroot)
+        resolved = resolve(chroot, APT, targets, subject.packages, build.native)
+        dependencies, alone = resolved.items if resolved else None, None
         if dependencies:
-            dependencies = without_cycles(chroot, APT, dependencies, subject.packages)
+            dependencies, alone = _split_cycles(chroot, APT, dependencies, subject.packages, build.native)
         if dependencies == []:
             _remember(backend.cache_dir, resolution, NO_LAYER)
         names = [dep.split("=", 1)[0] for dep in dependencies or ()]
-        checksums = deb_checksums(chroot, APT, names) if names else None
+        if alone is not None and alone.checksums is not None and alone.items == dependencies:
+            checksums: list[str] | None = alone.checksums  # what deb_checksums would say
+        else:
+            checksums = deb_checksums(chroot, APT, names) if names else None
         if not dependencies or checksums is None:
             return [], {}
         ground = key([*base_digests(base), *lists_digests(chroot.path("/var/lib/apt/lists")), *hook_digests(hooks)])
         name = key([ground, *dependencies, *checksums])
         info: dict[str, Any] = {"layer": name, "packages": len(dependencies)}
-        found = find(backend.cache_dir, name)
+        found = find(backend.cache_dir, name) or by_content(backend.cache_dir, name)
         if found is not None:
-            _remember(backend.cache_dir, resolution, name)
-            log.info("Dependencies: %d packages from the cached layer %s", len(dependencies), name)
-            return found, {**info, "reused": True, "seconds": round(time.monotonic() - start, 3)}
+            _remember(backend.cache_dir, resolution, found[0].parent.name)
+            log.info("Dependencies: %d packages from the cached layer %s", len(dependencies), found[0].parent.name)
+            return found, {**info, "layer": found[0].parent.name, "reused": True,
+                           "seconds": round(time.monotonic() - start, 3)}
         parent = parent_for(backend.cache_dir, ground, dependencies)
         built: list[Path] | str = _Build.FAILED
         if parent is None:
-            built = build.install(chroot, targets, set_up, name, dependencies, ground)
+            built = build.install(chroot, targets, set_up, name, dependencies, ground,
+                                  listing=resolved.listing if resolved else None)
     if parent is not None:
         over = key([name, f"over {parent[0]}"])
         info = {**info, "layer": over, "over": parent[0], "installed": len(dependencies) - len(parent[1])}
-        built = build.over(parent, over, dependencies, ground)
+        built = build.over(parent, over, dependencies, ground, content=name)
         if built == _Build.NOT_THERE:  # apt would do otherwise over it: from the base, as without it
             info = {"layer": name, "packages": len(dependencies)}
             with backend.instance() as chroot:
@@ -453,10 +550,12 @@ class _Build:
         self.backend, self.subject, self.setup = backend, subject, setup
         self.deb_cache, self.timeout, self.prompt_timeout = deb_cache, timeout, prompt_timeout
         self.apt, self.debs_dir = list(apt), debs_dir
+        self.native = ""  # the instances' architecture, once an instance told it
 
     def over(self, parent: tuple[str, list[str]], name: str, dependencies: Sequence[str],
-             ground: str) -> list[Path] | str:
-        """The set built over the layer ``parent`` (its name and set) as the layer ``name``."""
+             ground: str, content: str) -> list[Path] | str:
+        """The set built over the layer ``parent`` (its name and set) as the layer ``name``
+        (``content``: the key of what it holds, see :func:`store`)."""
         from piuparts.state import snapshot_upper
         parent_stack = find(self.backend.cache_dir, parent[0])
         if parent_stack is None:
@@ -466,24 +565,27 @@ class _Build:
             self.setup(chroot)
             assert chroot.upper is not None
             set_up = snapshot_upper(chroot.upper)
-            planned = resolve(chroot, self.apt, names, ())
-            if planned is None or set(planned) != set(dependencies) - set(parent[1]):
+            planned = resolve(chroot, self.apt, names, (), self.native)
+            if planned is None or set(planned.items) != set(dependencies) - set(parent[1]):
                 log.info("Over the cached layer %s apt would not install just the %d packages more; "
                          "building the dependencies from the base", parent[0], len(dependencies) - len(parent[1]))
                 return self.NOT_THERE
             log.info("Dependencies: %d packages over the cached layer %s (%d packages)",
-                     len(planned), parent[0], len(parent[1]))
-            targets = [chroot.copy_in(deb.path, self.debs_dir) for deb in self.subject.debs]
-            built = self.install(chroot, [*targets, *self.subject.apt_names], set_up, name, dependencies, ground,
-                                 parents=[p.parent.name for p in parent_stack])
+                     len(planned.items), parent[0], len(parent[1]))
+            built = self.install(chroot, names, set_up, name, dependencies, ground,
+                                 parents=[p.parent.name for p in parent_stack], listing=planned.listing,
+                                 content=content)
         return [*built, *parent_stack] if isinstance(built, list) else built
 
     def install(self, chroot: Chroot, targets: Sequence[str], set_up: "UpperState", name: str,
-                dependencies: Sequence[str], ground: str, parents: Sequence[str] = ()) -> list[Path] | str:
-        """Install ``dependencies`` in ``chroot`` and keep its upper directory as the layer ``name``."""
+                dependencies: Sequence[str], ground: str, parents: Sequence[str] = (),
+                listing: Sequence[tuple[str, str, str, str]] | None = None, content: str = "") -> list[Path] | str:
+        """Install ``dependencies`` in ``chroot`` and keep its upper directory as the layer ``name``
+        (``targets``: what to take from the .deb cache for it, unless apt's ``listing`` for
+        this instance is known already: see :class:`Plan`)."""
         from piuparts.dpkgdb import installed_packages
         names = [dep.split("=", 1)[0] for dep in dependencies]
-        debcache.fill(chroot, self.deb_cache, self.apt, targets)
+        debcache.fill(chroot, self.deb_cache, self.apt, targets, listing=listing)
         debcache.download(chroot, [*self.apt, "install", *names], self.timeout)
         result = chroot.run([*self.apt, "install", *names], timeout=self.timeout, terminal=True,
                             prompt_timeout=self.prompt_timeout)
@@ -499,7 +601,7 @@ class _Build:
             log.info("The dependencies pull in %s again; testing without a layer", " ".join(back))
             return self.CYCLE
         return [store(chroot, self.backend.cache_dir, name, dependencies, [self.debs_dir, debcache.ARCHIVES],
-                      set_up, ground, parents)]
+                      set_up, ground, parents, content or name)]
 
 
 @contextmanager
