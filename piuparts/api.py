@@ -283,15 +283,17 @@ def _run_scenarios(backend: Backend, config: RunConfig,
             results.append(ScenarioResult(scenario.NAME, skipped=install_upgrade_purge.NO_DEBS))
             continue  # no instance needed to know that
         stack: list[Path] = []
+        fetch = None
         if scenario is install_purge and backend.capabilities.layers and not config.purge_dependencies:
-            stack, info["dependency_layer"] = layers.for_subject(
+            stack, info["dependency_layer"], fetch = layers.for_subject(
                 backend, subject, lambda chroot: repos.set_up(chroot, config.extra_repos, config.bindmounts,
                                                               config.max_command_runtime),
                 settings.deb_cache or config.cache_dir / "debs", config.max_command_runtime,
                 config.prompt_timeout, config.extra_repos, hooks)
         with layers.held(stack), backend.instance(stack) as chroot:
             prepare_instance(chroot, config, hooks)
-            results.append(_run_scenario(scenario, chroot, subject, replace(settings, layer_complete=bool(stack)),
+            results.append(_run_scenario(scenario, chroot, subject,
+                                         replace(settings, layer_complete=bool(stack), fetch=fetch if stack else None),
                                          plan))
     return results, info
 

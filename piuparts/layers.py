@@ -40,8 +40,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Sequence
 
 from piuparts import aptsources, command, debcache, inroot, resources
 from piuparts.chroot import Chroot
@@ -56,6 +56,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("piuparts")
 
+#: One package of apt's --print-uris listing: (URI, FILE, SIZE, KIND:HEX); no HASH for a local .deb.
+Listed = tuple[str, str, str, str]
+
+
 @dataclass(frozen=True)
 class Plan:
     """What ``apt-get install TARGETS`` would install: ``items`` (``NAME=VERSION:ARCH``,
@@ -63,7 +67,9 @@ class Plan:
     instance's) and, when apt's listing gave them, each item's ``(URI, FILE, SIZE, HASH)``."""
 
     items: list[str]
-    listed: dict[str, tuple[str, str, str, str]] | None
+    listed: dict[str, Listed] | None
+    #: The listing's entries of the packages :func:`resolve` was told are tested (not in ``items``).
+    tested: dict[str, Listed] = field(default_factory=dict)
 
     @property
     def checksums(self) -> list[str] | None:
@@ -73,7 +79,7 @@ class Plan:
         return sorted(f"{file} {size} {digest}" for _, file, size, digest in self.listed.values() if digest)
 
     @property
-    def listing(self) -> list[tuple[str, str, str, str]] | None:
+    def listing(self) -> list[Listed] | None:
         return None if self.listed is None else list(self.listed.values())
 
 
@@ -124,7 +130,10 @@ def resolve(chroot: Chroot, apt: Sequence[str], targets: Sequence[str], tested: 
         planned = Plan(sorted(f"{name}={version}:{arch}" for name, version, arch
                               in simulated_installs(simulated.output)), None)
     items = [item for item in planned.items if item.split("=", 1)[0].split(":", 1)[0] not in tested]
-    return Plan(items, None if planned.listed is None else {i: planned.listed[i] for i in items})
+    if planned.listed is None:
+        return Plan(items, None)
+    return Plan(items, {i: planned.listed[i] for i in items},
+                {i: entry for i, entry in planned.listed.items() if i not in items})
 
 
 #: apt's "unmet dependencies" lines: " python3-oslo.log : Depends: python3-oslo.config but it is not ..."
@@ -176,8 +185,9 @@ def _split_cycles(chroot: Chroot, apt: Sequence[str], dependencies: list[str], t
 
 
 #: Changes whenever what a key covers or what a layer holds changes: older keys are not used
-#: (3: a layer's key names what it was made on, and the layer it was built over).
-FORMAT = 3
+#: (3: a layer's key names what it was made on, and the layer it was built over;
+#: 4: a stack records the content key of what it holds, an answer what its test fetches).
+FORMAT = 4
 #: Setup artefacts a layer never keeps, whatever the install did to them.
 SETUP_PATHS = ("/etc/resolv.conf", "/etc/apt/sources.list.d/piuparts-extra.list")
 #: apt's list of a source, and the Release file that names its indexes' hashes.
@@ -416,37 +426,54 @@ def _resolution_key(lower: Path, subject: "TestSubject", sources: Sequence[str],
     return key(parts)
 
 
-def _cached_layer(cache_dir: Path, resolution: str) -> tuple[list[Path], list[str]] | None:
-    """The stack an earlier run resolved the same subject to, if it is still cached."""
+def _cached_layer(cache_dir: Path, resolution: str) -> tuple[list[Path], list[str], list[Listed] | None] | None:
+    """The stack an earlier run resolved the same subject to, if it is still cached, its
+    dependencies, and what the test fetches over it (see :class:`Layered`) if that was known."""
     try:
-        name = (cache_dir / "layers" / "resolved" / resolution).read_text().strip()
+        lines = (cache_dir / "layers" / "resolved" / resolution).read_text().splitlines()
     except OSError:
         return None
+    name = lines[0].strip() if lines else ""
     if name == NO_LAYER:
-        return [], []
-    stack = find(cache_dir, name)
+        return [], [], None
+    stack = find(cache_dir, name) if name else None
     if stack is None:
         return None
-    return stack, (stack[0].parent / "dependencies").read_text().split()
+    fetch = [(uri, file, size, digest) for uri, file, size, digest in
+             (line.split(" ") for line in lines[1:] if line.count(" ") == 3)]
+    return stack, (stack[0].parent / "dependencies").read_text().split(), fetch if len(lines) > 1 else None
 
 
 #: What _remember writes for a subject that needs nothing besides the base.
 NO_LAYER = "-"
 
 
-def _remember(cache_dir: Path, resolution: str | None, name: str) -> None:
+def _remember(cache_dir: Path, resolution: str | None, name: str, fetch: Sequence[Listed] | None = None) -> None:
+    """Keep apt's answer for a subject: the name of its layer and, when known, what the test
+    fetches over it (one ``URI FILE SIZE HASH`` line each; those apt reads in place left out)."""
     if resolution is None:
         return  # an extra source's content is unknown here: nothing to key the answer on
     directory = cache_dir / "layers" / "resolved"
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{resolution}.{os.getpid()}"
-    tmp.write_text(name + "\n")
+    listed = [" ".join(entry) for entry in fetch or () if entry[3] and " " not in "".join(entry)]
+    tmp.write_text("".join(f"{line}\n" for line in [name, *([] if fetch is None else listed or ["-"])]))
     os.rename(tmp, directory / resolution)
+
+
+class Layered(NamedTuple):
+    """What :func:`for_subject` found: the ``stack`` (topmost first; empty: no layer), what
+    the report says of it (``info``) and, when known, apt's listing of what the test fetches
+    over it (``fetch``: the tested packages, and what needs them back), for the .deb cache."""
+
+    stack: list[Path]
+    info: dict[str, Any]
+    fetch: list[Listed] | None = None
 
 
 def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chroot], None],
                 deb_cache: Path, timeout: float, prompt_timeout: float,
-                sources: Sequence[str] = (), hooks: "Hooks | None" = None) -> tuple[list[Path], dict[str, Any]]:
+                sources: Sequence[str] = (), hooks: "Hooks | None" = None) -> "Layered":
     """The layers an instance for testing ``subject`` should stack (none, or
     a stack topmost first), and what the report says about them.
 
@@ -466,24 +493,25 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
     sources, read from here), so the same subject again (a rebuilt .deb
     whose relations did not change) needs no instance to find its layer,
     and a repository whose content changed gets a new answer.  The layer
-    keeps none of the setup's artefacts.
+    keeps none of the setup's artefacts.  What the test fetches over the
+    layer is remembered with the answer (:class:`Layered`).
     """
     from piuparts.scenarios.runner import APT, DEBS_DIR  # the runner's own apt command line
     from piuparts.state import snapshot_upper
 
     if not subject.apt_names and not any(deb.relations for deb in subject.debs):
-        return [], {}  # nothing to depend on
+        return Layered([], {})  # nothing to depend on
     start = time.monotonic()
     base = getattr(backend, "root")
     resolution = _resolution_key(base, subject, sources, hooks)
     known = _cached_layer(backend.cache_dir, resolution) if resolution else None
     if known is not None:
-        stack, remembered = known
+        stack, remembered, fetch = known
         if not remembered:
-            return [], {}
+            return Layered([], {})
         log.info("Dependencies: %d packages from the cached layer %s", len(remembered), stack[0].parent.name)
-        return stack, {"layer": stack[0].parent.name, "packages": len(remembered), "reused": True,
-                       "seconds": round(time.monotonic() - start, 3)}
+        return Layered(stack, {"layer": stack[0].parent.name, "packages": len(remembered), "reused": True,
+                               "seconds": round(time.monotonic() - start, 3)}, fetch)
     build = _Build(backend, subject, setup, deb_cache, timeout, prompt_timeout, APT, DEBS_DIR)
     with backend.instance() as chroot:
         setup(chroot)
@@ -503,16 +531,18 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
         else:
             checksums = deb_checksums(chroot, APT, names) if names else None
         if not dependencies or checksums is None:
-            return [], {}
+            return Layered([], {})
+        fetch = None if resolved is None or resolved.listed is None else \
+            [*resolved.tested.values(), *(resolved.listed[i] for i in sorted(set(resolved.items) - set(dependencies)))]
         ground = key([*base_digests(base), *lists_digests(chroot.path("/var/lib/apt/lists")), *hook_digests(hooks)])
         name = key([ground, *dependencies, *checksums])
         info: dict[str, Any] = {"layer": name, "packages": len(dependencies)}
         found = find(backend.cache_dir, name) or by_content(backend.cache_dir, name)
         if found is not None:
-            _remember(backend.cache_dir, resolution, found[0].parent.name)
+            _remember(backend.cache_dir, resolution, found[0].parent.name, fetch)
             log.info("Dependencies: %d packages from the cached layer %s", len(dependencies), found[0].parent.name)
-            return found, {**info, "layer": found[0].parent.name, "reused": True,
-                           "seconds": round(time.monotonic() - start, 3)}
+            return Layered(found, {**info, "layer": found[0].parent.name, "reused": True,
+                                   "seconds": round(time.monotonic() - start, 3)}, fetch)
         parent = parent_for(backend.cache_dir, ground, dependencies)
         built: list[Path] | str = _Build.FAILED
         if parent is None:
@@ -533,9 +563,9 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
     if built == _Build.CYCLE:
         _remember(backend.cache_dir, resolution, NO_LAYER)
     if isinstance(built, str) or not built:
-        return [], {}
-    _remember(backend.cache_dir, resolution, built[0].parent.name)
-    return built, {**info, "reused": False, "seconds": round(time.monotonic() - start, 3)}
+        return Layered([], {})
+    _remember(backend.cache_dir, resolution, built[0].parent.name, fetch)
+    return Layered(built, {**info, "reused": False, "seconds": round(time.monotonic() - start, 3)}, fetch)
 
 
 class _Build:
@@ -579,7 +609,7 @@ class _Build:
 
     def install(self, chroot: Chroot, targets: Sequence[str], set_up: "UpperState", name: str,
                 dependencies: Sequence[str], ground: str, parents: Sequence[str] = (),
-                listing: Sequence[tuple[str, str, str, str]] | None = None, content: str = "") -> list[Path] | str:
+                listing: Sequence[Listed] | None = None, content: str = "") -> list[Path] | str:
         """Install ``dependencies`` in ``chroot`` and keep its upper directory as the layer ``name``
         (``targets``: what to take from the .deb cache for it, unless apt's ``listing`` for
         this instance is known already: see :class:`Plan`)."""

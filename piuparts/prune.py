@@ -174,7 +174,7 @@ def _forget_resolutions(cache: Path) -> None:
         if entry.name.startswith("."):
             continue
         try:
-            name = entry.read_text().strip()
+            name = next(iter(entry.read_text().splitlines()), "").strip()  # the layer's name, then what it fetches
         except OSError:
             continue
         if name != "-" and not (cache / "layers" / name).is_dir():

@@ -57,6 +57,9 @@ class Settings:
     #: but what needs the tested packages back (:func:`piuparts.layers.for_subject`
     #: keys it by content): the dependencies' step has nothing to install.
     layer_complete: bool = False
+    #: With ``layer_complete``: apt's listing of what the test fetches over the layer, when
+    #: known (:class:`piuparts.layers.Layered`); the .deb cache is filled from it.
+    fetch: "list[tuple[str, str, str, str]] | None" = None
     #: The upgrade scenario also upgrades to NAME=VERSION names (RunConfig.upgrade_named_versions).
     upgrade_named_versions: bool = False
 
@@ -273,9 +276,11 @@ class Runner:
         them, from the given .debs.
         """
         hooked = self.settings.hooks is not None and bool(self.settings.hooks.scripts)  # may change the sources
-        needed = [] if self.settings.layer_complete and self.chroot.layers and not hooked else self._needed(targets)
+        complete = self.settings.layer_complete and bool(self.chroot.layers) and not hooked
+        needed = [] if complete else self._needed(targets)
         if self.settings.deb_cache is not None and (needed or self.subject.apt_names or self.chroot.layers):
-            debcache.fill(self.chroot, self.settings.deb_cache, APT, targets)  # else nothing to download
+            debcache.fill(self.chroot, self.settings.deb_cache, APT, targets,  # else nothing to download
+                          listing=self.settings.fetch if complete else None)
         if needed:
             step = self.outcome.step("install dependencies")
             result = self.run_scripts(step, [*APT, "install", *needed])

@@ -206,6 +206,8 @@ def test_archive_package_again_downloads_nothing_and_reuses_its_dependency_layer
     assert again.report["dependency_layer"]["layer"] == first.report["dependency_layer"]["layer"]
     assert "Took 1 of 1 packages from the .deb cache" in again.stdout
     assert re.findall(r"\| Get:\d+ \S+", again.stdout) == []  # apt fetched nothing
+    # nor was apt asked what to fetch: the remembered answer says it along with the layer
+    assert "--print-uris" not in again.stdout and "--simulate" not in again.stdout
     assert leaks(cache_dir) == []
 
 

@@ -180,4 +180,13 @@ def test_a_new_dependency_set_is_built_over_the_largest_cached_layer_inside_it(c
             ("dependency-leftovers", "/etc/pp-depleaver/", "pp-depleaver, pp-stack-common"),
             ("dependency-leftovers", "/etc/pp-depleaver/state", "pp-depleaver, pp-stack-common")}
     assert third["layer"] == second["layer"] and third["reused"] is True and third["packages"] == 2
+    # Another package with the same dependencies (so another remembered answer) finds that
+    # stack by what it holds, though it was stored under the name of the layer it was built over.
+    (tmp_path / "4").mkdir()
+    twin = piuparts(cache_dir, tmp_path / "4", "--extra-repo", repo, "--no-upgrade-test",
+                    str(debs(DebSpec("pp-stack-twin", depends="pp-depleaver, pp-stack-common"))))
+    assert twin.returncode == 1, twin.stdout + twin.stderr
+    fourth = twin.report["dependency_layer"]
+    assert (fourth["layer"], fourth["reused"], fourth["packages"]) == (second["layer"], True, 2)
+    assert "Dependencies: 2 packages from the cached layer" in twin.stdout
     assert leaks(cache_dir) == []

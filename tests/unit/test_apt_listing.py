@@ -60,3 +60,23 @@ def test_nothing_to_install_is_an_empty_plan():
            "0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n"
     plan = layers.parse_listing(text, "amd64")
     assert plan is not None and plan.items == [] and plan.checksums == []
+
+
+def test_an_answer_remembers_what_its_test_fetches(tmp_path):
+    layer = tmp_path / "layers" / "abc"
+    (layer / "tree").mkdir(parents=True)
+    (layer / "dependencies").write_text("python3-six=1.16.0-4:all\n")
+    plan = layers.parse_listing(LISTING, "amd64")
+    assert plan is not None and plan.listed is not None
+    fetch = [plan.listed["fx=1:1.0:all"], plan.listed["python3-oslo.config=1:9.0.0-3:all"]]
+    layers._remember(tmp_path, "key1", "abc", fetch)
+    stack, dependencies, remembered = layers._cached_layer(tmp_path, "key1")
+    assert stack == [layer / "tree"] and dependencies == ["python3-six=1.16.0-4:all"]
+    # the local .deb (apt reads it in place, and it has no checksum) is not kept
+    assert remembered == [plan.listed["python3-oslo.config=1:9.0.0-3:all"]]
+    layers._remember(tmp_path, "key2", "abc", [])
+    assert layers._cached_layer(tmp_path, "key2")[2] == []  # known: nothing to fetch
+    layers._remember(tmp_path, "key3", "abc")
+    assert layers._cached_layer(tmp_path, "key3")[2] is None  # not known: the test asks apt
+    layers._remember(tmp_path, "key4", layers.NO_LAYER)
+    assert layers._cached_layer(tmp_path, "key4") == ([], [], None)

@@ -87,8 +87,12 @@ def test_resolutions_of_removed_layers_are_forgotten(cache):
     (resolved / "k-old").write_text("old\n")
     (resolved / "k-new").write_text("new\n")
     (resolved / "k-none").write_text("-\n")
+    # an answer that also remembers what its test fetches over the layer (layers._remember)
+    fetched = "http://mirror.invalid/p/x_1_all.deb x_1_all.deb 10 SHA256:ab\n"
+    (resolved / "k-old-fetch").write_text("old\n" + fetched)
+    (resolved / "k-new-fetch").write_text("new\n" + fetched)
     prune.prune(root, max_age_days=10, now=now)
-    assert names(resolved.iterdir()) == ["k-new", "k-none"]
+    assert names(resolved.iterdir()) == ["k-new", "k-new-fetch", "k-none"]
 
 
 def test_temporaries_of_dead_runs_go_and_of_live_ones_stay(tmp_path):
