@@ -27,8 +27,17 @@ from piuparts.command import Result
 log = logging.getLogger("piuparts")
 
 ARCHIVES = "/var/cache/apt/archives"
-_URI = re.compile(r"^'(?P<uri>[^']+)' (?P<file>\S+\.deb) (?P<size>\d+) (?P<kind>[A-Za-z0-9]+):(?P<hex>[0-9a-f]+)$",
+#: --print-uris: "'URI' FILE SIZE KIND:HEX"; a local .deb given by path has no KIND:HEX.
+_URI = re.compile(r"^'(?P<uri>[^']+)' (?P<file>\S+\.deb) (?P<size>\d+) ?(?P<hash>(?:[A-Za-z0-9]+:[0-9a-f]+)?)$",
                   re.M)
+#: One package of that listing: (URI, FILE, SIZE, KIND:HEX or "").
+Listed = tuple[str, str, str, str]
+
+
+def listed(output: str) -> list[Listed]:
+    """Every package of ``apt-get install --print-uris`` output, in its order."""
+    return [(m["uri"], m["file"], m["size"], m["hash"]) for m in _URI.finditer(output)]
+
 _HASHES = {"MD5Sum": "md5", "SHA1": "sha1", "SHA256": "sha256", "SHA512": "sha512"}
 
 
@@ -62,16 +71,16 @@ def download(chroot: Chroot, argv: Sequence[str], timeout: float | None) -> Resu
 
 
 def fill(chroot: Chroot, cache: Path, apt: Sequence[str], targets: Sequence[str],
-         listing: Sequence[tuple[str, str, str, str]] | None = None) -> int:
+         listing: Sequence[Listed] | None = None) -> int:
     """Copy into the instance the cached .debs that installing ``targets`` needs; return how many.
     ``listing``: apt's ``--print-uris`` for them in this instance, as (URI, FILE, SIZE, KIND:HEX),
     when the caller has it already."""
     start = time.monotonic()
     if listing is None:
-        listed = chroot.run([*apt, "install", "--print-uris", "-qq", *targets], level=logging.DEBUG)
-        if not listed.ok:
+        out = chroot.run([*apt, "install", "--print-uris", "-qq", *targets], level=logging.DEBUG)
+        if not out.ok:
             return 0  # the install itself will say what is wrong
-        listing = [(m["uri"], m["file"], m["size"], f"{m['kind']}:{m['hex']}") for m in _URI.finditer(listed.output)]
+        listing = [entry for entry in listed(out.output) if entry[3]]
     copied = 0
     for uri, file, size, digest in listing:
         if uri.startswith("file:"):

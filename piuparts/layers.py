@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Sequence
 
 from piuparts import aptsources, command, debcache, inroot, resources
 from piuparts.chroot import Chroot
+from piuparts.debcache import Listed
 from piuparts.dpkgdb import native_architecture, simulated_installs
 from piuparts.errors import TestbedError
 
@@ -55,10 +56,6 @@ if TYPE_CHECKING:
     from piuparts.state import UpperState
 
 log = logging.getLogger("piuparts")
-
-#: One package of apt's --print-uris listing: (URI, FILE, SIZE, KIND:HEX); no HASH for a local .deb.
-Listed = tuple[str, str, str, str]
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -86,8 +83,6 @@ class Plan:
 #: apt-get's summary line: "0 upgraded, 68 newly installed, 0 to remove and 0 not upgraded."
 _SUMMARY = re.compile(r"^(\d+) upgraded, (\d+) newly installed, (?:(\d+) reinstalled, )?(?:(\d+) downgraded, )?"
                       r"\d+ to remove", re.M)
-#: --print-uris: "'URI' FILE SIZE HASH"; a local .deb given by path has no HASH.
-_LISTED = re.compile(r"^'(?P<uri>[^']+)' (?P<file>[^\s_]+_[^\s_]+_[^\s_]+\.deb) (?P<size>\d+) ?(?P<hash>\S*)$", re.M)
 
 
 def plan(chroot: Chroot, apt: Sequence[str], targets: Sequence[str], native: str) -> Plan | None:
@@ -106,15 +101,17 @@ def parse_listing(output: str, native: str) -> Plan | None:
     summary = _SUMMARY.search(output)
     if summary is None:
         return None
-    listed = list(_LISTED.finditer(output))
-    if len(listed) != sum(int(n or 0) for n in summary.groups()):
-        log.debug("apt's listing names %d packages of %s; asking --simulate", len(listed), summary[0])
+    listing = debcache.listed(output)
+    if len(listing) != sum(int(n or 0) for n in summary.groups()):
+        log.debug("apt's listing names %d packages of %s; asking --simulate", len(listing), summary[0])
         return None
     entries = {}
-    for match in listed:
-        name, version, arch = urllib.parse.unquote(match["file"][:-len(".deb")]).split("_")
-        item = f"{name if arch in ('all', native) else f'{name}:{arch}'}={version}:{arch}"
-        entries[item] = (match["uri"], match["file"], match["size"], match["hash"])
+    for entry in listing:
+        fields = urllib.parse.unquote(entry[1][:-len(".deb")]).split("_")
+        if len(fields) != 3:
+            return None  # not apt's NAME_VERSION_ARCH.deb
+        name, version, arch = fields
+        entries[f"{name if arch in ('all', native) else f'{name}:{arch}'}={version}:{arch}"] = entry
     return Plan(sorted(entries), entries)
 
 
@@ -141,13 +138,13 @@ _UNMET = re.compile(r"^ (\S+) : (?:Pre-)?Depends: ", re.M)
 
 
 def without_cycles(chroot: Chroot, apt: Sequence[str], dependencies: list[str],
-                   tested: Sequence[str], native: str = "") -> list[str]:
+                   tested: Sequence[str], native: str) -> list[str]:
     """``dependencies`` less those that need a tested package back (OpenStack
     has such cycles: python3-oslo.log depends on python3-oslo.config).  The
     layer (or the test's "install dependencies" step) must not hold the
     packages under test: what is left out here is installed together with
     the tested packages, from the given .debs.  Items are NAME or
-    NAME=VERSION:ARCH."""
+    NAME=VERSION:ARCH; ``native``: the instance's architecture."""
     return _split_cycles(chroot, apt, dependencies, tested, native)[0]
 
 
@@ -192,8 +189,6 @@ FORMAT = 4
 SETUP_PATHS = ("/etc/resolv.conf", "/etc/apt/sources.list.d/piuparts-extra.list")
 #: apt's list of a source, and the Release file that names its indexes' hashes.
 _RELEASE = re.compile(r"_(In)?Release$")
-#: --print-uris: "'URI' FILE SIZE SHA256:HEX"
-_URI = re.compile(r"^'[^']+' (?P<file>\S+\.deb) (?P<size>\d+) (?P<hash>\S+:[0-9a-f]+)$", re.M)
 
 
 def _digest_file(path: Path) -> str:
@@ -296,7 +291,7 @@ def deb_checksums(chroot: Chroot, apt: Sequence[str], names: Sequence[str]) -> l
     listing = chroot.run([*apt, "install", "--print-uris", "-qq", *names], level=logging.DEBUG)
     if not listing.ok:
         return None
-    return sorted(f"{m['file']} {m['size']} {m['hash']}" for m in _URI.finditer(listing.output))
+    return sorted(f"{file} {size} {digest}" for _, file, size, digest in debcache.listed(listing.output) if digest)
 
 
 def key(material: Sequence[str]) -> str:
@@ -526,8 +521,8 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
         if dependencies == []:
             _remember(backend.cache_dir, resolution, NO_LAYER)
         names = [dep.split("=", 1)[0] for dep in dependencies or ()]
-        if alone is not None and alone.checksums is not None and alone.items == dependencies:
-            checksums: list[str] | None = alone.checksums  # what deb_checksums would say
+        if alone is not None and alone.items == dependencies:
+            checksums = alone.checksums  # what deb_checksums would say
         else:
             checksums = deb_checksums(chroot, APT, names) if names else None
         if not dependencies or checksums is None:

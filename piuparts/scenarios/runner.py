@@ -18,7 +18,7 @@ from typing import ContextManager, Sequence
 
 from piuparts.backends import overlay
 from piuparts.checks import Check, Context, make_checks
-from piuparts.dpkgdb import installed_versions, simulated_installs
+from piuparts.dpkgdb import installed_versions, native_architecture
 from piuparts.chroot import Chroot
 from piuparts.command import Result
 from piuparts import debcache, hooks, layers
@@ -59,7 +59,7 @@ class Settings:
     layer_complete: bool = False
     #: With ``layer_complete``: apt's listing of what the test fetches over the layer, when
     #: known (:class:`piuparts.layers.Layered`); the .deb cache is filled from it.
-    fetch: "list[tuple[str, str, str, str]] | None" = None
+    fetch: "list[debcache.Listed] | None" = None
     #: The upgrade scenario also upgrades to NAME=VERSION names (RunConfig.upgrade_named_versions).
     upgrade_named_versions: bool = False
 
@@ -301,12 +301,12 @@ class Runner:
     def _needed(self, targets: Sequence[str]) -> list[str]:
         """What installing ``targets`` pulls in that can be installed before
         them: not the tested packages, nor what needs them back."""
-        simulated = self.chroot.run([*APT, "install", "--simulate", *targets], level=logging.DEBUG)
-        needed = [name for name, _, _ in simulated_installs(simulated.output)
-                  if name.split(":", 1)[0] not in self.subject.packages]
-        if not (simulated.ok and needed):
+        native = native_architecture(self.chroot)
+        resolved = layers.resolve(self.chroot, APT, targets, self.subject.packages, native)
+        if not (resolved and resolved.items):
             return []
-        return layers.without_cycles(self.chroot, APT, needed, self.subject.packages)
+        return [item.split("=", 1)[0]
+                for item in layers.without_cycles(self.chroot, APT, resolved.items, self.subject.packages, native)]
 
     def install_debs(self, step_name: str, first: bool = True) -> bool:
         """Install the tested .debs and --apt names (copied in for the purpose)."""
