@@ -97,17 +97,19 @@ class Chroot:
         terminal: bool = False,
         prompt_timeout: float = 60.0,
         network: bool = False,
+        stdin: bytes | None = None,
     ) -> command.Result:
         """Run ``argv`` inside; see :func:`piuparts.command.run`.  ``env`` adds
         variables; ``terminal`` runs it under a terminal that catches prompts;
         ``network`` gives it the network even with --no-network (for
-        downloads, never for what runs maintainer scripts)."""
+        downloads, never for what runs maintainer scripts); ``stdin`` is
+        what it reads."""
         shown = {**SHOWN_ENV, **self.env, **(env or {})}
         prefix = self.online_prefix if network and self.online_prefix is not None else self.prefix
         return command.run(
             [*prefix, *argv], env={**BASE_ENV, **shown}, shown_env=shown, timeout=timeout or self.timeout,
             error=error, what=what, level=logging.INFO if level is None else level, terminal=terminal,
-            prompt_timeout=prompt_timeout)
+            prompt_timeout=prompt_timeout, stdin=stdin)
 
     def path(self, inner: str) -> Path:
         """The host path of ``inner`` (only where ``host_root``), not resolved:

@@ -18,6 +18,7 @@ prompt), the command is killed and its :class:`Result` quotes the prompt.
 from __future__ import annotations
 
 import array
+import contextlib
 import ctypes
 import fcntl
 import logging
@@ -28,10 +29,11 @@ import shlex
 import signal
 import struct
 import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import IO, Callable, Iterator, Mapping, Sequence
 
 import pexpect
 
@@ -300,18 +302,27 @@ def _dies_with_us() -> Callable[[], None]:
     return preexec
 
 
-def _start(argv: tuple[str, ...], env: Mapping[str, str] | None, cwd: str | None) -> subprocess.Popen[bytes]:
-    """Popen in a new session with stdin closed; start failures as one-line errors."""
+def _start(argv: tuple[str, ...], env: Mapping[str, str] | None, cwd: str | None,
+           stdin: bytes | None = None) -> subprocess.Popen[bytes]:
+    """Popen in a new session with stdin closed (or reading ``stdin`` from an
+    unnamed file, gone when closed); start failures as one-line errors."""
     if cwd is not None and not os.path.isdir(cwd):
         raise TestbedError(f"cannot run {argv[0]} in {cwd}: no such directory")
-    try:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
-                                preexec_fn=_dies_with_us())
-    except FileNotFoundError:
-        raise TestbedError(f"{argv[0]}: command not found; install the Debian package that provides it") from None
-    except OSError as err:
-        raise TestbedError(f"{argv[0]}: cannot be run ({err.strerror})") from None
+    with contextlib.ExitStack() as stack:
+        source: int | IO[bytes] = subprocess.DEVNULL
+        if stdin is not None:
+            source = stack.enter_context(tempfile.TemporaryFile())  # the child keeps its own descriptor
+            source.write(stdin)
+            source.seek(0)
+        try:
+            return subprocess.Popen(argv, stdin=source, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+                                    preexec_fn=_dies_with_us())
+        except FileNotFoundError:
+            raise TestbedError(f"{argv[0]}: command not found; install the Debian package that provides it") \
+                from None
+        except OSError as err:
+            raise TestbedError(f"{argv[0]}: cannot be run ({err.strerror})") from None
 
 
 def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
@@ -380,6 +391,7 @@ def run(
     level: int = logging.INFO,
     terminal: bool = False,
     prompt_timeout: float = 60.0,
+    stdin: bytes | None = None,
 ) -> Result:
     """Run ``argv`` and return its :class:`Result`.
 
@@ -388,8 +400,10 @@ def run(
     ``level`` is the log level of the command lines (DEBUG for chatter).
     ``shown_env`` (part of ``env``) is logged as ``NAME=value`` assignments
     before the command, so that the logged line can be pasted into a shell.
-    ``terminal`` runs it under a pseudo-terminal with prompt detection.
+    ``terminal`` runs it under a pseudo-terminal with prompt detection;
+    otherwise ``stdin`` is what it reads on its standard input (none: closed).
     """
+    assert not (terminal and stdin is not None), "a command under a terminal reads the terminal"
     argv = tuple(str(a) for a in argv)
     timeout = DEFAULT_TIMEOUT if timeout is None else timeout  # nothing runs without a limit
     assignments = [f"{name}={shlex.quote(value)}" for name, value in (shown_env or {}).items()]
@@ -407,7 +421,7 @@ def run(
     proc: subprocess.Popen[bytes] | None = None
     try:
         with _forking():
-            proc = _start(argv, env, cwd)
+            proc = _start(argv, env, cwd, stdin)
         timed_out = _pump(proc, cap, deadline)
         if not timed_out:
             # EOF can come before the exit: wait for it, within the limit.

@@ -58,16 +58,88 @@ def make_missing_nodes(root: Path) -> list[Path]:
     return created
 
 
-#: Capabilities no command inside keeps (dropped from the bounding set once
-#: the command is chrooted, before anything of the instance runs):
-#: chroot(2) (a root process could chroot its way back out to the host's
-#: root), mounting, hostname and most other administration (sys_admin),
-#: kernel modules, raw I/O and device nodes (a disk of the host), the
-#: clock, reboot, the kernel log, network configuration (the host's, unless
-#: --no-network), opening files by handle past the root (dac_read_search).
-DROPPED_CAPABILITIES = ("sys_chroot", "sys_admin", "sys_module", "sys_rawio", "mknod", "sys_time", "sys_boot",
-                        "syslog", "net_admin", "dac_read_search", "mac_admin", "mac_override", "sys_pacct",
-                        "wake_alarm", "block_suspend", "audit_control")
+#: Linux's capabilities by number (linux/capability.h), as capsh names them.
+CAPABILITY_NAMES = (
+    "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap",
+    "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw", "ipc_lock", "ipc_owner",
+    "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct", "sys_admin", "sys_boot", "sys_nice",
+    "sys_resource", "sys_time", "sys_tty_config", "mknod", "lease", "audit_write", "audit_control", "setfcap",
+    "mac_override", "mac_admin", "syslog", "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf",
+    "checkpoint_restore")
+#: The only capabilities a command inside keeps (an allow-list: one the
+#: kernel adds later is dropped too).  What dpkg and maintainer scripts do as
+#: root: give files to users and groups (chown, fowner, fsetid for setuid and
+#: setgid bits dpkg-statoverride sets), write files whatever their mode
+#: (dac_override), become another user (setuid, setgid: adduser, runuser,
+#: su), end a daemon they started (kill), setcap(8) (setfcap), a service
+#: bound to a port under 1024 in a postinst (net_bind_service), PAM and
+#: login programs writing audit records (audit_write).
+#:
+#: Left out, with what each would open: dac_read_search (open_by_handle_at
+#: reaches host files past the chroot), sys_chroot (a chroot(2) climb out),
+#: sys_ptrace (the harness's own processes in the instance's namespaces,
+#: and /proc/PID/root of any process), sys_admin (mounts, namespaces,
+#: sethostname and most administration), sys_module, sys_rawio, mknod (a
+#: disk of the host), sys_time, sys_boot, syslog, sys_pacct, sys_resource
+#: (past the limits the harness sets), sys_nice, net_admin and net_raw (the
+#: host's network configuration and raw packets, where the network is the
+#: host's), linux_immutable (an immutable file the harness cannot remove
+#: afterwards), setpcap (handing capabilities on), ipc_lock, ipc_owner,
+#: lease, sys_tty_config, net_broadcast, the audit and MAC administration,
+#: wake_alarm, block_suspend, perfmon, bpf and checkpoint_restore (kernel
+#: interfaces no package needs to install).
+ALLOWED_CAPABILITIES = ("chown", "dac_override", "fowner", "fsetid", "kill", "setuid", "setgid", "setfcap",
+                        "net_bind_service", "audit_write")
+#: The seccomp launcher: the first program of every command inside (see its docstring).
+SECCOMP_EXEC = Path(__file__).with_name("seccomp_exec.py")
+#: Debian's own Python, which has python3-seccomp (never a venv's).
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def _last_capability() -> int:
+    try:
+        return int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        return len(CAPABILITY_NAMES) - 1
+
+
+def dropped_capabilities(keep: Sequence[str] = ALLOWED_CAPABILITIES) -> list[str]:
+    """Every capability the running kernel has but ``keep``, as capsh takes
+    them: by name, or by number for one newer than :data:`CAPABILITY_NAMES`."""
+    names = [CAPABILITY_NAMES[n] if n < len(CAPABILITY_NAMES) else str(n) for n in range(_last_capability() + 1)]
+    return [name if name.isdigit() else f"cap_{name}" for name in names if name not in keep]
+
+
+def confined(root: Path, keep: Sequence[str] = ALLOWED_CAPABILITIES) -> list[str]:
+    """The argv prefix that confines a command to ``root``: the seccomp
+    filter first (inherited by everything after), then the host's capsh
+    chroots into ``root``, drops every capability but ``keep`` from the
+    bounding set and clears the inheritable and ambient ones, so nothing of
+    the instance runs before that (``env`` then finds the command on PATH
+    inside)."""
+    return [SYSTEM_PYTHON, "-I", "-S", str(SECCOMP_EXEC), "capsh", f"--chroot={root}",
+            f"--drop={','.join(dropped_capabilities(keep))}", "--inh=", "--noamb", "--shell=/usr/bin/env", "--"]
+
+
+_seccomp_checked = False
+
+
+def check_confinement() -> None:
+    """A one-line TestbedError when the confinement cannot be set up here
+    (python3-seccomp or capsh missing); checked once a process."""
+    global _seccomp_checked
+    if _seccomp_checked:
+        return
+    if not os.access(SYSTEM_PYTHON, os.X_OK):
+        raise TestbedError(f"{SYSTEM_PYTHON} is missing: the instance's seccomp filter needs it "
+                           "(apt-get install python3 python3-seccomp)")
+    result = command.run([SYSTEM_PYTHON, "-I", "-S", str(SECCOMP_EXEC), "--check"], level=logging.DEBUG)
+    if not result.ok:
+        raise TestbedError(result.output.strip().splitlines()[-1] if result.output.strip() else
+                           "the instance's seccomp filter cannot be loaded (apt-get install python3-seccomp)")
+    _seccomp_checked = True
+
+
 #: Parts of the instance's /proc made read-only: sysctls (binfmt_misc among
 #: them), the magic SysRq key and the kernel's interfaces to hardware.
 READ_ONLY_PROC = ("sys", "sysrq-trigger", "bus", "fs", "irq")
@@ -136,16 +208,30 @@ def _start_namespaces(root: Path, network: bool) -> Namespaces:
     when its last process does.
     """
     kinds = ["--pid", "--mount", "--uts", "--ipc"] + (["--net"] if network else [])
+    # The holder is confined as the scripts are, without a single capability:
+    # nothing in the instance can gain anything from it.
     unshare = command.spawn(["unshare", *kinds, "--propagation", "private", "--kill-child", "--",
-                             "chroot", str(root), "sleep", "infinity"])
+                             *confined(root, keep=()), "sleep", "infinity"])
     deadline = time.monotonic() + 10
     children = Path(f"/proc/{unshare.pid}/task/{unshare.pid}/children")
-    while not (holder := children.read_text().split() if children.exists() else []):
+    holder: list[str] = []
+    while not holder or _root_of(holder[0]) != str(root):  # in place: chrooted, capabilities gone
         if unshare.poll() is not None or time.monotonic() > deadline:
+            if unshare.poll() is None:
+                unshare.kill()
+                unshare.wait()
             raise TestbedError("could not start the instance's namespaces with unshare (is the kernel's "
                                "PID, mount, UTS, IPC or network namespace support disabled?)")
         time.sleep(0.002)
+        holder = children.read_text().split() if children.exists() else []
     return Namespaces(unshare, int(holder[0]), network)
+
+
+def _root_of(pid: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/root")
+    except OSError:
+        return None
 
 
 def _mount_api(root: Path, spaces: Namespaces) -> None:
@@ -169,12 +255,9 @@ def _copy_resolv_conf(root: Path) -> None:
 
 
 def _inside(enter: list[str], root: Path) -> list[str]:
-    """The argv prefix of a command inside: in the namespaces, chrooted into
-    ``root`` and without :data:`DROPPED_CAPABILITIES`.  capsh is the host's
-    and does the chroot itself, so nothing of the instance runs before the
-    capabilities are gone (``env`` then finds the command on PATH inside)."""
-    drop = ",".join(f"cap_{cap}" for cap in DROPPED_CAPABILITIES)
-    return [*enter, "capsh", f"--chroot={root}", f"--drop={drop}", "--shell=/usr/bin/env", "--"]
+    """The argv prefix of a command inside: in the namespaces, then
+    :func:`confined` to ``root``."""
+    return [*enter, *confined(root)]
 
 
 @contextmanager
@@ -201,11 +284,12 @@ def booted(root: Path, upper: Path | None = None, lower: Path | None = None,
     ``no_network``, a network namespace with only a loopback), the API
     filesystems mounted there (proc of that PID namespace with /proc/sys
     read-only, a private devpts, /dev/shm) and, with ``resolver``, the
-    host's resolv.conf.  Commands inside run without the capabilities of
-    :data:`DROPPED_CAPABILITIES`.  At the end every process in it is ended,
+    host's resolv.conf.  Commands inside run :func:`confined`: the seccomp
+    filter, the root, only :data:`ALLOWED_CAPABILITIES`.  At the end every process in it is ended,
     and the namespaces go with their mounts (the root itself is the
     caller's).
     """
+    check_confinement()
     spaces: Namespaces | None = None
     try:
         with resources.signals_deferred():
@@ -215,8 +299,11 @@ def booted(root: Path, upper: Path | None = None, lower: Path | None = None,
             if resolver:
                 _copy_resolv_conf(root)
         online = _inside(spaces.enter(network=True), root) if no_network else None
+        # The mounter enters the mount namespace alone: no process of the
+        # harness with its privileges is ever visible in the instance's PID namespace.
+        mounter = ("nsenter", f"--mount=/proc/{spaces.holder}/ns/mnt", "--")
         yield Chroot(root, _inside(spaces.enter(), root), upper=upper, lower=lower, helpers=(spaces.holder,),
-                     mounter=tuple(spaces.enter(network=True)), online_prefix=online,
+                     mounter=mounter, online_prefix=online,
                      layers=tuple(layers), base=base if layers else None)
     finally:
         with resources.signals_deferred():
@@ -280,7 +367,7 @@ def base_view(chroot: Chroot) -> Iterator[Chroot]:
                str(view))
     try:
         # The same upper directory over the base alone: the checks' fast paths hold.
-        yield Chroot(view, ("chroot", str(view)), upper=chroot.upper, lower=chroot.base, env=dict(chroot.env))
+        yield Chroot(view, tuple(confined(view)), upper=chroot.upper, lower=chroot.base, env=dict(chroot.env))
     finally:
         with resources.signals_deferred():
             command.run(["umount", str(view)], error=TestbedError, what="unmounting the base view",

@@ -10,14 +10,24 @@ skips it, as in piuparts.  The two tags piuparts calls boring are left
 to the checks of our own that judge the same thing better: ``broken-symlink``
 (the symlinks check, which knows the links into /run and /proc a running
 system has) and ``obsolete-conffile`` (obsolete-conffiles, which names the
-fix).  It runs on the host with ``--root`` into the instance, so it needs the
-instance's root to be a host directory.
+fix).
+
+adequate runs programs of the system it checks (dpkg-query, ldd on every
+binary, update-alternatives), so it never runs on the host: it runs inside
+the instance, confined as a maintainer script is, with the host's adequate
+program fed to the instance's perl on its standard input (nothing is
+written into the instance, and any backend can run it).  The pure-Perl
+modules it loads that perl-base lacks (English, Attribute::Handlers) come
+with it, served by an @INC hook placed after the instance's own library
+directories.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
+from pathlib import Path
 
 from piuparts import command
 from piuparts.checks.base import Check, Context
@@ -48,21 +58,50 @@ def parse_adequate(output: str, packages: set[str]) -> list[tuple[str, str]]:
     return found
 
 
+#: Where the Perl modules perl-base lacks live (perl-modules-5.x, and
+#: packages' modules): those are the ones shipped with the program.
+SHIPPED_MODULE_DIRS = ("/usr/share/perl/", "/usr/share/perl5/")
+#: Prints, once the program is compiled and before it runs, every module it loaded.
+_LIST_MODULES = 'CHECK { print "$_\\t$INC{$_}\\n" for sort keys %INC; exit 0 }\n'
+#: Serves the shipped modules (name => hex of the source) when nothing on @INC
+#: has them, a line at a time (an in-memory file handle would need PerlIO.pm,
+#: which perl-base lacks).
+_HOOK = ("BEGIN {{ my %piuparts_modules = ({table}); push @INC, sub {{ "
+         "my $source = $piuparts_modules{{$_[1]}}; return unless defined $source; "
+         "my @lines = split /^/, pack('H*', $source); "
+         "return sub {{ return 0 unless @lines; $_ = shift @lines; return 1; }}; }}; }}\n")
+
+
+@functools.cache
+def adequate_program(path: str) -> bytes:
+    """The program fed to perl inside: the hook that serves the modules
+    (see the module's docstring), then the text of adequate at ``path``."""
+    text = Path(path).read_text(encoding="utf-8")
+    listing = command.run(["perl", "-c", "-"], stdin=(_LIST_MODULES + f'#line 1 "{path}"\n' + text).encode(),
+                          timeout=60, level=logging.DEBUG)
+    modules = {}
+    for line in listing.output.splitlines():
+        name, _, file = line.partition("\t")
+        if file.startswith(SHIPPED_MODULE_DIRS) and name.endswith(".pm") and "'" not in name:
+            modules[name] = Path(file).read_bytes().hex()
+    table = ", ".join(f"'{name}' => '{source}'" for name, source in sorted(modules.items()))
+    return (_HOOK.format(table=table) + f'#line 1 "{path}"\n' + text).encode()
+
+
 class Adequate(Check, name=NAME):
     """adequate's tags for the tested packages, once they are installed."""
 
     default_severity = WARN
 
     def after_install(self, ctx: Context) -> list[Finding]:
-        if shutil.which("adequate") is None:
+        path = shutil.which("adequate")
+        if path is None:
             log.debug("adequate is not installed on the host: not run (apt-get install adequate)")
-            return []
-        if not ctx.chroot.host_root:
-            log.info("adequate is not run: this backend's root is not a directory of the host")
             return []
         packages = sorted({base_name(p) for p in ctx.packages})
         with timed(ctx.timings, NAME):
-            result = command.run(["adequate", "--root", str(ctx.chroot.root), *packages], timeout=TIMEOUT)
+            log.info("Running adequate (the host's %s, inside the instance) over %s", path, " ".join(packages))
+            result = ctx.chroot.run(["perl", "-", *packages], stdin=adequate_program(path), timeout=TIMEOUT)
         if not result.ok and not result.output.strip():
             return [self.finding("adequate", f"adequate failed ({command.failure_message(result, 'adequate')})",
                                  ctx=ctx)]
