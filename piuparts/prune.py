@@ -89,7 +89,7 @@ def reap_temporaries(cache: Path) -> list[Path]:
             continue
         for entry in directory.iterdir():
             match = _TEMPORARY.match(entry.name)
-            if match and resources._start_time(int(match[1])) is None and entry.is_file():
+            if match and resources.start_time(int(match[1])) is None and entry.is_file():
                 entry.unlink(missing_ok=True)
                 removed.append(entry)
     return removed

@@ -36,7 +36,7 @@ from piuparts.errors import TestbedError
 log = logging.getLogger("piuparts")
 
 
-def _start_time(pid: int) -> str | None:
+def start_time(pid: int) -> str | None:
     """When ``pid`` started (clock ticks since boot); None once it is dead,
     a zombie included (a killed run whose parent has not reaped it yet)."""
     try:
@@ -58,7 +58,7 @@ def make_owned_dir(parent: Path, prefix: str = "") -> Path:
     try:
         with signals_deferred():
             path.mkdir(mode=0o755)
-            (path / "owner").write_text(f"{pid} {_start_time(pid)}\n")
+            (path / "owner").write_text(f"{pid} {start_time(pid)}\n")
     except BaseException:
         with signals_deferred():
             shutil.rmtree(path, ignore_errors=True)
@@ -103,13 +103,13 @@ def owner_alive(path: Path) -> bool:
         # No owner file (yet): a run is between mkdir and writing it, or was
         # killed there.  The name holds its PID: dead is dead; else wait a minute.
         named = _NAMED_PID.search(path.name)
-        if named and _start_time(int(named[1])) is None:
+        if named and start_time(int(named[1])) is None:
             return False
         try:
             return time.time() - path.stat().st_mtime < 60
         except OSError:
             return False
-    return _start_time(int(pid_text)) == start
+    return start_time(int(pid_text)) == start
 
 
 def _unescape(field: str) -> str:

@@ -13,7 +13,8 @@ class DebSpec:
 
     name: str
     version: str = "1.0-1"
-    files: dict[str, str] = field(default_factory=dict)
+    #: Path -> content (bytes for a binary file, a compiled helper).
+    files: dict[str, str | bytes] = field(default_factory=dict)
     scripts: dict[str, str] = field(default_factory=dict)
     depends: str = ""
     description: str = "piuparts test fixture"
@@ -46,13 +47,16 @@ class DebSpec:
             script = debian / name
             script.write_text("#!/bin/sh\nset -e\n" + body + "\n")
             script.chmod(0o755)
-        files = {f"/usr/share/doc/{self.name}/README": f"{self.name} fixture\n", **self.files}
+        files: dict[str, str | bytes] = {f"/usr/share/doc/{self.name}/README": f"{self.name} fixture\n", **self.files}
         if self.copyright:
             files.setdefault(f"/usr/share/doc/{self.name}/copyright", "Fixture of piuparts-ng's tests; no rights.\n")
         for path, content in files.items():
             target = tree / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(content)
+            if isinstance(content, bytes):
+                target.write_bytes(content)
+            else:
+                target.write_text(content)
             if path in self.executables:
                 target.chmod(0o755)
         deb = outdir / f"{self.name}_{self.version}_all.deb"

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from piuparts import command, inroot, resources
+from piuparts.backends import pids
 from piuparts.chroot import Chroot
 from piuparts.errors import TestbedError
 
@@ -110,14 +111,16 @@ def dropped_capabilities(keep: Sequence[str] = ALLOWED_CAPABILITIES) -> list[str
     return [name if name.isdigit() else f"cap_{name}" for name in names if name not in keep]
 
 
-def confined(root: Path, keep: Sequence[str] = ALLOWED_CAPABILITIES) -> list[str]:
-    """The argv prefix that confines a command to ``root``: the seccomp
-    filter first (inherited by everything after), then the host's capsh
+def confined(root: Path, keep: Sequence[str] = ALLOWED_CAPABILITIES, cgroup: Path | None = None) -> list[str]:
+    """The argv prefix that confines a command to ``root``: into the pids
+    ``cgroup`` (its ``cgroup.procs``, when there is one) and the seccomp
+    filter first (both inherited by everything after), then the host's capsh
     chroots into ``root``, drops every capability but ``keep`` from the
     bounding set and clears the inheritable and ambient ones, so nothing of
     the instance runs before that (``env`` then finds the command on PATH
     inside)."""
-    return [SYSTEM_PYTHON, "-I", "-S", str(SECCOMP_EXEC), "capsh", f"--chroot={root}",
+    joins = ["--cgroup", str(cgroup)] if cgroup is not None else []
+    return [SYSTEM_PYTHON, "-I", "-S", str(SECCOMP_EXEC), *joins, "capsh", f"--chroot={root}",
             f"--drop={','.join(dropped_capabilities(keep))}", "--inh=", "--noamb", "--shell=/usr/bin/env", "--"]
 
 
@@ -189,6 +192,8 @@ class Namespaces:
     #: The holder's host PID: the namespaces' init, whose end ends everything in them.
     holder: int
     network: bool
+    #: The ``cgroup.procs`` of the instance's pids cgroup (None: the host has none).
+    cgroup: Path | None = None
 
     def enter(self, network: bool = False) -> list[str]:
         """The argv prefix that runs a host command in them (with the host's
@@ -198,7 +203,7 @@ class Namespaces:
         return ["nsenter", *(f"--{flag.get(k, k)}=/proc/{self.holder}/ns/{k}" for k in kinds), "--"]
 
 
-def _start_namespaces(root: Path, network: bool) -> Namespaces:
+def _start_namespaces(root: Path, network: bool, cgroup: Path | None = None) -> Namespaces:
     """PID, mount, UTS and IPC namespaces (and a network namespace when
     ``network``) for the instance, held by ``sleep infinity`` chrooted inside.
 
@@ -211,7 +216,7 @@ def _start_namespaces(root: Path, network: bool) -> Namespaces:
     # The holder is confined as the scripts are, without a single capability:
     # nothing in the instance can gain anything from it.
     unshare = command.spawn(["unshare", *kinds, "--propagation", "private", "--kill-child", "--",
-                             *confined(root, keep=()), "sleep", "infinity"])
+                             *confined(root, keep=(), cgroup=cgroup), "sleep", "infinity"])
     deadline = time.monotonic() + 10
     children = Path(f"/proc/{unshare.pid}/task/{unshare.pid}/children")
     holder: list[str] = []
@@ -224,7 +229,7 @@ def _start_namespaces(root: Path, network: bool) -> Namespaces:
                                "PID, mount, UTS, IPC or network namespace support disabled?)")
         time.sleep(0.002)
         holder = children.read_text().split() if children.exists() else []
-    return Namespaces(unshare, int(holder[0]), network)
+    return Namespaces(unshare, int(holder[0]), network, cgroup)
 
 
 def _root_of(pid: str) -> str | None:
@@ -254,10 +259,10 @@ def _copy_resolv_conf(root: Path) -> None:
         pass  # no resolver configured on the host: apt will say so
 
 
-def _inside(enter: list[str], root: Path) -> list[str]:
+def _inside(enter: list[str], root: Path, cgroup: Path | None = None) -> list[str]:
     """The argv prefix of a command inside: in the namespaces, then
-    :func:`confined` to ``root``."""
-    return [*enter, *confined(root)]
+    :func:`confined` to ``root`` (and its pids ``cgroup``)."""
+    return [*enter, *confined(root, cgroup=cgroup)]
 
 
 @contextmanager
@@ -285,31 +290,33 @@ def booted(root: Path, upper: Path | None = None, lower: Path | None = None,
     filesystems mounted there (proc of that PID namespace with /proc/sys
     read-only, a private devpts, /dev/shm) and, with ``resolver``, the
     host's resolv.conf.  Commands inside run :func:`confined`: the seccomp
-    filter, the root, only :data:`ALLOWED_CAPABILITIES`.  At the end every process in it is ended,
-    and the namespaces go with their mounts (the root itself is the
-    caller's).
+    filter, the root, only :data:`ALLOWED_CAPABILITIES`, and a pids cgroup
+    of the instance's own (:mod:`piuparts.backends.pids`).  At the end
+    every process in it is ended, and the namespaces go with their mounts
+    (the root itself is the caller's).
     """
     check_confinement()
-    spaces: Namespaces | None = None
-    try:
-        with resources.signals_deferred():
-            make_missing_nodes(root)  # in the instance (its upper layer), never in the base
-            spaces = _start_namespaces(root, no_network)
-            _mount_api(root, spaces)
-            if resolver:
-                _copy_resolv_conf(root)
-        online = _inside(spaces.enter(network=True), root) if no_network else None
-        # The mounter enters the mount namespace alone: no process of the
-        # harness with its privileges is ever visible in the instance's PID namespace.
-        mounter = ("nsenter", f"--mount=/proc/{spaces.holder}/ns/mnt", "--")
-        yield Chroot(root, _inside(spaces.enter(), root), upper=upper, lower=lower, helpers=(spaces.holder,),
-                     mounter=mounter, online_prefix=online,
-                     layers=tuple(layers), base=base if layers else None)
-    finally:
-        with resources.signals_deferred():
-            resources.kill_processes_under(root)  # the holder too, so unshare exits and the namespaces go
-            if spaces is not None:
-                spaces.unshare.wait(timeout=10)
+    with pids.instance_cgroup() as cgroup:
+        spaces: Namespaces | None = None
+        try:
+            with resources.signals_deferred():
+                make_missing_nodes(root)  # in the instance (its upper layer), never in the base
+                spaces = _start_namespaces(root, no_network, cgroup)
+                _mount_api(root, spaces)
+                if resolver:
+                    _copy_resolv_conf(root)
+            online = _inside(spaces.enter(network=True), root, cgroup) if no_network else None
+            # The mounter enters the mount namespace alone: no process of the
+            # harness with its privileges is ever visible in the instance's PID namespace.
+            mounter = ("nsenter", f"--mount=/proc/{spaces.holder}/ns/mnt", "--")
+            yield Chroot(root, _inside(spaces.enter(), root, cgroup), upper=upper, lower=lower,
+                         helpers=(spaces.holder,), mounter=mounter, online_prefix=online,
+                         layers=tuple(layers), base=base if layers else None)
+        finally:
+            with resources.signals_deferred():
+                resources.kill_processes_under(root)  # the holder too, so unshare exits and the namespaces go
+                if spaces is not None:
+                    spaces.unshare.wait(timeout=10)
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """Load the instance's seccomp filter, then exec the rest of the command line.
 
-Run as ``/usr/bin/python3 -I -S seccomp_exec.py PROGRAM ARGS...`` by the
+Run as ``/usr/bin/python3 -I -S seccomp_exec.py [--cgroup PROCS] PROGRAM ARGS...`` by the
 harness, as the first link of every command it runs inside an instance
 (after nsenter, before capsh chroots and drops the capabilities): the
 filter is inherited across every exec and fork after it, so nothing the
@@ -8,6 +8,10 @@ instance runs can shed it.  This file imports nothing of piuparts and runs
 with Debian's own Python, because the bindings are Debian's package
 python3-seccomp (libseccomp's own bindings: they know every architecture's
 syscall numbers, which a BPF program of our own would have to hard-code).
+
+``--cgroup PROCS`` first moves this process into the cgroup whose
+``cgroup.procs`` file is PROCS (the instance's pids limit), so that the
+command and all it forks are counted there.
 
 ``--check`` only says whether the bindings load (exit 0) or not (exit 2,
 with what to install on stderr).
@@ -107,8 +111,16 @@ def main(argv):
         return 2
     if argv[:1] == ["--check"]:
         return 0
+    if argv[:1] == ["--cgroup"] and len(argv) > 1:
+        try:
+            with open(argv[1], "w") as procs:
+                procs.write(str(os.getpid()))
+        except OSError as err:
+            print(f"piuparts: cannot join the instance's cgroup {argv[1]}: {err.strerror}", file=sys.stderr)
+            return 126
+        argv = argv[2:]
     if not argv:
-        print("usage: seccomp_exec.py PROGRAM [ARGUMENT...]", file=sys.stderr)
+        print("usage: seccomp_exec.py [--cgroup PROCS] PROGRAM [ARGUMENT...]", file=sys.stderr)
         return 2
     build_filter(seccomp).load()
     try:
