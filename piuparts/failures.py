@@ -37,8 +37,11 @@ _FETCH_FAILED = re.compile(r"^(?:Err:\d+ |E: Failed to fetch |E: Unable to fetch
                            r"E: Some index files failed)", re.M)
 #: apt's own words for a full disk.
 _APT_NO_SPACE = re.compile(r"^E: (?:You don't have enough free space|.*No space left on device)", re.M)
-#: dpkg's own report of an unpack that could not write: the error line and its indented reason.
-_DPKG_NO_SPACE = re.compile(r"^dpkg: error processing archive .*\n .*\(No space left on device\)", re.M)
+#: dpkg's own reports of a full disk: an unpack that could not write (the error
+#: line and its indented reason), and its database that could not be written.
+_DPKG_NO_SPACE = re.compile(r"^dpkg: error processing archive .*\n .*\(No space left on device\)|"
+                            r"^dpkg: error: failed to write (?:status|available) database .*: No space left on device$",
+                            re.M)
 _NO_SUCH_PACKAGE = re.compile(r"^E: (Unable to locate package (?P<a>\S+)|Package '(?P<b>[^']+)' has no "
                               r"installation candidate|Version '[^']+' for '(?P<c>[^']+)' was not found)", re.M)
 _UNMET = re.compile(r"^E: Unable to correct problems, you have held broken packages|unmet dependencies", re.M)

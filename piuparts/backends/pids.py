@@ -39,9 +39,13 @@ _warned = False
 
 
 def _mountinfo() -> list[tuple[str, str, str]]:
-    """(mount point, filesystem type, super options) of each of our mounts."""
+    """(mount point, filesystem type, super options) of each mount we see."""
     found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+    try:
+        text = Path("/proc/self/mountinfo").read_text()
+    except OSError:
+        return []
+    for line in text.splitlines():
         left, _, right = line.partition(" - ")
         fields, rest = left.split(), right.split()
         if len(fields) >= 5 and len(rest) >= 3:
@@ -51,15 +55,24 @@ def _mountinfo() -> list[tuple[str, str, str]]:
 
 def hierarchy() -> Path | None:
     """Where the pids controller is mounted, with ``piuparts-ng/`` made
-    (its controller enabled there, on cgroup v2); None where there is none."""
-    mounts = _mountinfo()
+    (its controller enabled there, on cgroup v2); None where there is none
+    (``ip netns exec`` mounts a sysfs of its own over /sys, which hides the
+    cgroup mounts: enter a network namespace with ``nsenter --net`` instead)."""
+    return _find(_mountinfo(), Path("/"))
+
+
+def _find(mounts: list[tuple[str, str, str]], prefix: Path) -> Path | None:
     for point, fstype, options in mounts:
         if fstype == "cgroup" and "pids" in options.split(","):
-            top = Path(point) / TOP
-            top.mkdir(exist_ok=True)
+            top = prefix / point.lstrip("/") / TOP
+            try:
+                top.mkdir(exist_ok=True)
+            except OSError as err:
+                log.debug("pids cgroup at %s: cannot make %s (%s)", point, top, err)
+                continue
             return top
     for point, fstype, _ in mounts:
-        root = Path(point)
+        root = prefix / point.lstrip("/")
         if fstype == "cgroup2" and "pids" in _read(root / "cgroup.controllers").split():
             try:
                 if "pids" not in _read(root / "cgroup.subtree_control").split():
@@ -127,7 +140,8 @@ def instance_cgroup(max_pids: int = DEFAULT_MAX) -> Iterator[Path | None]:
     top = hierarchy()
     if top is None:
         if not _warned:
-            log.warning("No pids cgroup controller here: a fork bomb inside an instance is not bounded")
+            log.warning("No pids cgroup controller is mounted here (/proc/self/mountinfo): a fork bomb "
+                        "inside an instance is not bounded")
             _warned = True
         yield None
         return

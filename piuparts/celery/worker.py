@@ -30,6 +30,7 @@ import gzip
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -272,8 +273,11 @@ def run_attempt(payload: Any) -> None:
     keys = broker.Keys(checked.namespace)
     if _settings.node in checked.avoid and _others_alive(conn):
         log.info("%s: its last test bed failure was here; leaving it to another worker", checked.task_id)
-        time.sleep(1)  # not a hot loop while the others are busy
         current_app().send_task(broker.TASK_NAME, args=[checked.to_json()], queue=broker.QUEUE)
+        # Busy for a while after sending (a prefetch of one: nothing is fetched meanwhile), so a free
+        # worker takes it; at random, so that two workers each holding the other's test do not swap
+        # them back in step forever.
+        time.sleep(random.uniform(0.5, 1.5))
         return
     if not conn.exists(keys.want(checked.attempt)):
         log.info("%s: attempt %s is no longer wanted (answered elsewhere or cancelled); skipped",

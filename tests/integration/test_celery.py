@@ -147,7 +147,9 @@ class Cluster:
     def start_worker(self, name: str, number: int, cache: Path | None = None) -> subprocess.Popen[bytes]:
         log = open(self.root / f"{name}.log", "ab")
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", f"{self.tag}n{number}", *PIUPARTS, "worker", "--broker",
+            # nsenter --net, not ip netns exec: that one mounts a sysfs of its own over /sys, which
+            # hides the pids cgroup the instances are limited by.
+            ["nsenter", f"--net=/run/netns/{self.tag}n{number}", *PIUPARTS, "worker", "--broker",
              self.url(f"10.231.{number}.1"), "--cache-dir", str(cache or self.cache), "--repo-dir", str(self.root),
              "--name", f"{name}@{self.tag}", "--concurrency", "1"], stdout=log, stderr=log)
         self.workers[name] = proc
@@ -584,3 +586,43 @@ def test_ci_with_a_repository_outside_the_workers_repo_dir(cluster: Cluster, tmp
     assert f"extra repository file://{env.repo} is a local directory outside the worker's --repo-dir" in line
     assert "start the worker with --repo-dir over it" in line and "--repo-url" in line
     assert not (env.state / "pp/tested.json").exists()  # nothing was tested: it comes up again
+
+
+def test_hostile_packages_stay_in_their_instances_on_celery_workers(tmp_path: Path, cluster: Cluster,
+                                                                    host: tuple[str, str]) -> None:  # noqa: F811
+    """tests/hostile's set and test_isolation's escapers, tested by ``piuparts worker``: no marker on
+    the host, the host's kernel state unchanged, and each package in the state its attempt earns."""
+    from tests import hostile
+    from tests.integration.test_isolation import ESCAPER, ESCAPES, KERNEL_ESCAPER, host_mounts
+
+    markers = [hostile.marker(name) for name in ("ptrace", "adequate", "userns")]
+    markers += [Path("/tmp") / Path(path).name for path in ESCAPES.values()] + [Path("/tmp/pp-escape-chroot")]
+    assert [path for path in markers if path.exists()] == []
+    specs = [hostile.ptracer(hostile.build_ptrace_helper(tmp_path)), hostile.ADEQUATE_ESCAPER,
+             hostile.KERNEL_PROBER, hostile.FORK_BOMB, hostile.DISK_FILLER, ESCAPER, KERNEL_ESCAPER]
+    where = cluster.root / "hostile"  # under the workers' --repo-dir
+    where.mkdir()
+    line = reprepro(where / "repo", [spec.build(where) for spec in specs])
+    conf = write_config(tmp_path, cluster.cache, host, line, flags="--tmpfs-size 256M")
+    hostname, mounts = Path("/proc/sys/kernel/hostname").read_text(), host_mounts(cluster.cache)
+    try:
+        code, said = finish(celery_run(conf, cluster))
+        escaped = [path for path in markers if path.exists()]
+    finally:
+        for path in markers:
+            path.unlink(missing_ok=True)
+    assert escaped == []
+    assert Path("/proc/sys/kernel/hostname").read_text() == hostname
+    assert host_mounts(cluster.cache) == mounts
+    # The disk filler's test-bed error was tried on the other worker too (not swapped back and forth).
+    assert code == 3, said
+    assert "7 tests in" in said and "4 passed, 2 failed, 1 test-bed errors (retried later)" in said
+    states = {name: p["state"] for name, p in status(conf).items()}
+    assert states == {
+        "pp-ptracer": "successfully-tested", "pp-kernel-prober": "successfully-tested",
+        "pp-escaper": "successfully-tested", "pp-kernel-escaper": "successfully-tested",
+        # its planted dpkg-query wrote its marker inside: a leftover
+        "pp-adequate-escaper": "failed-testing",
+        "pp-fork-bomb": "failed-testing",
+        # out of space in its 256 MB: the test bed's (tried again later), never the package's failure
+        "pp-disk-filler": "waiting-to-be-tested"}, (states, said)

@@ -109,7 +109,7 @@ def test_a_fork_bomb_stops_at_the_instance_limit(cache_dir, tmp_path):
 
 def test_a_full_disk_is_the_instance_s_not_the_host_s(cache_dir, tmp_path):
     free = shutil.disk_usage(hostile.MARKERS).free
-    run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", "--tmpfs-size", "64M",
+    run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", "--tmpfs-size", "256M",
                    str(hostile.DISK_FILLER.build(tmp_path)))
     assert abs(shutil.disk_usage(hostile.MARKERS).free - free) < 512 * 1024 * 1024
     # The instance ran out of space: a test-bed state (exit 3), with dd's line.

@@ -80,6 +80,16 @@ def test_dpkg_own_unpack_error_for_a_full_disk_is_the_test_bed():
     assert str(err.value).startswith("install: the instance ran out of space (E: Sub-process /usr/bin/dpkg")
 
 
+def test_dpkg_own_database_write_error_for_a_full_disk_is_the_test_bed():
+    # A postinst filled the disk; apt freed its cache files on the way out, so the free space after
+    # the step is no longer low: dpkg's own line says it.
+    output = APT_HEAD + DPKG_LICENSE_FAILURE.replace(
+        "Errors were encountered", "dpkg: error: failed to write status database stanza about 'dash' to "
+        "'/var/lib/dpkg/status': No space left on device\nErrors were encountered")
+    with pytest.raises(TestbedError, match="ran out of space"):
+        classify(result(output), TestSubject(), "install", PLENTY)
+
+
 def test_little_free_space_after_a_failed_step_is_the_test_bed():
     with pytest.raises(TestbedError, match="ran out of space"):
         classify(result(APT_HEAD + DPKG_LICENSE_FAILURE), TestSubject(), "install", (1024, 100 * 2**20))
