@@ -1,5 +1,5 @@
 """``python -m piuparts``."""
 
-from piuparts.cli import main
+from piuparts.main import main
 
 raise SystemExit(main())

@@ -3,9 +3,10 @@
 The command line, ``piuparts ci``, ``piuparts batch`` and remote workers all
 run tests this one way::
 
-    from piuparts.api import RunConfig, Session, Subject, config_from_argv
+    from piuparts.api import Session, Subject, configure
 
-    config, _ = config_from_argv(["-d", "bookworm", "--warn-on-others"])
+    config = configure(distributions=("bookworm",), warn_on_others=True,
+                       severities=(("dependency-leftovers", "warn"),))  # piuparts' --warn-on-others
     with Session(config, log_dir=Path("/var/log/piuparts-ng")) as session:
         result = session.test(Subject.from_args(["foo_1.0-1_all.deb"]))
     print(result.verdict, result.kind, result.exit_code, result.log_file)
@@ -31,12 +32,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterator, NoReturn, Sequence
+from typing import Any, Iterator
 
-from piuparts import __version__, aptsources, hooks as hooks_mod, instance_setup, layers, log as logsetup, repos
+from piuparts import __version__, aptsources, hooks as hooks_mod, instance_setup, layers, log as logsetup, options, repos
 from piuparts.backends import Backend, BaseSpec
 from piuparts.chroot import Chroot
-from piuparts.config import SCHEMA_VERSION, RunConfig
+from piuparts.config import SCHEMA_VERSION, RunConfig, config_from_values
 from piuparts.errors import PiupartsError, TestbedError, UsageError
 from piuparts.findings import FAIL, Finding
 from piuparts.hooks import Hooks
@@ -53,21 +54,25 @@ _KIND_OF_CODE = {code: kind for kind, code in KINDS.items()}
 #: The subject of a test: .debs and names from the archive (see piuparts.inputs).
 Subject = TestSubject
 
-__all__ = ["KINDS", "RunConfig", "RunResult", "SCHEMA_VERSION", "Session", "Subject", "config_from_argv", "run"]
+__all__ = ["KINDS", "RunConfig", "RunResult", "SCHEMA_VERSION", "Session", "Subject", "configure", "run"]
 
 
-def config_from_argv(argv: Sequence[str]) -> tuple[RunConfig, Subject | None]:
-    """piuparts' command-line options (and packages, if any) as a RunConfig and
-    the subject they name (None when ``argv`` names no package)."""
-    from piuparts import cli, options
-    parser = cli.parser()
-
-    def refuse(message: str) -> NoReturn:  # argparse would exit: a library raises
-        raise UsageError(message)
-    parser.error = refuse  # type: ignore[method-assign]
-    args = parser.parse_args(list(argv))
-    config = options.from_args(args)
-    return config, (Subject.from_args(args.packages, args.apt) if args.packages else None)
+def configure(**values: Any) -> RunConfig:
+    """A RunConfig from typed values, RunConfig's field names (``distributions=("bookworm",)``,
+    ``severities=(("adequate", "fail"),)``, ``backend="schroot"``...); what is not given is
+    the default, the host's for the distribution, mirror and architecture.  Checked as a
+    coordinator's JSON is: a UsageError names an unknown field or a value of the wrong type."""
+    if "distributions" not in values or "mirror" not in values:
+        host_dist, host_mirror = aptsources.default_distribution_and_mirror(
+            aptsources.read_host_sources(), aptsources.host_codename())
+        values.setdefault("distributions", (host_dist,))
+        values.setdefault("mirror", host_mirror)
+    values.setdefault("components", ("main",))
+    values.setdefault("architecture", aptsources.host_architecture())
+    values.setdefault("cache_dir", aptsources.DEFAULT_CACHE_DIR)
+    config = config_from_values(values)
+    config.ignores  # a bad ignore_regexes entry is a usage error now, not in the middle of a run
+    return options.own_dependencies(config)
 
 
 @dataclass

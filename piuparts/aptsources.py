@@ -9,6 +9,7 @@ already uses.
 from __future__ import annotations
 
 import re
+import subprocess
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -136,3 +137,26 @@ def unreachable(url: str, timeout: float = 10.0) -> str | None:
     except OSError as err:  # a timeout, a reset connection
         return err.strerror or str(err) or type(err).__name__
     return None
+
+
+#: Where bases, layers and .debs are kept unless --cache-dir says otherwise.
+DEFAULT_CACHE_DIR = Path("/var/cache/piuparts-ng")
+
+
+def host_architecture() -> str:
+    """dpkg's architecture of the host."""
+    try:
+        return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise UsageError("cannot ask dpkg for the host's architecture; give one with --arch") from None
+
+
+def mirror_and_components(value: str | None, default_components: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
+    """A -m value (URL, then components if any) as the mirror and its components."""
+    if value is None:
+        return None, default_components
+    words = value.split()
+    if not words or not re.match(r"^(https?|ftp|file)://", words[0]):
+        raise UsageError(f"-m {value!r}: a mirror is a URL such as http://HOST/debian (components may follow)")
+    return words[0].rstrip("/"), tuple(words[1:]) or default_components

@@ -18,6 +18,11 @@ from typing import Sequence
 from piuparts import command, inroot
 from piuparts.errors import PiupartsError, TestbedError
 
+#: apt as the harness runs it inside: under eatmydata, never asking.
+APT = ("eatmydata", "apt-get", "-y")
+#: Where the .debs under test are copied inside an instance.
+DEBS_DIR = "/tmp/piuparts-debs"
+
 #: The environment every command in a chroot starts with.
 BASE_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

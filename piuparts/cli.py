@@ -13,14 +13,11 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 from piuparts import __version__, api, log as logsetup, options as opts, prune, resources
 from piuparts.api import require_root
 from piuparts.backends import Backend
-from piuparts.batch import cli as batch_cli
-from piuparts.ci import cli as ci_cli
-from piuparts.report.html import cli as report_cli
 from piuparts.checks import Check
 from piuparts.errors import Interrupted, PiupartsError, UsageError
 from piuparts.report import json as json_report, junit as junit_report, pilog, text as text_report
@@ -131,6 +128,21 @@ def parser() -> argparse.ArgumentParser:
 
 #: The piuparts release whose options and log lines this one accepts and writes.
 PIUPARTS_COMPAT = "1.1.7"
+
+
+def config_from_argv(argv: Sequence[str]) -> tuple[api.RunConfig, api.Subject | None]:
+    """piuparts' command-line options (and packages, if any) as a RunConfig and the subject they
+    name (None when ``argv`` names no package); a UsageError where argparse would exit.  The one
+    reader of piuparts' options: the command line, and the ``piuparts-flags`` of a batch section
+    or a ``ci`` run, which are piuparts' own command-line options by definition (piuparts.conf)."""
+    p = parser()
+
+    def refuse(message: str) -> NoReturn:
+        raise UsageError(message)
+    p.error = refuse  # type: ignore[method-assign]
+    args = p.parse_args(list(argv))
+    config = opts.from_args(args)
+    return config, (api.Subject.from_args(args.packages, args.apt) if args.packages else None)
 
 
 def version_line() -> str:
@@ -245,13 +257,19 @@ def cleanup(argv: Sequence[str]) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``piuparts`` command; returns the exit code."""
+#: A mode of the command (``piuparts batch ...``): its own arguments in, the exit code out.
+Mode = Callable[[list[str]], int]
+
+
+def main(argv: Sequence[str] | None = None, modes: Mapping[str, Mode] | None = None) -> int:
+    """The ``piuparts`` command; returns the exit code.  ``modes`` (batch, ci, report,
+    worker: :data:`piuparts.main.MODES`) take over when argv starts with their name; they
+    sit above this module, so it is handed them rather than importing them."""
     owns_process = argv is None  # the command itself, not a caller in the same process
     argv = list(sys.argv[1:] if argv is None else argv)
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return _main(argv)
+        return _main(argv, modes or {})
     finally:
         # A signal that comes once everything is done and said ends the
         # process the default way, not with a traceback from its teardown.
@@ -261,20 +279,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _main(argv: list[str]) -> int:
+def _main(argv: list[str], modes: Mapping[str, Mode]) -> int:
     json_path: Path | None = None
     log_file: pilog.LogFile | None = None
     try:
         if argv[:1] == ["cleanup"]:
             return cleanup(argv[1:])
-        if argv[:1] == ["batch"]:
-            return batch_cli.main(argv[1:])
-        if argv[:1] == ["ci"]:
-            return ci_cli.main(argv[1:])
-        if argv[:1] == ["report"]:
-            return report_cli.main(argv[1:])
-        if argv[:1] == ["worker"]:
-            return _worker(argv[1:])
+        if argv[:1] and argv[0] in modes:
+            return modes[argv[0]](argv[1:])
         if argv[:1] and argv[0] in Backend.subcommands:
             return Backend.subcommands[argv[0]](argv[1:])
         args = parser().parse_args(argv)
@@ -337,12 +349,6 @@ def test_subjects(args: argparse.Namespace) -> list[api.Subject]:
         singles = [api.Subject(debs=(deb,)) for deb in pool.debs]
         return by_changes + singles + [api.Subject(apt_names=(name,)) for name in pool.apt_names]
     return by_changes + ([pool] if pool.debs or pool.apt_names else [])
-
-
-def _worker(argv: list[str]) -> int:
-    """``piuparts worker``: Celery is imported only here (and by ``--executor celery``)."""
-    from piuparts.celery import worker
-    return worker.main(argv)
 
 
 def _report(results: list[api.RunResult], json_path: Path | None, junit: str | None,

@@ -10,14 +10,18 @@ of the wrong type and other schema versions with one line saying which.
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from piuparts.errors import UsageError
+from piuparts.state import Ignores
 
 #: The version of RunResult's JSON form; a reader of another version refuses
 #: the data instead of guessing.
@@ -25,6 +29,51 @@ SCHEMA_VERSION = 1
 #: The version of RunConfig's JSON form (2: a backend's own settings moved into
 #: ``backend_options``), refused in the same way.
 CONFIG_VERSION = 2
+
+
+#: Each backend's check of its own settings (``RunConfig.backend_options``), by
+#: backend name; :class:`piuparts.backends.base.Backend` registers every backend
+#: here as it is defined, so this module needs nothing from the backends.
+BACKEND_SETTINGS: dict[str, Callable[[Any], dict[str, Any]]] = {}
+
+
+def conf_dir() -> Path:
+    """Where conf/ is: $PIUPARTS_CONF_DIR, the source tree, or the installed data."""
+    candidates = [os.environ.get("PIUPARTS_CONF_DIR", ""),
+                  str(Path(__file__).resolve().parent.parent / "conf"),
+                  str(Path(sys.prefix) / "share/piuparts-ng/conf"), "/usr/share/piuparts-ng/conf"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "ignores.conf").is_file():
+            return Path(candidate)
+    raise UsageError("cannot find the configuration directory (conf/ignores.conf); set PIUPARTS_CONF_DIR")
+
+
+#: Default rules that --pedantic-purge-test leaves out, as piuparts does.
+NON_PEDANTIC_RULES = ("/tmp/.*",)
+
+
+def build_ignores(defaults: bool, paths: tuple[str, ...], regexes: tuple[str, ...], distribution: str,
+                  pedantic: bool = False) -> Ignores:
+    """The default ignore list (unless ``defaults`` is false: --no-ignores), the
+    distribution's, then the exact ``paths`` (-i) and the ``regexes`` (-I).
+    ``pedantic`` (--pedantic-purge-test) leaves out the default rule for /tmp."""
+    ignores = Ignores()
+    if defaults:
+        conf = conf_dir()
+        ignores.extend_from(conf / "ignores.conf")
+        per_distro = conf / f"ignores.{distribution}.conf"
+        if per_distro.is_file():
+            ignores.extend_from(per_distro)
+        if pedantic:
+            ignores = Ignores((r.pattern, r.source) for r in ignores.rules if r.pattern not in NON_PEDANTIC_RULES)
+    for path in paths:
+        ignores.add(re.escape(path), "-i")
+    for regex in regexes:
+        try:
+            ignores.add(regex, "-I")
+        except re.error as err:
+            raise UsageError(f"-I {regex!r}: not a valid regular expression ({err})") from None
+    return ignores
 
 
 @dataclass(frozen=True)
@@ -100,7 +149,6 @@ class RunConfig:
     @cached_property
     def ignores(self) -> Any:
         """The :class:`piuparts.state.Ignores` these settings make (built once)."""
-        from piuparts.options import build_ignores
         return build_ignores(self.default_ignores, self.ignore_paths, self.ignore_regexes, self.distribution,
                              pedantic=self.pedantic_purge_test)
 
@@ -125,12 +173,11 @@ class RunConfig:
         if missing:
             raise UsageError(f"run configuration: {missing[0]!r} is missing")
         values = {name: _typed(name, value, hints[name]) for name, value in data.items()}
-        from piuparts.backends import Backend
-        backend = Backend.registry.get(values.get("backend", "debootstrap"))
-        if backend is None:
-            raise UsageError(f"run configuration: unknown backend {values['backend']!r}; known: "
-                             f"{', '.join(sorted(Backend.registry))}")
-        values["backend_options"] = backend.check_settings(values.get("backend_options", {}))
+        check = BACKEND_SETTINGS.get(values.get("backend", "debootstrap"))
+        if check is None:
+            raise UsageError(f"run configuration: unknown backend {values.get('backend')!r}; known: "
+                             f"{', '.join(sorted(BACKEND_SETTINGS))}")
+        values["backend_options"] = check(values.get("backend_options", {}))
         return cls(**values)
 
 
@@ -176,6 +223,13 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
         return value
     raise UsageError(f"run configuration: {name!r} must be of type {getattr(hint, '__name__', hint)}, "
                      f"not {type(value).__name__}")
+
+
+def config_from_values(values: dict[str, Any]) -> RunConfig:
+    """A RunConfig from typed values (tuples, paths...), checked as :meth:`RunConfig.from_json` checks JSON."""
+    data = {f.name: _plain(f.default_factory()) for f in fields(RunConfig)
+            if f.default_factory is not MISSING and f.name not in values}
+    return RunConfig.from_json({**data, **{k: _plain(v) for k, v in values.items()}, "version": CONFIG_VERSION})
 
 
 def replace_config(config: RunConfig, **changes: Any) -> RunConfig:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Sequence
 
 from piuparts import aptsources, command, debcache, inroot, resources
-from piuparts.chroot import Chroot
+from piuparts.chroot import APT, DEBS_DIR, Chroot
 from piuparts.debcache import Listed
 from piuparts.dpkgdb import native_architecture, simulated_installs
 from piuparts.errors import TestbedError
@@ -491,7 +491,6 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
     keeps none of the setup's artefacts.  What the test fetches over the
     layer is remembered with the answer (:class:`Layered`).
     """
-    from piuparts.scenarios.runner import APT, DEBS_DIR  # the runner's own apt command line
     from piuparts.state import snapshot_upper
 
     if not subject.apt_names and not any(deb.relations for deb in subject.debs):

@@ -4,77 +4,18 @@ the host's defaults (distribution, mirror, architecture) are resolved here."""
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from piuparts import aptsources, repos
-from piuparts.config import RunConfig
+from piuparts.aptsources import DEFAULT_CACHE_DIR, host_architecture, mirror_and_components
+from piuparts.config import NON_PEDANTIC_RULES, RunConfig, build_ignores, conf_dir
 from piuparts.errors import UsageError
-from piuparts.state import Ignores
 
-DEFAULT_CACHE_DIR = Path("/var/cache/piuparts-ng")
-
-
-def conf_dir() -> Path:
-    """Where conf/ is: $PIUPARTS_CONF_DIR, the source tree, or the installed data."""
-    candidates = [os.environ.get("PIUPARTS_CONF_DIR", ""),
-                  str(Path(__file__).resolve().parent.parent / "conf"),
-                  str(Path(sys.prefix) / "share/piuparts-ng/conf"), "/usr/share/piuparts-ng/conf"]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "ignores.conf").is_file():
-            return Path(candidate)
-    raise UsageError("cannot find the configuration directory (conf/ignores.conf); set PIUPARTS_CONF_DIR")
-
-
-def host_architecture() -> str:
-    """dpkg's architecture of the host."""
-    try:
-        return subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        raise UsageError("cannot ask dpkg for the host's architecture; give one with --arch") from None
-
-
-def _mirror_and_components(value: str | None, default_components: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
-    if value is None:
-        return None, default_components
-    words = value.split()
-    if not words or not re.match(r"^(https?|ftp|file)://", words[0]):
-        raise UsageError(f"-m {value!r}: a mirror is a URL such as http://HOST/debian (components may follow)")
-    return words[0].rstrip("/"), tuple(words[1:]) or default_components
-
-
-#: Default rules that --pedantic-purge-test leaves out, as piuparts does.
-NON_PEDANTIC_RULES = ("/tmp/.*",)
-
-
-def build_ignores(defaults: bool, paths: tuple[str, ...], regexes: tuple[str, ...], distribution: str,
-                  pedantic: bool = False) -> Ignores:
-    """The default ignore list (unless ``defaults`` is false: --no-ignores), the
-    distribution's, then the exact ``paths`` (-i) and the ``regexes`` (-I).
-    ``pedantic`` (--pedantic-purge-test) leaves out the default rule for /tmp."""
-    ignores = Ignores()
-    if defaults:
-        conf = conf_dir()
-        ignores.extend_from(conf / "ignores.conf")
-        per_distro = conf / f"ignores.{distribution}.conf"
-        if per_distro.is_file():
-            ignores.extend_from(per_distro)
-        if pedantic:
-            ignores = Ignores((r.pattern, r.source) for r in ignores.rules if r.pattern not in NON_PEDANTIC_RULES)
-    for path in paths:
-        ignores.add(re.escape(path), "-i")
-    for regex in regexes:
-        try:
-            ignores.add(regex, "-I")
-        except re.error as err:
-            raise UsageError(f"-I {regex!r}: not a valid regular expression ({err})") from None
-    return ignores
-
+# Where these lived before; callers still find them here.
+__all__ = ["DEFAULT_CACHE_DIR", "NON_PEDANTIC_RULES", "build_ignores", "conf_dir", "from_args", "own_dependencies",
+           "host_architecture", "mirror_and_components"]
 
 LEVELS = ("fail", "warn", "skip")
 
@@ -115,7 +56,7 @@ def from_args(args: argparse.Namespace) -> RunConfig:
     """Check the parsed command line and fill in the host's defaults."""
     check_compat(args)
     log_no_effect(args)
-    mirror, components = _mirror_and_components(args.mirror, ("main",))
+    mirror, components = mirror_and_components(args.mirror, ("main",))
     if mirror is None and args.defaults == "ubuntu":
         raise UsageError("-D ubuntu: give the Ubuntu mirror with -m 'URL main universe' (the host's apt "
                          "sources name a Debian one)")
@@ -170,10 +111,10 @@ def from_args(args: argparse.Namespace) -> RunConfig:
         warn_on_others=args.warn_on_others,
         **instance_options(args))
     config.ignores  # a bad -I regular expression is a usage error now, not in the middle of a run
-    return _own_dependencies(config)
+    return own_dependencies(config)
 
 
-def _own_dependencies(config: RunConfig) -> RunConfig:
+def own_dependencies(config: RunConfig) -> RunConfig:
     """With options that change what instances do, the dependencies are installed
     in each test (a cached layer is made without those options), as piuparts does."""
     import dataclasses

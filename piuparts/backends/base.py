@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator, Mapping, Self, Sequence
 
 from piuparts.chroot import Chroot
+from piuparts.config import BACKEND_SETTINGS
 from piuparts.errors import UsageError
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ class Backend(ABC):
         if name is not None:
             cls.name = name
             Backend.registry[name] = cls
+            BACKEND_SETTINGS[name] = cls.check_settings  # RunConfig.from_json checks with it
 
     def __init__(self, spec: BaseSpec, cache_dir: Path) -> None:
         if not cache_dir.is_absolute():

@@ -147,17 +147,15 @@ class LvmBackend(Backend, name="lvm"):
 
 def host_spec(distribution: str | None = None, mirror: str | None = None) -> BaseSpec:
     """The base a run with these settings uses; the host's distribution and mirror by default."""
-    from piuparts.options import host_architecture
     if distribution is None or mirror is None:
         host_dist, host_mirror = aptsources.default_distribution_and_mirror(
             aptsources.read_host_sources(), aptsources.host_codename())
         distribution, mirror = distribution or host_dist, mirror or host_mirror
-    return BaseSpec(distribution, mirror.rstrip("/"), host_architecture())
+    return BaseSpec(distribution, mirror.rstrip("/"), aptsources.host_architecture())
 
 
 def setup_parser() -> argparse.ArgumentParser:
     """The parser of ``piuparts lvm-setup``."""
-    from piuparts.options import DEFAULT_CACHE_DIR
     p = argparse.ArgumentParser(
         prog="piuparts lvm-setup",
         description="Fill an LVM volume with a base for --lvm-volume: create it if it is missing, make an "
@@ -166,7 +164,7 @@ def setup_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--distribution", help="distribution codename (default: the host's)")
     p.add_argument("--mirror", metavar="URL", help="Debian mirror (default: the one the host's apt sources name)")
     p.add_argument("--size", default="4G", help="size of the volume when it is created (default: %(default)s)")
-    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="where the debootstrap base is cached")
+    p.add_argument("--cache-dir", default=str(aptsources.DEFAULT_CACHE_DIR), help="where the debootstrap base is cached")
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
 

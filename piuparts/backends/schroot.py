@@ -338,7 +338,6 @@ def chroot_entry(name: str, directory: Path, spec: BaseSpec) -> str:
 def schroot_setup(argv: list[str]) -> int:
     """``piuparts schroot-setup NAME ...``: make a chroot the schroot backend can use."""
     from piuparts import log as logsetup
-    from piuparts import options as opts
     args = setup_parser().parse_args(argv)
     logsetup.setup(args.verbose)
     if os.geteuid() != 0:
@@ -357,14 +356,14 @@ def schroot_setup(argv: list[str]) -> int:
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise UsageError(f"schroot-setup: {directory} already exists and is not empty; "
                          "remove it or choose another --directory")
-    mirror, components = opts._mirror_and_components(args.mirror, ("main",))
+    mirror, components = aptsources.mirror_and_components(args.mirror, ("main",))
     distribution = args.distribution
     if distribution is None or mirror is None:
         host_dist, host_mirror = aptsources.default_distribution_and_mirror(
             aptsources.read_host_sources(), aptsources.host_codename())
         distribution, mirror = distribution or host_dist, mirror or host_mirror
-    spec = BaseSpec(distribution, mirror, args.arch or opts.host_architecture(), components)
-    base = DebootstrapBackend(spec, Path(args.cache_dir or opts.DEFAULT_CACHE_DIR).absolute())
+    spec = BaseSpec(distribution, mirror, args.arch or aptsources.host_architecture(), components)
+    base = DebootstrapBackend(spec, Path(args.cache_dir or aptsources.DEFAULT_CACHE_DIR).absolute())
     try:
         base.prepare()
         directory.parent.mkdir(parents=True, exist_ok=True)

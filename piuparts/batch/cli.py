@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 from piuparts import log as logsetup
 from piuparts.api import require_root
-from piuparts.batch import config as config_mod, engine, executor, report
+from piuparts.batch import config as config_mod, engine, executor_options, report
 from piuparts.batch.db import Database
 from piuparts.batch.executor import Executor
 from piuparts.errors import UsageError
@@ -43,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, metavar="S",
                      help="take the waiting packages in a random order fixed by S (a sample, with --max-tests)")
     run.add_argument("--report", metavar="OUTDIR", help="then write the report site into OUTDIR (piuparts report)")
-    executor.add_options(run)
+    executor_options.add_options(run)
     status.add_argument("--json", action="store_true", help="print the states as JSON")
     again.add_argument("packages", nargs="*", metavar="PACKAGE")
     again.add_argument("--state", action="append", metavar="STATE",
@@ -66,7 +66,7 @@ def _run(conf: config_mod.Config, args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, stop.press)
     start = time.monotonic()
     try:
-        chosen = executor.factory(args, conf.db)  # a bad --broker is said before anything starts
+        chosen = executor_options.factory(args, conf.db)  # a bad --broker is said before anything starts
         make: Callable[[], Executor] = lambda: chosen(workers, conf.logs)  # noqa: E731
         display = display_for()
         tally = engine.run(conf, _sections(conf, args), make, display, stop, args.max_tests, args.seed)

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Sequence
 
-from piuparts import __version__, resources
-from piuparts.api import RunConfig, RunResult, config_from_argv
-from piuparts.batch import archive as archive_mod, problems, schedule, states as st
+from piuparts import __version__, aptsources, resources
+from piuparts.api import RunConfig, RunResult
+from piuparts.cli import config_from_argv
+from piuparts.batch import archive as archive_mod, problems, report, schedule, states as st
 from piuparts.batch.config import Config, Section
 from piuparts.batch.db import Database, Key, Record
 from piuparts.batch.executor import Executor, Finished, Running, Task
@@ -180,8 +181,7 @@ def _ordered(config: Config, names: Sequence[str]) -> list[Section]:
 
 def host_arch() -> str:
     """dpkg's architecture of this machine."""
-    from piuparts.options import host_architecture
-    return host_architecture()
+    return aptsources.host_architecture()
 
 
 def prepare(config: Config, names: Sequence[str], db: Database,
@@ -480,7 +480,6 @@ def run(config: Config, names: Sequence[str], make_executor: Callable[[], Execut
                 db.end_run(run_id, status)
             finally:
                 display.close()
-        from piuparts.batch import report
         report.write_summary(config.logs / "summary.json", runs)
         return tally
 

@@ -20,24 +20,35 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping, Protocol
 
-from piuparts.batch import states as st
+from piuparts.batch import schedule, states as st
+from piuparts.batch.archive import Archive
 
-if TYPE_CHECKING:
-    from piuparts.batch.engine import SectionRun
+
+class SectionRun(Protocol):
+    """What these reports read of a section during a run (the engine's
+    :class:`piuparts.batch.engine.SectionRun`; named here so that the engine
+    imports its reports and not the other way round)."""
+
+    archive: Archive
+    computed: dict[str, st.Result]
+    outcomes: dict[str, schedule.Outcome]
+
+    def status(self) -> dict[str, Any]: ...
+
 
 FLAGS = {st.FAILED: "F", st.CANNOT: "X", st.DEP_FAILED: "X", st.DEP_CANNOT: "X", st.DEP_MISSING: "X",
          st.WAITING: "W", st.WAITING_DEP: "W", st.PASSED: "P", st.UNKNOWN: "-"}
 _WORST = "FXWP-"
 
 
-def status_json(runs: Mapping[str, "SectionRun"]) -> dict[str, Any]:
+def status_json(runs: Mapping[str, SectionRun]) -> dict[str, Any]:
     """The ``status --json`` document."""
     return {"sections": {name: run.status() for name, run in runs.items()}}
 
 
-def status_text(runs: Mapping[str, "SectionRun"]) -> str:
+def status_text(runs: Mapping[str, SectionRun]) -> str:
     """A few lines a section: counts, then the packages that need a person."""
     lines = []
     for name, run in runs.items():
@@ -63,7 +74,7 @@ def _blocked_counts(computed: Mapping[str, st.Result]) -> dict[str, int]:
     return tally
 
 
-def summary(runs: Mapping[str, "SectionRun"]) -> dict[str, Any]:
+def summary(runs: Mapping[str, SectionRun]) -> dict[str, Any]:
     """The ``summary.json`` document."""
     packages: dict[str, dict[str, list[Any]]] = {}
     for name, run in runs.items():
@@ -86,7 +97,7 @@ def _worse(old: list[Any], new: list[Any]) -> list[Any]:
     return [flag_of[0], old[1] + new[1], flag_of[2]]
 
 
-def write_summary(path: Path, runs: Mapping[str, "SectionRun"]) -> None:
+def write_summary(path: Path, runs: Mapping[str, SectionRun]) -> None:
     """Write ``summary.json`` (under a temporary name, then renamed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")

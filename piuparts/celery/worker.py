@@ -73,7 +73,7 @@ _sessions: "Sessions | None" = None
 
 def parser() -> argparse.ArgumentParser:
     """``piuparts worker``'s options."""
-    from piuparts.options import DEFAULT_CACHE_DIR
+    from piuparts.aptsources import DEFAULT_CACHE_DIR
     p = argparse.ArgumentParser(prog="piuparts worker",
                                 description="Run the piuparts tests a coordinator (piuparts batch run "
                                             "--executor celery) queues on a Redis broker.")

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from piuparts import log as logsetup
 from piuparts.api import require_root
-from piuparts.batch import executor as executor_mod
+from piuparts.batch import executor as executor_mod, executor_options
 from piuparts.batch.engine import Stop
 from piuparts.ci import notify, run as run_mod
 from piuparts.ci.run import Options, Report
@@ -65,7 +65,7 @@ def _test_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--mirror", metavar="'URL [COMPONENT...]'", help="its mirror (default: the host's)")
     p.add_argument("--extra-repo", action="append", metavar="LINE", help="another apt source line (repeatable)")
     p.add_argument("--cache-dir", help="where bases and instances live (piuparts' default)")
-    executor_mod.add_options(p)
+    executor_options.add_options(p)
     p.add_argument("-v", "--verbose", action="count", default=0)
 
 
@@ -124,7 +124,7 @@ def _options(args: argparse.Namespace, repository: str, codename: str) -> Option
 def _executor(args: argparse.Namespace, options: Options) -> executor_mod.Factory:
     """The executor ``--executor`` chooses (a bad --broker says so now)."""
     from piuparts.ci.state import State
-    return executor_mod.factory(args, State(options.state_dir, options.codename).db)
+    return executor_options.factory(args, State(options.state_dir, options.codename).db)
 
 
 def _say(text: str) -> None:

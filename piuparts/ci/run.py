@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from piuparts import __version__
-from piuparts.api import RunConfig, RunResult, config_from_argv
+from piuparts.api import RunConfig, RunResult
+from piuparts.cli import config_from_argv
 from piuparts.config import replace_config
 from piuparts.batch.db import Database, Record
 from piuparts.batch.engine import Stop, host_arch

@@ -48,14 +48,14 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from piuparts import command, debcache, layers, resources
 from piuparts.backends import Backend
 from piuparts.dpkgdb import installed_versions
-from piuparts.chroot import Chroot
+from piuparts.chroot import APT, Chroot
 from piuparts.command import Result, failure_message
 from piuparts.errors import TestbedError, UsageError
 from piuparts.hooks import Hooks, distupgrade_env, failures
 from piuparts.inputs import TestSubject
 from piuparts.scenarios import ScenarioResult, Snapshot
 from piuparts.scenarios.install_upgrade_purge import parse_madison
-from piuparts.scenarios.runner import APT, Runner, Settings, classify_install_failure
+from piuparts.scenarios.runner import Runner, Settings, classify_install_failure
 from piuparts.state import snapshot_upper
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from typing import ContextManager, Sequence
 from piuparts.backends import overlay
 from piuparts.checks import Check, Context, make_checks
 from piuparts.dpkgdb import installed_versions, native_architecture
-from piuparts.chroot import Chroot
+from piuparts.chroot import APT, DEBS_DIR, Chroot
 from piuparts.command import Result
 from piuparts import debcache, hooks, layers
 from piuparts.failures import classify_install_failure, explain_failure
@@ -31,8 +31,6 @@ from piuparts.state import Diff, Ignores
 
 log = logging.getLogger("piuparts")
 
-DEBS_DIR = "/tmp/piuparts-debs"
-APT = ("eatmydata", "apt-get", "-y")
 
 
 @dataclass(frozen=True)

@@ -417,7 +417,7 @@ def answer(cluster: Cluster, namespace: str, attempt: str) -> dict[str, Any]:
 
 
 def test_bad_payloads_and_task_names_are_refused(tmp_path: Path, cluster: Cluster) -> None:
-    from piuparts.api import config_from_argv
+    from piuparts.cli import config_from_argv
     from piuparts.celery import broker
     namespace = uuid.uuid4().hex[:16]
     evil = tmp_path / "evil.tgz"

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from piuparts import api
+from piuparts import api, cli
 from tests.debs import CLEAN, FAILING_POSTINST, LEFTOVER, DebSpec
 from tests.integration.helpers import leaks, piuparts
 
@@ -40,7 +40,7 @@ NEEDS_EXTRA = DebSpec("pp-dropin-needs-extra", depends="pp-dropin-extra")
 @pytest.fixture(scope="session")
 def base_root(cache_dir: Path) -> Path:
     """The cached debootstrap base of the host's distribution (made if missing)."""
-    config, _ = api.config_from_argv(["--cache-dir", str(cache_dir)])
+    config, _ = cli.config_from_argv(["--cache-dir", str(cache_dir)])
     with api.Session(config) as session:
         assert session.backend is not None
         root: Path = getattr(session.backend, "root")
@@ -197,7 +197,7 @@ def _jenkins(cache_dir: Path, tmp_path: Path, deb: Path,
     work.mkdir()
     (tmp_path / "no-scripts").mkdir()
     env = {"PATH": f"{shims}:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "SKIP_BASE_TGZ": "1",
-           "distribution": api.config_from_argv([])[0].distribution, "architecture": "amd64",
+           "distribution": cli.config_from_argv([])[0].distribution, "architecture": "amd64",
            **({} if debian_scripts else {"SCRIPTSDIR": str(tmp_path / "no-scripts")})}
     wrapper = subprocess.run(["jdg-piuparts-wrapper", str(deb)], cwd=work, env=env, capture_output=True, text=True,
                              timeout=900)
@@ -231,7 +231,7 @@ def test_piuparts_debian_org_slave_command_line_through_a_proxy(cache_dir, tmp_p
     version = madison.split("|")[1].strip()
     for cached in (cache_dir / "debs").glob("hello_*.deb"):
         cached.unlink()  # so apt downloads it, through the proxy
-    config, _ = api.config_from_argv([])
+    config, _ = cli.config_from_argv([])
     scratch = tmp_path / "t"
     scratch.mkdir()
     log = tmp_path / "piuparts.log"

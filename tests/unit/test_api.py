@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from piuparts import api
+from piuparts import api, cli
 from piuparts.backends import Backend, BaseSpec, Capabilities
 from piuparts.config import CONFIG_VERSION, RunConfig, replace_config
 from piuparts.errors import Interrupted, PackageFailed, TestbedError, UsageError
@@ -25,7 +25,7 @@ ARGV = ["-d", "bookworm", "-m", "http://mirror.invalid/debian main contrib", "--
 
 
 def config() -> RunConfig:
-    cfg, subject = api.config_from_argv(ARGV)
+    cfg, subject = cli.config_from_argv(ARGV)
     assert subject is None
     return cfg
 
@@ -39,6 +39,26 @@ def test_config_from_argv_records_what_was_asked():
     assert cfg.severities == (("dependency-leftovers", "warn"),)
     assert cfg.cache_dir == Path("/var/tmp/cache")
     assert cfg.ignores.match("/var/lib/foo/bar") is not None
+
+
+def test_configure_builds_a_run_config_from_typed_values_without_argv():
+    cfg = api.configure(distributions=("bookworm",), mirror="http://mirror.invalid/debian",
+                        components=("main", "contrib"), architecture="amd64", cache_dir=Path("/var/tmp/cache"),
+                        extra_repos=(REPO,), ignore_regexes=("/var/lib/foo/.*",),
+                        severities=(("dependency-leftovers", "warn"),), warn_on_others=True)
+    assert cfg == config()  # the same settings as the command line's spelling of them
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"bogus": 1}, "run configuration: unknown key 'bogus'"),
+    ({"severities": "adequate=fail"}, "run configuration: 'severities' must be a list"),
+    ({"ignore_regexes": ("(",)}, "-I '(': not a valid regular expression"),
+])
+def test_configure_refuses_what_the_json_reader_refuses(values, message):
+    with pytest.raises(UsageError) as caught:
+        api.configure(distributions=("bookworm",), mirror="http://mirror.invalid/debian", architecture="amd64",
+                      **values)
+    assert str(caught.value).startswith(message)
 
 
 def test_config_round_trips_through_json():

@@ -19,7 +19,7 @@ COMMON = ["-d", "bookworm", "-m", "http://mirror.invalid/debian", "--arch", "amd
 
 
 def chosen(*argv: str) -> tuple[str, dict[str, Any]]:
-    cfg, _ = api.config_from_argv([*COMMON, *argv])
+    cfg, _ = cli.config_from_argv([*COMMON, *argv])
     assert RunConfig.from_json(json.loads(json.dumps(cfg.to_json()))) == cfg  # what a worker would get
     return cfg.backend, cfg.backend_options
 
@@ -104,7 +104,7 @@ def test_a_new_backend_is_one_class(toy_backend: type[Backend]) -> None:
     assert chosen("--toy-tree", "/srv/toy") == ("toy", {"toy_tree": "/srv/toy"})
     with pytest.raises(UsageError, match="^--toy-speed only applies to --toy-tree$"):
         chosen("--toy-speed", "fast")
-    cfg, _ = api.config_from_argv([*COMMON, "--toy-tree", "/srv/toy"])
+    cfg, _ = cli.config_from_argv([*COMMON, "--toy-tree", "/srv/toy"])
     with ExitStack() as stack, pytest.raises(_Made) as made:
         stack.enter_context(api.Session(cfg))
     assert made.value.args == (Path("/srv/toy"), "slow")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from piuparts.api import RunResult, config_from_argv
+from piuparts.api import RunResult
+from piuparts.cli import config_from_argv
 from piuparts.batch import engine, states as st
 from piuparts.batch.archive import Archive
 from piuparts.batch.config import Config, Section

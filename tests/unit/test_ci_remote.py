@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from piuparts.api import RunResult
-from piuparts.batch import executor as executor_mod
+from piuparts.batch import executor_options
 from piuparts.batch.engine import Stop
 from piuparts.batch.executor import Executor, Finished, Running, Task
 from piuparts.batch.local import LocalExecutor
@@ -164,8 +164,8 @@ def test_ci_executor_options_are_checked(tmp_path: Path, argv: list[str], said: 
 
 def test_batch_and_ci_share_the_executor_choice(tmp_path: Path) -> None:
     p = argparse.ArgumentParser()
-    executor_mod.add_options(p)
-    assert executor_mod.factory(p.parse_args([]), tmp_path / "db") is LocalExecutor
+    executor_options.add_options(p)
+    assert executor_options.factory(p.parse_args([]), tmp_path / "db") is LocalExecutor
     ci_args = cli.parser().parse_args([str(tmp_path), "--codename", "pp", "--executor", "celery", "--broker",
                                        "redis://:pw@10.0.0.1/0"])
     assert {"executor", "broker", "insecure_broker", "lease"} <= set(vars(ci_args))

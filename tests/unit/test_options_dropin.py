@@ -59,7 +59,7 @@ PIUPARTS_117 = {
 
 
 def config(*argv: str) -> RunConfig:
-    cfg, _ = api.config_from_argv([*BASE, *argv])
+    cfg, _ = cli.config_from_argv([*BASE, *argv])
     return cfg
 
 
@@ -174,12 +174,12 @@ def test_pedantic_purge_test_counts_tmp():
 
 
 def test_defaults_ubuntu_gives_ubuntu_components_and_asks_for_the_mirror():
-    cfg, _ = api.config_from_argv(["-D", "ubuntu", "-d", "jammy", "--arch", "amd64",
+    cfg, _ = cli.config_from_argv(["-D", "ubuntu", "-d", "jammy", "--arch", "amd64",
                                    "-m", "http://mirror.invalid/ubuntu"])
     assert (cfg.mirror, cfg.components) == ("http://mirror.invalid/ubuntu",
                                             ("main", "universe", "restricted", "multiverse"))
     with pytest.raises(UsageError, match=r"^-D ubuntu: give the Ubuntu mirror with -m"):
-        api.config_from_argv(["-D", "ubuntu", "-d", "jammy", "--arch", "amd64"])
+        cli.config_from_argv(["-D", "ubuntu", "-d", "jammy", "--arch", "amd64"])
 
 
 def test_testdebs_repo_is_an_extra_source(tmp_path):
