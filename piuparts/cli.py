@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 from piuparts import __version__, api, log as logsetup, options as opts, prune, resources
 from piuparts.api import require_root
-from piuparts.backends import Backend
+from piuparts.backends import Backend, pids
 from piuparts.checks import Check
 from piuparts.errors import Interrupted, PiupartsError, UsageError
 from piuparts.report import json as json_report, junit as junit_report, pilog, text as text_report
@@ -248,6 +248,9 @@ def cleanup(argv: Sequence[str]) -> int:
     for base in sorted((cache / "bases").glob("*/")) if (cache / "bases").is_dir() else ():
         removed += resources.reap(base, ".build-*")  # a generation a killed run was making
     log.info("Removed %d leftover director%s", len(removed), "y" if len(removed) == 1 else "ies")
+    groups = pids.reap()  # and the processes a killed run left in them
+    if groups:
+        log.info("Removed %d pids cgroup%s of killed runs", len(groups), "" if len(groups) == 1 else "s")
     temporaries = prune.reap_temporaries(cache)
     if temporaries:
         log.info("Removed %d temporary file%s of killed runs", len(temporaries), "" if len(temporaries) == 1 else "s")

@@ -119,16 +119,26 @@ def _end(group: Path) -> None:
     log.warning("Could not remove the cgroup %s: processes are still in it", group)
 
 
-def reap(top: Path) -> None:
-    """End and remove the cgroups of runs that are no longer running."""
-    for group in top.iterdir():
-        if not group.is_dir():
-            continue
+def dead_groups(top: Path | None = None) -> list[Path]:
+    """The cgroups of runs that are no longer running (none where there is no pids controller)."""
+    top = top or hierarchy()
+    if top is None:
+        return []
+    dead = []
+    for group in sorted(top.iterdir()):
         pid, _, rest = group.name.partition("-")
-        start = rest.rpartition("-")[0]
-        if pid.isdigit() and resources.start_time(int(pid)) != start:
-            log.info("Removing the cgroup %s, left by a run that is no longer running", group)
-            _end(group)
+        if group.is_dir() and pid.isdigit() and resources.start_time(int(pid)) != rest.rpartition("-")[0]:
+            dead.append(group)
+    return dead
+
+
+def reap(top: Path | None = None) -> list[Path]:
+    """End what is left in the cgroups of runs that are no longer running, and remove them."""
+    groups = dead_groups(top)
+    for group in groups:
+        log.info("Removing the cgroup %s, left by a run that is no longer running", group)
+        _end(group)
+    return groups
 
 
 @contextmanager

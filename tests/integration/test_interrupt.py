@@ -9,6 +9,7 @@ import time
 import pytest
 
 from piuparts import resources
+from piuparts.backends import pids
 from tests.conftest import PIUPARTS
 from tests.debs import SLOW_POSTINST
 from tests.integration.helpers import leaks
@@ -53,4 +54,6 @@ def test_sigkilled_run_is_reaped_by_cleanup(cache_dir, debs):
     assert cleanup.returncode == 0, cleanup.stdout + cleanup.stderr
     assert "Removed 1 leftover directory" in cleanup.stdout
     assert leaks(cache_dir) == []
+    # The killed run's pids cgroup goes too (cleanup's, or the next instance's reap, whichever comes first).
+    assert [g for g in pids.dead_groups() if g.name.startswith(f"{proc.pid}-")] == []
     assert resources.processes_under(cache_dir) == []

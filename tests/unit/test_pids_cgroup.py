@@ -47,6 +47,6 @@ def test_only_the_cgroups_of_dead_runs_are_reaped(tmp_path, monkeypatch):
     monkeypatch.setattr(pids.resources, "start_time", lambda pid: {100: "555"}.get(pid))
     for name in ("100-555-0", "100-444-3", "200-777-1", "notours"):
         (tmp_path / name).mkdir()
-    pids.reap(tmp_path)
+    assert [g.name for g in pids.reap(tmp_path)] == ["100-444-3", "200-777-1"]
     # 100 runs, started at 555: its own stays; 100 at 444 is another (dead) run that had that PID; 200 is dead.
     assert sorted(ended) == ["100-444-3", "200-777-1"]
