@@ -13,6 +13,12 @@ A script that asks a question there and waits is caught: when one of the
 command's processes is blocked reading that terminal and nothing has been
 written for ``prompt_timeout`` seconds (at once for dpkg's conffile
 prompt), the command is killed and its :class:`Result` quotes the prompt.
+
+Longer than the project's 500 lines on purpose: it is the one seam the unit
+tier replaces (``tests/unit/conftest.py`` fakes :func:`run`), and its parts
+(the process group's end, the pty reader, the prompt watcher, the output
+cap) share one process's lifetime; split, each piece would be a second way
+to start a process.
 """
 
 from __future__ import annotations

@@ -34,19 +34,17 @@ import hashlib
 import json
 import logging
 import os
-import re
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, NamedTuple, Sequence
 
-from piuparts import aptsources, command, debcache, inroot, resources
+from piuparts import command, debcache, inroot, resources
+from piuparts.aptplan import deb_checksums, resolve, split_cycles
 from piuparts.chroot import APT, DEBS_DIR, Chroot
 from piuparts.debcache import Listed
-from piuparts.dpkgdb import native_architecture, simulated_installs
+from piuparts.dpkgdb import native_architecture
+from piuparts.digests import base_digests, hook_digests, lists_digests, source_digest
 from piuparts.errors import TestbedError
 
 if TYPE_CHECKING:
@@ -57,243 +55,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("piuparts")
 
-@dataclass(frozen=True)
-class Plan:
-    """What ``apt-get install TARGETS`` would install: ``items`` (``NAME=VERSION:ARCH``,
-    NAME qualified as apt names a package of another architecture than the
-    instance's) and, when apt's listing gave them, each item's ``(URI, FILE, SIZE, HASH)``."""
-
-    items: list[str]
-    listed: dict[str, Listed] | None
-    #: The listing's entries of the packages :func:`resolve` was told are tested (not in ``items``).
-    tested: dict[str, Listed] = field(default_factory=dict)
-
-    @property
-    def checksums(self) -> list[str] | None:
-        """``FILE SIZE HASH`` of each .deb to fetch (sorted), as :func:`deb_checksums` says them."""
-        if self.listed is None:
-            return None
-        return sorted(f"{file} {size} {digest}" for _, file, size, digest in self.listed.values() if digest)
-
-    @property
-    def listing(self) -> list[Listed] | None:
-        return None if self.listed is None else list(self.listed.values())
-
-
-#: apt-get's summary line: "0 upgraded, 68 newly installed, 0 to remove and 0 not upgraded."
-_SUMMARY = re.compile(r"^(\d+) upgraded, (\d+) newly installed, (?:(\d+) reinstalled, )?(?:(\d+) downgraded, )?"
-                      r"\d+ to remove", re.M)
-
-
-def plan(chroot: Chroot, apt: Sequence[str], targets: Sequence[str], native: str) -> Plan | None:
-    """What installing ``targets`` would install, from one ``--print-uris``
-    run (apt resolves, and does not order the installs as ``--simulate``
-    does: half the time); None when apt cannot resolve them, or when its
-    listing does not account for every package it counts (a .deb already
-    in the instance's archives is not listed), and then :func:`resolve`
-    asks ``--simulate``.  ``native``: the instance's architecture."""
-    listing = chroot.run([*apt, "install", "--print-uris", *targets], level=logging.DEBUG)
-    return parse_listing(listing.output, native) if listing.ok else None
-
-
-def parse_listing(output: str, native: str) -> Plan | None:
-    """The :class:`Plan` in ``apt-get install --print-uris`` output (see :func:`plan`)."""
-    summary = _SUMMARY.search(output)
-    if summary is None:
-        return None
-    listing = debcache.listed(output)
-    if len(listing) != sum(int(n or 0) for n in summary.groups()):
-        log.debug("apt's listing names %d packages of %s; asking --simulate", len(listing), summary[0])
-        return None
-    entries = {}
-    for entry in listing:
-        fields = urllib.parse.unquote(entry[1][:-len(".deb")]).split("_")
-        if len(fields) != 3:
-            return None  # not apt's NAME_VERSION_ARCH.deb
-        name, version, arch = fields
-        entries[f"{name if arch in ('all', native) else f'{name}:{arch}'}={version}:{arch}"] = entry
-    return Plan(sorted(entries), entries)
-
-
-def resolve(chroot: Chroot, apt: Sequence[str], targets: Sequence[str], tested: Sequence[str],
-            native: str) -> Plan | None:
-    """What installing ``targets`` pulls in besides the ``tested`` packages
-    (see :class:`Plan`); None when apt cannot resolve it."""
-    planned = plan(chroot, apt, targets, native)
-    if planned is None:
-        simulated = chroot.run([*apt, "install", "--simulate", *targets], level=logging.DEBUG)
-        if not simulated.ok:
-            return None
-        planned = Plan(sorted(f"{name}={version}:{arch}" for name, version, arch
-                              in simulated_installs(simulated.output)), None)
-    items = [item for item in planned.items if item.split("=", 1)[0].split(":", 1)[0] not in tested]
-    if planned.listed is None:
-        return Plan(items, None)
-    return Plan(items, {i: planned.listed[i] for i in items},
-                {i: entry for i, entry in planned.listed.items() if i not in items})
-
-
-#: apt's "unmet dependencies" lines: " python3-oslo.log : Depends: python3-oslo.config but it is not ..."
-_UNMET = re.compile(r"^ (\S+) : (?:Pre-)?Depends: ", re.M)
-
-
-def without_cycles(chroot: Chroot, apt: Sequence[str], dependencies: list[str],
-                   tested: Sequence[str], native: str) -> list[str]:
-    """``dependencies`` less those that need a tested package back (OpenStack
-    has such cycles: python3-oslo.log depends on python3-oslo.config).  The
-    layer (or the test's "install dependencies" step) must not hold the
-    packages under test: what is left out here is installed together with
-    the tested packages, from the given .debs.  Items are NAME or
-    NAME=VERSION:ARCH; ``native``: the instance's architecture."""
-    return _split_cycles(chroot, apt, dependencies, tested, native)[0]
-
-
-def _split_cycles(chroot: Chroot, apt: Sequence[str], dependencies: list[str], tested: Sequence[str],
-                  native: str) -> tuple[list[str], Plan | None]:
-    """:func:`without_cycles`, and apt's plan for installing what it keeps
-    (what the layer will hold; None when apt's listing did not give it)."""
-    names = [dep.split("=", 1)[0] for dep in dependencies]
-    alone = plan(chroot, apt, names, native)
-    if alone is None:
-        simulated = chroot.run([*apt, "install", "--simulate", *names], level=logging.DEBUG)
-        ok, pulled = simulated.ok, {name for name, _, _ in simulated_installs(simulated.output)}
-    else:
-        ok, pulled = True, {item.split("=", 1)[0] for item in alone.items}
-    back = {name.split(":", 1)[0] for name in pulled} & set(tested)
-    if ok and not back:
-        return dependencies, alone  # no cycle: the usual case
-    kept, planned = list(dependencies), None
-    for _ in range(20):
-        names = [dep.split("=", 1)[0] for dep in kept]
-        tried = chroot.run([*apt, "install", "--print-uris", *names, *(f"{name}-" for name in back)],
-                           level=logging.DEBUG)
-        if tried.ok:
-            planned = parse_listing(tried.output, native)
-            break
-        broken = set(_UNMET.findall(tried.output))
-        if not broken:
-            return [], None  # apt fails for another reason: the install says why
-        kept = [dep for dep in kept if dep.split("=", 1)[0] not in broken]
-        if not kept:
-            break
-    log.info("Installing with the tested packages what needs them back: %s",
-             " ".join(sorted(dep.split("=", 1)[0] for dep in set(dependencies) - set(kept))))
-    return kept, planned
-
-
 #: Changes whenever what a key covers or what a layer holds changes: older keys are not used
 #: (3: a layer's key names what it was made on, and the layer it was built over;
 #: 4: a stack records the content key of what it holds, an answer what its test fetches).
 FORMAT = 4
 #: Setup artefacts a layer never keeps, whatever the install did to them.
 SETUP_PATHS = ("/etc/resolv.conf", "/etc/apt/sources.list.d/piuparts-extra.list")
-#: apt's list of a source, and the Release file that names its indexes' hashes.
-_RELEASE = re.compile(r"_(In)?Release$")
-
-
-def _digest_file(path: Path) -> str:
-    with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
-
-
-def lists_digests(lists: Path) -> list[str]:
-    """The SHA256 digests (sorted) of what apt's lists in ``lists`` say about
-    the sources' content: each Release or InRelease file (it holds the
-    hashes of its indexes), and the index files of a source that has none.
-    Not their names: the same repository at another path is the same."""
-    try:
-        names = sorted(entry.name for entry in os.scandir(lists) if entry.is_file())
-    except OSError:
-        return []
-    releases = [name for name in names if _RELEASE.search(name)]
-    prefixes = tuple(_RELEASE.sub("_", name) for name in releases)
-    covered = [name for name in names if name in releases or
-               (not name.startswith(prefixes) and ("_Packages" in name or "_Sources" in name))]
-    return sorted(f"list {_digest_file(lists / name)}" for name in covered)
-
-
-def base_digests(base: Path) -> list[str]:
-    """What identifies a base's content: which build it is (a rebuilt base is
-    another one), its package database and its sources' content."""
-    return [_base_build(base), f"status {_digest_file(base / 'var/lib/dpkg/status')}",
-            *lists_digests(base / "var/lib/apt/lists")]
-
-
-def _base_build(base: Path) -> str:
-    """The build a base root comes from.  A cached base's generations
-    (``bases/KEY/gen-N/root``) are copies of one build whose lists were
-    refreshed: they share its key and creation time, so a refresh that
-    changed neither the package database nor the lists keeps the layers.
-    Any other root is itself: its path and inode."""
-    try:
-        created = json.loads((base.parent / "meta.json").read_text())["created"]
-        return f"base {base.parent.parent.name} built {created!r}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"base {base} {os.stat(base).st_ino}"
-
-
-def hook_digests(hooks: "Hooks | None") -> list[str]:
-    """``hook NAME SHA256`` of each hook script."""
-    if hooks is None:
-        return []
-    return [f"hook {name} {_digest_file(path)}" for name, path in sorted(hooks.scripts.items())]
-
-
-def _fetch(url: str) -> bytes | None:
-    """The content at ``url`` (file: read in place, http(s) fetched), or None."""
-    parsed = urllib.parse.urlparse(url)
-    try:
-        if parsed.scheme in ("file", "copy"):
-            return Path(urllib.parse.unquote(parsed.path)).read_bytes()
-        if parsed.scheme in ("http", "https"):
-            with urllib.request.urlopen(url, timeout=10) as response:
-                data: bytes = response.read()
-                return data
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def source_digest(line: str) -> str | None:
-    """What an ``--extra-repo`` line's repository holds now: the digest of its
-    InRelease or Release file (of its Packages files when it has neither),
-    None when it cannot be read from here."""
-    entries = aptsources.parse_one_line(line)
-    if len(entries) != 1:
-        return None
-    entry = entries[0]
-    uri, suite = entry.uris[0].rstrip("/"), entry.suites[0] if entry.suites else "./"
-    top = f"{uri}/{suite.rstrip('/')}" if suite.endswith("/") else f"{uri}/dists/{suite}"
-    candidates = [f"{top}/InRelease", f"{top}/Release"]
-    if suite.endswith("/"):
-        candidates += [f"{top}/Packages", f"{top}/Packages.gz", f"{top}/Packages.xz"]
-    for url in candidates:
-        data = _fetch(url)
-        if data is not None:
-            return f"list {hashlib.sha256(data).hexdigest()}"
-    return None
-
-
-def suite_digest(mirror: str, suite: str) -> str | None:
-    """The digest of ``suite``'s InRelease (or Release) file on ``mirror``
-    (``URL`` or ``URL COMPONENTS...``), None when it cannot be read from here."""
-    url = mirror.split()[0].rstrip("/")
-    for name in ("InRelease", "Release"):
-        data = _fetch(f"{url}/dists/{suite}/{name}")
-        if data is not None:
-            return hashlib.sha256(data).hexdigest()
-    return None
-
-
-def deb_checksums(chroot: Chroot, apt: Sequence[str], names: Sequence[str]) -> list[str] | None:
-    """``FILE SIZE HASH`` of every .deb installing ``names`` fetches (apt's
-    own checksums, from the sources' indexes); None when apt cannot say."""
-    listing = chroot.run([*apt, "install", "--print-uris", "-qq", *names], level=logging.DEBUG)
-    if not listing.ok:
-        return None
-    return sorted(f"{file} {size} {digest}" for _, file, size, digest in debcache.listed(listing.output) if digest)
-
-
 def key(material: Sequence[str]) -> str:
     """A layer's name: the digest of everything it depends on."""
     return hashlib.sha256("\n".join([f"format {FORMAT}", *material]).encode()).hexdigest()[:16]
@@ -516,7 +283,7 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
         resolved = resolve(chroot, APT, targets, subject.packages, build.native)
         dependencies, alone = resolved.items if resolved else None, None
         if dependencies:
-            dependencies, alone = _split_cycles(chroot, APT, dependencies, subject.packages, build.native)
+            dependencies, alone = split_cycles(chroot, APT, dependencies, subject.packages, build.native)
         if dependencies == []:
             _remember(backend.cache_dir, resolution, NO_LAYER)
         names = [dep.split("=", 1)[0] for dep in dependencies or ()]
@@ -606,7 +373,7 @@ class _Build:
                 listing: Sequence[Listed] | None = None, content: str = "") -> list[Path] | str:
         """Install ``dependencies`` in ``chroot`` and keep its upper directory as the layer ``name``
         (``targets``: what to take from the .deb cache for it, unless apt's ``listing`` for
-        this instance is known already: see :class:`Plan`)."""
+        this instance is known already: see :class:`piuparts.aptplan.Plan`)."""
         from piuparts.dpkgdb import installed_packages
         names = [dep.split("=", 1)[0] for dep in dependencies]
         debcache.fill(chroot, self.deb_cache, self.apt, targets, listing=listing)

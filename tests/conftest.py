@@ -33,7 +33,38 @@ def _mirror_unreachable() -> str | None:
     return None
 
 
+#: Modules whose tests must not run at the same time as each other's: one
+#: unit of work for pytest-xdist, so one worker runs them in turn.  They count
+#: schroot sessions, which are the machine's, not a cache directory's.
+TOGETHER = {"test_backend_contract": "schroot sessions", "test_backend_schroot": "schroot sessions"}
+#: The longest modules first (from ``pytest --durations``), so that no worker
+#: is left with one of them at the end while the others wait.
+LONGEST_FIRST: tuple[str, ...] = ()
+
+
+def _unit(nodeid: str) -> str:
+    module = nodeid.partition("::")[0]
+    return TOGETHER.get(Path(module).stem, module)
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """With pytest-xdist (``-n``), a module is one unit of work (with TOGETHER's
+    exceptions): its module fixtures (a Redis server, a repository, a base of
+    another release) are made once, on one worker.  Units go out in the
+    suite's order (LONGEST_FIRST), not by their number of tests."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid)
+
+    config.option.loadscopereorder = False
+    return ByModule(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(item.nodeid.partition("::")[0]).stem, len(rank)))
     if os.environ.get("CI"):
         return  # CI has root and the network: a test that cannot run there must fail, not skip
     for item in items:
@@ -43,12 +74,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
+#: What every process of the suite shares in the cache: the bases, the layers,
+#: the fetched .debs and the inputs the tests make once (tarballs, schroot and
+#: sbuild chroots, the VM's kernel).  Many runs share them safely by design
+#: (locks, atomic renames); instances are each worker's own.
+SHARED_CACHE = ("archive", "bases", "debs", "layers", "references", "sbuild", "schroot", "test-inputs", "vm")
+
+
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
-    """One cache (and so one base) for the whole suite, kept between runs."""
+    """One cache (and so one base) for the whole suite, kept between runs.
+
+    With pytest-xdist, each worker gets a cache directory of its own whose
+    shared parts are links to the suite's: what a test counts as left behind
+    (instances, mounts, processes under them) is its worker's alone, while
+    bases and layers are built once for the whole session."""
     path = Path(os.environ.get("PIUPARTS_TEST_CACHE", "/var/tmp/piuparts-ng-tests"))
     path.mkdir(parents=True, exist_ok=True)
-    return path
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return path
+    own = path / "workers" / worker
+    own.mkdir(parents=True, exist_ok=True)
+    for name in SHARED_CACHE:
+        (path / name).mkdir(exist_ok=True)
+        link = own / name
+        if not link.is_symlink():
+            link.symlink_to(path / name)
+    return own
 
 
 @pytest.fixture(scope="session")

@@ -25,7 +25,7 @@ from piuparts.batch.db import CiRun, Database
 from piuparts.ci import changes as ch
 from piuparts.ci.run import Outcome, Report
 from piuparts.ci.state import State, write_json
-from piuparts.report.html import data as model
+from piuparts.report.html import model
 
 
 def write_json_report(path: Path, report: Report) -> None:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from piuparts import command, debcache, layers, resources
+from piuparts import command, debcache, digests, resources
 from piuparts.backends import Backend
 from piuparts.dpkgdb import installed_versions
 from piuparts.chroot import APT, Chroot
@@ -193,9 +193,9 @@ class Reference:
             # The hooks see the tested packages (Debian's keep an obsolete base package when it is tested).
             "objects": settings.hooks.env.get("PIUPARTS_OBJECTS", "") if hooks and settings.hooks else "",
             # What the targets hold now: archive changes since the reference was made are not the package's.
-            "releases": {target: layers.suite_digest(plan.backend.spec.mirror, target)
+            "releases": {target: digests.suite_digest(plan.backend.spec.mirror, target)
                          for target in options.distributions[1:]},
-            "extra_repo_content": [layers.source_digest(line) for line in options.extra_repos],
+            "extra_repo_content": [digests.source_digest(line) for line in options.extra_repos],
         }
         digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
         self.material = material

@@ -21,7 +21,7 @@ from piuparts.checks import Check, Context, make_checks
 from piuparts.dpkgdb import installed_versions, native_architecture
 from piuparts.chroot import APT, DEBS_DIR, Chroot
 from piuparts.command import Result
-from piuparts import debcache, hooks, layers
+from piuparts import aptplan, debcache, hooks
 from piuparts.failures import classify_install_failure, explain_failure
 from piuparts.findings import FAIL, WARN, Finding
 from piuparts.hooks import Hooks
@@ -300,11 +300,11 @@ class Runner:
         """What installing ``targets`` pulls in that can be installed before
         them: not the tested packages, nor what needs them back."""
         native = native_architecture(self.chroot)
-        resolved = layers.resolve(self.chroot, APT, targets, self.subject.packages, native)
+        resolved = aptplan.resolve(self.chroot, APT, targets, self.subject.packages, native)
         if not (resolved and resolved.items):
             return []
         return [item.split("=", 1)[0]
-                for item in layers.without_cycles(self.chroot, APT, resolved.items, self.subject.packages, native)]
+                for item in aptplan.without_cycles(self.chroot, APT, resolved.items, self.subject.packages, native)]
 
     def install_debs(self, step_name: str, first: bool = True) -> bool:
         """Install the tested .debs and --apt names (copied in for the purpose)."""

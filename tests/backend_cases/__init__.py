@@ -10,11 +10,16 @@ every available case.
 
 from __future__ import annotations
 
+import fcntl
+import functools
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
-from typing import Callable
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -35,3 +40,18 @@ def modules() -> list[ModuleType]:
     """Every case module, in name order."""
     return [importlib.import_module(f"{__name__}.{info.name}")
             for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name)]
+
+
+def made_once(name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """A builder of ``CACHE/test-inputs`` that the suite's processes (pytest-xdist
+    workers) run one at a time: the second waits, then finds what the first made."""
+    def wrap(build: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(build)
+        def locked(cache_dir: Path, *args: object) -> T:
+            inputs = cache_dir / "test-inputs"
+            inputs.mkdir(parents=True, exist_ok=True)
+            with open(inputs / f".{name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                return build(cache_dir, *args)
+        return locked
+    return wrap

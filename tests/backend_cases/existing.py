@@ -22,7 +22,7 @@ import pytest
 
 from piuparts import resources, state
 from piuparts.backends.common import HARNESS_FILES
-from tests.backend_cases import BackendCase
+from tests.backend_cases import BackendCase, made_once
 from tests.backend_cases.tarball import debootstrap_base
 
 MAX_AGE = 12 * 3600
@@ -32,6 +32,7 @@ def available() -> str | None:
     return None if Path("/usr/share/debootstrap/scripts").is_dir() else "debootstrap is not installed"
 
 
+@made_once("plain-tree")
 def plain_tree(cache_dir: Path, name: str) -> Path:
     """``CACHE/test-inputs/NAME``: a plain Debian tree, made when missing or old."""
     directory = cache_dir / "test-inputs" / name

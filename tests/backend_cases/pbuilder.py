@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backend_cases import BackendCase
+from tests.backend_cases import BackendCase, made_once
 
 MAX_AGE = 7 * 86400
 
@@ -26,6 +26,7 @@ def available() -> str | None:
     return None if shutil.which("tar") else "tar is not installed"
 
 
+@made_once("pbuilder-base")
 def basetgz(cache_dir: Path) -> Path:
     """pbuilder's base tarball of the host's distribution, made when missing or a week old."""
     from piuparts import aptsources

@@ -19,7 +19,7 @@ from piuparts import aptsources
 from piuparts.backends.base import BaseSpec
 from piuparts.backends.debootstrap import DebootstrapBackend
 from piuparts.options import host_architecture
-from tests.backend_cases import BackendCase
+from tests.backend_cases import BackendCase, made_once
 
 MAX_AGE = 86400
 
@@ -48,6 +48,7 @@ def debootstrap_base(cache_dir: Path) -> Iterator[DebootstrapBackend]:
         backend.close()
 
 
+@made_once("debootstrap-tarball")
 def saved_tarball(cache_dir: Path) -> Path:
     """The debootstrap base saved by DebootstrapBackend.save (what ``-s`` runs)."""
     path = cache_dir / "test-inputs" / "debootstrap-base.tgz"

@@ -44,7 +44,8 @@ def leaks(cache_dir: Path) -> list[str]:
         left += [str(p) for p in instances.iterdir()]
     builds = cache_dir / "bases"
     if builds.is_dir():
-        left += [str(p) for p in builds.glob(".build-*")] + [str(p) for p in builds.glob("*/.build-*")]
+        # bases may be shared with runs that go on now: a build of a live run is not left behind
+        left += [str(p) for p in [*builds.glob(".build-*"), *builds.glob("*/.build-*")] if not resources.owner_alive(p)]
     return left
 
 

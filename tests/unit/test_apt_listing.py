@@ -3,7 +3,7 @@
 The outputs are apt's own (bookworm's apt 2.6), cut to a few packages.
 """
 
-from piuparts import layers
+from piuparts import aptplan, layers
 
 LISTING = """\
 Reading package lists...
@@ -23,7 +23,7 @@ After this operation, 6110 kB of additional disk space will be used.
 
 
 def test_every_package_with_its_version_architecture_and_checksum():
-    plan = layers.parse_listing(LISTING, "amd64")
+    plan = aptplan.parse_listing(LISTING, "amd64")
     assert plan is not None
     assert plan.items == ["fx=1:1.0:all", "libssl3=3.0.20-1~deb12u2:amd64", "python3-oslo.config=1:9.0.0-3:all",
                           "python3-six=1.16.0-4:all"]
@@ -35,7 +35,7 @@ def test_every_package_with_its_version_architecture_and_checksum():
 
 
 def test_a_package_of_another_architecture_is_named_as_apt_names_it():
-    plan = layers.parse_listing(LISTING, "i386")
+    plan = aptplan.parse_listing(LISTING, "i386")
     assert plan is not None
     assert "libssl3:amd64=3.0.20-1~deb12u2:amd64" in plan.items
     assert "python3-six=1.16.0-4:all" in plan.items
@@ -44,21 +44,21 @@ def test_a_package_of_another_architecture_is_named_as_apt_names_it():
 def test_a_listing_short_of_apts_count_is_not_a_plan():
     # a .deb already in the instance's archives is counted but not listed: --simulate must answer instead
     short = LISTING.replace("0 upgraded, 4 newly installed", "1 upgraded, 4 newly installed")
-    assert layers.parse_listing(short, "amd64") is None
-    assert layers.parse_listing("E: Unable to locate package nothere\n", "amd64") is None
+    assert aptplan.parse_listing(short, "amd64") is None
+    assert aptplan.parse_listing("E: Unable to locate package nothere\n", "amd64") is None
 
 
 def test_downgrades_and_reinstalls_count():
     text = LISTING.replace("0 upgraded, 4 newly installed, 0 to remove",
                            "0 upgraded, 2 newly installed, 1 reinstalled, 1 downgraded, 0 to remove")
-    plan = layers.parse_listing(text, "amd64")
+    plan = aptplan.parse_listing(text, "amd64")
     assert plan is not None and len(plan.items) == 4
 
 
 def test_nothing_to_install_is_an_empty_plan():
     text = "Reading package lists...\npython3-six is already the newest version (1.16.0-4).\n" \
            "0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n"
-    plan = layers.parse_listing(text, "amd64")
+    plan = aptplan.parse_listing(text, "amd64")
     assert plan is not None and plan.items == [] and plan.checksums == []
 
 
@@ -66,7 +66,7 @@ def test_an_answer_remembers_what_its_test_fetches(tmp_path):
     layer = tmp_path / "layers" / "abc"
     (layer / "tree").mkdir(parents=True)
     (layer / "dependencies").write_text("python3-six=1.16.0-4:all\n")
-    plan = layers.parse_listing(LISTING, "amd64")
+    plan = aptplan.parse_listing(LISTING, "amd64")
     assert plan is not None and plan.listed is not None
     fetch = [plan.listed["fx=1:1.0:all"], plan.listed["python3-oslo.config=1:9.0.0-3:all"]]
     layers._remember(tmp_path, "key1", "abc", fetch)

@@ -16,7 +16,7 @@ from piuparts.ci import changes as ch, report as ci_report
 from piuparts.ci.repository import Binary
 from piuparts.ci.run import Outcome, Report
 from piuparts.ci.state import State
-from piuparts.report.html import data as model, site as site_mod
+from piuparts.report.html import data, model, site as site_mod
 
 EVIL = '<script>alert("m")</script> Mallory <mallory@example.org>'
 NOW = 1_780_000_000.0
@@ -127,7 +127,7 @@ def test_a_listed_section_takes_each_package_state_from_its_listed_version(tmp_p
         for version, kind in (("1", "fail"), ("2", "pass")):
             db.record(Record("s", "p", version, "all", kind, 0, kind.upper(), time.time(), 1.0, "0.1.0", {}))
         listing = model.Listing("s", "", "bookworm", None, {"p": model.Listed("p", "1"), "q": model.Listed("q", "1")})
-        site = model.load_listed([listing], db, now=NOW)
+        site = data.load_listed([listing], db, now=NOW)
     section = site.sections["s"]
     assert {n: b.state for n, b in section.binaries.items()} == \
         {"p": "failed-testing", "q": "waiting-to-be-tested"}

@@ -305,7 +305,7 @@ def test_a_package_that_left_the_archive_loses_its_pages(tmp_path: Path) -> None
 
 
 def test_the_upgrade_path_is_read_from_the_scenarios() -> None:
-    from piuparts.report.html import data as model
+    from piuparts.report.html import data as loading
     upgrade = _result_json("foo", "2.0-1", "pass", NOW, None)
     upgrade["scenarios"][1] = {"name": "install-upgrade-purge", "skipped": None, "findings": [], "steps": [
         {"name": "install old", "ok": True, "elapsed": 1.0, "message": "",
@@ -313,7 +313,7 @@ def test_the_upgrade_path_is_read_from_the_scenarios() -> None:
                        "elapsed": 1.0, "timed_out": False}]}]}
     distupgrade = {**upgrade, "distributions": ["bookworm", "trixie"],
                    "scenarios": [{"name": "distupgrade", "skipped": None, "steps": [], "findings": []}]}
-    texts = [model.test_of(Record("s", "foo", "2.0-1", "amd64", "pass", 0, "PASS", NOW, 1.0, "0.1.0", data)).upgrade
+    texts = [loading.test_of(Record("s", "foo", "2.0-1", "amd64", "pass", 0, "PASS", NOW, 1.0, "0.1.0", data)).upgrade
              for data in (upgrade, distupgrade, _result_json("foo", "2.0-1", "pass", NOW, None))]
     assert texts == ["from foo=1.0-1 (bookworm and its extra repositories)",
                      "installed in bookworm -> dist-upgraded to trixie",

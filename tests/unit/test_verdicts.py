@@ -7,7 +7,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from piuparts import cli, layers, options as opts
+from piuparts import cli, digests, layers, options as opts
 from piuparts.backends import Backend, BaseSpec
 from piuparts.scenarios import distupgrade
 from piuparts.scenarios.runner import Settings, changed_packages, purge_order, relation_names, with_dependents
@@ -39,24 +39,24 @@ def test_lists_digests_name_content_not_paths(tmp_path):
     (lists / "host_debian_dists_bookworm_main_binary-amd64_Packages").write_text("a big index\n")
     (lists / "_srv_plain_._Packages").write_text("no release here\n")
     (lists / "lock").write_text("")
-    digests = layers.lists_digests(lists)
+    found = digests.lists_digests(lists)
     expected = sorted(f"list {hashlib.sha256(text).hexdigest()}" for text in (b"release\n", b"no release here\n"))
-    assert digests == expected
+    assert found == expected
     moved = tmp_path / "moved"
     moved.mkdir()
     for path in lists.iterdir():
         (moved / path.name.replace("_srv_plain", "_elsewhere")).write_bytes(path.read_bytes())
-    assert layers.lists_digests(moved) == digests
+    assert digests.lists_digests(moved) == found
 
 
 def test_source_digest_reads_a_flat_file_repository(tmp_path):
     (tmp_path / "Release").write_text("Suite: tests\n")
     line = f"deb [trusted=yes] file://{tmp_path} ./"
-    first = layers.source_digest(line)
+    first = digests.source_digest(line)
     assert first == "list " + hashlib.sha256(b"Suite: tests\n").hexdigest()
     (tmp_path / "Release").write_text("Suite: tests\nchanged\n")
-    assert layers.source_digest(line) != first
-    assert layers.source_digest(f"deb [trusted=yes] file://{tmp_path}/missing ./") is None
+    assert digests.source_digest(line) != first
+    assert digests.source_digest(f"deb [trusted=yes] file://{tmp_path}/missing ./") is None
 
 
 def test_layer_key_has_a_format_version():

@@ -27,9 +27,9 @@ autoescaping on: everything that comes from a package is escaped.  No
 JavaScript.  A page is written only when its content changed, and files
 the site no longer links to are removed from the directories above.
 
-The modules: :mod:`.data` prepares what the pages show (from the database
-and the sections as ``piuparts batch`` reads them, or as a caller lists
-them: :class:`.data.Listing`), :mod:`.site` renders and writes
+The modules: :mod:`.model` is what the pages show (plain objects), :mod:`.data`
+fills it (from the database and the sections as ``piuparts batch`` reads
+them, or as a caller lists them: :class:`.model.Listing`), :mod:`.site` renders and writes
 (:func:`.site.generate`, :func:`.site.generate_listed` without a batch
 configuration), :mod:`.svg` draws the graph,
 :mod:`.look` gives each state its word, icon and colour, :mod:`.output`

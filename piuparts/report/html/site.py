@@ -17,7 +17,7 @@ from piuparts.batch import report as batch_report, states as st
 from piuparts.batch.config import Config
 from piuparts.batch.db import Database
 from piuparts.errors import UsageError
-from piuparts.report.html import data as model, svg
+from piuparts.report.html import data, model, svg
 from piuparts.report.html.look import ORDER, SEVERITIES, STYLE, VERDICTS
 from piuparts.report.html.output import Output
 
@@ -60,7 +60,7 @@ def environment() -> jinja2.Environment:
 
 
 class Generator:
-    """One generation of the site from a :class:`~.data.Site`."""
+    """One generation of the site from a :class:`~.model.Site`."""
 
     def __init__(self, site: model.Site, out: Output, processes: int = 1) -> None:
         self.site = site
@@ -143,7 +143,7 @@ class Generator:
         """A package's page, its JSON and its logs."""
         logs = {t.id: self.out.log(t.log_stem, Path(t.log_source)) for t in binary.tests
                 if t.log_stem and t.log_source}
-        tails = {t.id: model.log_tail(t) for t in binary.tests if t.verdict != "PASS"}
+        tails = {t.id: data.log_tail(t) for t in binary.tests if t.verdict != "PASS"}
         self.page("package.html", binary.url, section=section, binary=binary, logs=logs, tails=tails,
                   tests=list(reversed(binary.tests)))
         self.json(model.package_url(section.name, binary.name, ".json"), package_json(binary, logs))
@@ -308,7 +308,7 @@ def generate(config: Config, outdir: Path, names: Sequence[str] | None = None,
         raise UsageError(f"{config.db}: no state database yet; run 'piuparts batch run {config.path}' first")
 
     def load(db: Database, processes: int) -> tuple[model.Site, dict[str, Any]]:
-        site, prepared = model.load(config, list(names or config.sections), db, now, processes)
+        site, prepared = data.load(config, list(names or config.sections), db, now, processes)
         return site, summary(prepared)
     return _generate(config.db, outdir, load, processes)
 
@@ -321,7 +321,7 @@ def generate_listed(db_path: Path, listings: Sequence[model.Listing], outdir: Pa
         raise UsageError(f"{db_path}: no state database yet; nothing has been tested")
 
     def load(db: Database, processes: int) -> tuple[model.Site, dict[str, Any]]:
-        site = model.load_listed(listings, db, now, processes, title)
+        site = data.load_listed(listings, db, now, processes, title)
         return site, site_summary(site)
     return _generate(db_path, outdir, load, processes)
 
