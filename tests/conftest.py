@@ -39,7 +39,9 @@ def _mirror_unreachable() -> str | None:
 TOGETHER = {"test_backend_contract": "schroot sessions", "test_backend_schroot": "schroot sessions"}
 #: The longest modules first (from ``pytest --durations``), so that no worker
 #: is left with one of them at the end while the others wait.
-LONGEST_FIRST: tuple[str, ...] = ()
+LONGEST_FIRST = ("test_lvm_vm", "test_fault_injection", "test_celery", "test_distupgrade", "test_backend_contract",
+                 "test_backend_schroot", "test_install_purge", "test_batch", "test_ci", "test_scenarios",
+                 "test_layers_keys", "test_backend_tarball")
 
 
 def _unit(nodeid: str) -> str:
@@ -47,6 +49,7 @@ def _unit(nodeid: str) -> str:
     return TOGETHER.get(Path(module).stem, module)
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist's, where it is installed
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """With pytest-xdist (``-n``), a module is one unit of work (with TOGETHER's
     exceptions): its module fixtures (a Redis server, a repository, a base of

@@ -51,8 +51,16 @@ stage lvm-setup
 "$ppvm_python" -m piuparts lvm-setup ppvg/base --size 1G --cache-dir "$ppvm_host_cache" || finish 93 lvm-setup
 
 stage pytest
-"$ppvm_python" -m pytest -p no:cacheprovider --color=no -v -rfEs --durations=0 --basetemp=/tmp/pytest \
-    tests/integration/test_backend_contract.py tests/integration/test_backend_lvm.py -k lvm
+# What is the LVM backend's own: a snapshot made, tested in and removed (the
+# clean fixture), removed on an exception and on Ctrl-C, a killed run's
+# snapshot removed by cleanup, and its bad input.  Left to the host's
+# backends, whose code it shares: the leftover findings of a tree walked
+# without an upper directory (the existing backend's hard-link case, and
+# test_state_overlay's both-ways check) and the namespaces (overlay.booted).
+# Under TCG each of those took two minutes of the suite's fifteen.
+"$ppvm_python" -m pytest -p no:cacheprovider -p no:xdist --color=no -v -rfEs --durations=0 --basetemp=/tmp/pytest \
+    tests/integration/test_backend_contract.py tests/integration/test_backend_lvm.py \
+    -k "lvm and not test_leftover_fixture_gives_the_same_findings and not test_scripts_run_in_namespaces_of_their_own"
 rc=$?
 stage lvs
 echo "PIUPARTS-VM-LVS-BEGIN"
