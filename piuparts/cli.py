@@ -121,7 +121,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=version_line())
     p.add_argument("--no-network", action="store_true",
                    help="maintainer scripts and hooks run in a network namespace with only a loopback; "
-                        "apt downloads what they need before they run")
+                        "apt downloads what they need before they run (the default of batch run, ci "
+                        "and worker)")
+    p.add_argument("--scripts-network", action="store_true",
+                   help="maintainer scripts and hooks use the host's network, its loopback services "
+                        "included (the default of a single run; for a batch section or ci that needs it)")
     _piuparts_options(p.add_argument_group("more of piuparts 1.1.7's options (see the README's table)"))
     return p
 
@@ -130,18 +134,20 @@ def parser() -> argparse.ArgumentParser:
 PIUPARTS_COMPAT = "1.1.7"
 
 
-def config_from_argv(argv: Sequence[str]) -> tuple[api.RunConfig, api.Subject | None]:
+def config_from_argv(argv: Sequence[str], isolated: bool = False) -> tuple[api.RunConfig, api.Subject | None]:
     """piuparts' command-line options (and packages, if any) as a RunConfig and the subject they
     name (None when ``argv`` names no package); a UsageError where argparse would exit.  The one
     reader of piuparts' options: the command line, and the ``piuparts-flags`` of a batch section
-    or a ``ci`` run, which are piuparts' own command-line options by definition (piuparts.conf)."""
+    or a ``ci`` run, which are piuparts' own command-line options by definition (piuparts.conf).
+    ``isolated``: maintainer scripts get no network of the host's unless ``--scripts-network``
+    says so (the modes that test whole archives of untrusted packages)."""
     p = parser()
 
     def refuse(message: str) -> NoReturn:
         raise UsageError(message)
     p.error = refuse  # type: ignore[method-assign]
     args = p.parse_args(list(argv))
-    config = opts.from_args(args)
+    config = opts.from_args(args, isolated=isolated)
     return config, (api.Subject.from_args(args.packages, args.apt) if args.packages else None)
 
 

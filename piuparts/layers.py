@@ -295,7 +295,11 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
             return Layered([], {})
         fetch = None if resolved is None or resolved.listed is None else \
             [*resolved.tested.values(), *(resolved.listed[i] for i in sorted(set(resolved.items) - set(dependencies)))]
-        ground = key([*base_digests(base), *lists_digests(chroot.path("/var/lib/apt/lists")), *hook_digests(hooks)])
+        # Dependencies' scripts ran without the host's network or with it (--no-network, the
+        # modes' default): the same packages can come out otherwise, so it is part of the key.
+        offline = ["scripts without the host's network"] if backend.no_network else []
+        ground = key([*base_digests(base), *lists_digests(chroot.path("/var/lib/apt/lists")), *hook_digests(hooks),
+                      *offline])
         name = key([ground, *dependencies, *checksums])
         info: dict[str, Any] = {"layer": name, "packages": len(dependencies)}
         found = find(backend.cache_dir, name) or by_content(backend.cache_dir, name)

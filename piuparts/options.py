@@ -52,8 +52,12 @@ def severities(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     return tuple(result)
 
 
-def from_args(args: argparse.Namespace) -> RunConfig:
-    """Check the parsed command line and fill in the host's defaults."""
+def from_args(args: argparse.Namespace, isolated: bool = False) -> RunConfig:
+    """Check the parsed command line and fill in the host's defaults.  ``isolated``: scripts
+    get a network namespace of their own unless ``--scripts-network`` is given."""
+    scripts_network = getattr(args, "scripts_network", False)
+    if scripts_network and getattr(args, "no_network", False):
+        raise UsageError("--no-network and --scripts-network contradict each other; give one")
     check_compat(args)
     log_no_effect(args)
     mirror, components = mirror_and_components(args.mirror, ("main",))
@@ -107,7 +111,7 @@ def from_args(args: argparse.Namespace) -> RunConfig:
         install_remove_install=args.install_remove_install, install_purge_install=args.install_purge_install,
         backend=backend, backend_options=backend_options,
         save_tarball=Path(args.save).absolute() if args.save else None, prompt_timeout=args.prompt_timeout,
-        purge_dependencies=args.purge_dependencies, no_network=getattr(args, "no_network", False),
+        purge_dependencies=args.purge_dependencies, no_network=getattr(args, "no_network", False) or (isolated and not scripts_network),
         warn_on_others=args.warn_on_others,
         **instance_options(args))
     config.ignores  # a bad -I regular expression is a usage error now, not in the middle of a run

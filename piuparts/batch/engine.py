@@ -67,7 +67,7 @@ def piuparts_argv(config: Config, section: Section, arch: str, extra_repos: Sequ
 def run_config(section: Section, argv: list[str]) -> RunConfig:
     """The section's RunConfig; a bad piuparts-flags is a one-line error naming its line."""
     try:
-        config, subject = config_from_argv(argv)
+        config, subject = config_from_argv(argv, isolated=True)  # --scripts-network to give them one
     except UsageError as err:
         raise UsageError(f"{section.located('piuparts-flags')}: {err}") from None
     if subject is not None:

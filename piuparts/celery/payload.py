@@ -106,9 +106,11 @@ class Payload:
             raise UsageError("task payload: the subject's 'apt' must be a list of NAME or NAME=VERSION")
         return Subject(apt_names=tuple(names))
 
-    def run_config(self, cache_dir: Path, repo_dirs: tuple[Path, ...] = ()) -> RunConfig:
+    def run_config(self, cache_dir: Path, repo_dirs: tuple[Path, ...] = (), scripts_network: bool = False) -> RunConfig:
         """The RunConfig to run, in the worker's ``cache_dir``; UsageError for anything that
-        would reach outside it (``repo_dirs``: where local repositories may be read from)."""
+        would reach outside it (``repo_dirs``: where local repositories may be read from).
+        Maintainer scripts get no network of the worker's (its broker, its loopback services)
+        unless the worker was started with ``--scripts-network``, whatever the payload says."""
         config = RunConfig.from_json(self.config)
         if config.backend != "debootstrap" or config.backend_options:
             raise UsageError(f"task payload: backend {config.backend!r}; a worker makes its own bases "
@@ -130,7 +132,7 @@ class Payload:
         _check_url("mirror", config.mirror.split()[0] if config.mirror.split() else "", repo_dirs)
         for line in config.extra_repos:
             _check_repo_line(line, repo_dirs)
-        return replace_config(config, cache_dir=cache_dir)
+        return replace_config(config, cache_dir=cache_dir, no_network=config.no_network or not scripts_network)
 
 
 def _check_repo_line(line: str, repo_dirs: tuple[Path, ...]) -> None:

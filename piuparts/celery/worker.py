@@ -64,6 +64,8 @@ class Settings:
     repo_dirs: tuple[Path, ...]
     visibility_timeout: float
     concurrency: int
+    #: --scripts-network: tests whose configuration asks for it give maintainer scripts this machine's network.
+    scripts_network: bool = False
 
 
 _settings: Settings | None = None
@@ -91,6 +93,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--visibility-timeout", type=float, default=broker.DEFAULT_VISIBILITY, metavar="SECONDS",
                    help="the broker redelivers a message not acknowledged after this long; above the "
                         "longest test, which a task is refused beyond (default: %(default)s)")
+    p.add_argument("--scripts-network", action="store_true",
+                   help="give maintainer scripts this machine's network when a test's section asks for it "
+                        "(--scripts-network in its piuparts-flags); by default they never reach it, nor "
+                        "the broker or any service on its loopback")
     p.add_argument("--name", metavar="NAME", help="this worker's name (default: piuparts-PID@HOST)")
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
@@ -112,7 +118,7 @@ def main(argv: Sequence[str]) -> int:
     cache = Path(args.cache_dir).absolute()
     node = args.name or f"piuparts-{os.getpid()}@{socket.gethostname()}"
     _settings = Settings(url, node, cache, tuple(Path(d).absolute() for d in args.repo_dir),
-                         args.visibility_timeout, args.concurrency)
+                         args.visibility_timeout, args.concurrency, args.scripts_network)
     app = make_worker_app(_settings)
     presence = Presence(_settings)
     presence.start()
@@ -289,7 +295,7 @@ def run_attempt(payload: Any) -> None:
     started = time.time()
     try:
         subject = checked.test_subject()
-        config = checked.run_config(_settings.cache_dir, _settings.repo_dirs)
+        config = checked.run_config(_settings.cache_dir, _settings.repo_dirs, _settings.scripts_network)
         if checked.longest_test > _settings.visibility_timeout:
             raise UsageError(f"task payload: a test may take {checked.longest_test:.0f} s, above this worker's "
                              f"--visibility-timeout ({_settings.visibility_timeout:.0f} s); raise it")

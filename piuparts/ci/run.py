@@ -151,7 +151,7 @@ def _configs(argv: list[str]) -> RunConfig:
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            config, subject = config_from_argv(argv)
+            config, subject = config_from_argv(argv, isolated=True)  # --scripts-network to give them one
     except SystemExit:  # argparse's way of saying the options are wrong
         said = captured.getvalue().strip().splitlines()
         raise UsageError(f"piuparts options {' '.join(argv)}: {said[-1] if said else 'bad options'}") from None

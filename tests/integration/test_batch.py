@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -295,3 +296,35 @@ def test_ctrl_c_once_finishes_running_twice_and_sigterm_stop_them(tmp_path: Path
         assert [r["status"] for r in rows(db, "SELECT status FROM runs")] == ["interrupted"]
         assert not any(Path(f"/proc/{w}").exists() for w in workers)
         assert leaks(cache_dir) == []
+
+
+def test_maintainer_scripts_reach_no_host_service_unless_the_section_says_so(tmp_path: Path, cache_dir: Path,
+                                                                             host: tuple[str, str]) -> None:
+    # A service on the coordinator's loopback (its broker, a repository's web
+    # server): a batch run's scripts do not reach it by default; a section
+    # with --scripts-network in its piuparts-flags gives them the host's network.
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0)
+        port = server.getsockname()[1]
+        probe = DebSpec("pp-bt-caller", scripts={"postinst": f"""\
+if [ "$1" = configure ]; then
+    perl -MIO::Socket::INET -e 'IO::Socket::INET->new(PeerAddr => "127.0.0.1:{port}", Timeout => 5) and
+        die "pp-bt-caller: reached the host\\n"'
+fi"""})
+        line = reprepro(tmp_path / "repo", [probe.build(tmp_path)])
+        isolated = write_config(tmp_path, cache_dir, host, line)
+        first = batch("run", str(isolated))
+        with pytest.raises(BlockingIOError):
+            server.accept()  # nobody called
+        (tmp_path / "open").mkdir()
+        networked = write_config(tmp_path / "open", cache_dir, host, line, flags="--scripts-network")
+        second = batch("run", str(networked))
+        called, _ = server.accept()
+        called.close()
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert status(isolated)["pp-bt-caller"]["state"] == "successfully-tested"
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert status(networked)["pp-bt-caller"]["state"] == "failed-testing"
+    logs = "".join(gzip.open(p, "rt").read() for p in (tmp_path / "open/logs/team/fail").glob("pp-bt-caller_*.log.gz"))
+    assert "pp-bt-caller: reached the host" in logs
+    assert leaks(cache_dir) == []

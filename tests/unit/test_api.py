@@ -61,6 +61,14 @@ def test_configure_refuses_what_the_json_reader_refuses(values, message):
     assert str(caught.value).startswith(message)
 
 
+def test_the_modes_isolate_scripts_unless_the_flags_give_them_a_network():
+    assert cli.config_from_argv(ARGV)[0].no_network is False  # a single run: as piuparts
+    assert cli.config_from_argv(ARGV, isolated=True)[0].no_network is True  # batch run, ci
+    assert cli.config_from_argv([*ARGV, "--scripts-network"], isolated=True)[0].no_network is False
+    with pytest.raises(UsageError, match="--no-network and --scripts-network contradict each other"):
+        cli.config_from_argv([*ARGV, "--scripts-network", "--no-network"], isolated=True)
+
+
 def test_config_round_trips_through_json():
     cfg = config()
     text = json.dumps(cfg.to_json())

@@ -168,3 +168,14 @@ def test_workers_seen_text(tmp_path: Path) -> None:
     assert text[2].startswith("    running team/foo/1.0-1/amd64 since ")
     assert text[3].endswith("backend ?, base age ?, last seen 15 s ago") and text[4] == "    idle"
     assert seen.read(tmp_path / "none") == {} and seen.text({}) == ""
+
+
+@pytest.mark.parametrize("asked, worker_allows, isolated", [
+    (False, False, True),   # a section that asks for the network: not on a worker that does not allow it
+    (True, False, True),
+    (False, True, False),   # --scripts-network on both sides: the scripts get the worker's network
+    (True, True, True),
+])
+def test_scripts_get_the_workers_network_only_when_the_worker_allows_it(asked, worker_allows, isolated) -> None:
+    checked = Payload.from_json(payload(config=config(no_network=asked)))
+    assert checked.run_config(CACHE, scripts_network=worker_allows).no_network is isolated
