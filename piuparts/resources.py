@@ -116,9 +116,16 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
 
 
+def _top(path: Path) -> str:
+    """``path`` as the kernel names it in /proc (mountinfo, a process's root and
+    files): every symbolic link resolved, so a cache directory reached through
+    one is still found."""
+    return os.path.realpath(path).rstrip("/") or "/"
+
+
 def mounts_under(path: Path) -> list[str]:
     """Mount points at or below ``path``, deepest (most recent) first."""
-    top = str(path).rstrip("/")
+    top = _top(path)
     found = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         target = _unescape(line.split()[4])
@@ -129,7 +136,7 @@ def mounts_under(path: Path) -> list[str]:
 
 def processes_under(root: Path) -> list[tuple[int, str]]:
     """(pid, command line) of every process whose root directory is in ``root``."""
-    top = str(root).rstrip("/")
+    top = _top(root)
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -153,7 +160,7 @@ def processes_using(path: Path) -> list[int]:
     ``path``: those rooted inside, and host-side helpers of a dead run still
     writing there (debootstrap keeps its log open in its target, in every
     process it starts)."""
-    top = str(path).rstrip("/")
+    top = _top(path)
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():

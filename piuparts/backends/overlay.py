@@ -220,7 +220,8 @@ def _start_namespaces(root: Path, network: bool, cgroup: Path | None = None) -> 
     deadline = time.monotonic() + 10
     children = Path(f"/proc/{unshare.pid}/task/{unshare.pid}/children")
     holder: list[str] = []
-    while not holder or _root_of(holder[0]) != str(root):  # in place: chrooted, capabilities gone
+    real = os.path.realpath(root)  # as /proc names it, a cache directory reached through a link too
+    while not holder or _root_of(holder[0]) != real:  # in place: chrooted, capabilities gone
         if unshare.poll() is not None or time.monotonic() > deadline:
             if unshare.poll() is None:
                 unshare.kill()

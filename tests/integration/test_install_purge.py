@@ -26,6 +26,17 @@ def test_clean_package_passes(cache_dir, debs, tmp_path):
     assert leaks(cache_dir) == []
 
 
+def test_a_cache_directory_given_through_a_symbolic_link(cache_dir, debs, tmp_path):
+    # /var/cache a link to a bigger disk: the kernel names the instance's root
+    # resolved, and the harness must find it (and its processes, its mounts) so.
+    link = tmp_path / "cache-link"
+    link.symlink_to(cache_dir)
+    run = piuparts(link, tmp_path, str(debs(LEFTOVER)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert {f["subject"] for f in run.findings()} == {"/etc/x/", "/etc/x/generated.conf"}
+    assert leaks(cache_dir) == [] and resources.processes_under(cache_dir) == []
+
+
 def test_leftover_is_reported_with_exactly_its_paths(cache_dir, debs, tmp_path):
     run = piuparts(cache_dir, tmp_path, str(debs(LEFTOVER)))
     assert run.returncode == 1, run.stdout + run.stderr

@@ -87,3 +87,20 @@ def test_a_failed_build_leaves_nothing(tmp_path):
             (tmp / "half").write_text("x")
             raise RuntimeError("the build failed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_path_reached_through_a_symbolic_link_finds_its_processes(tmp_path):
+    # /proc names every path resolved; a cache directory given through a link
+    # (or the suite's per-worker caches, whose bases are links) is found the same.
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with open(link / "held", "w") as held:
+        sleeper = subprocess.Popen(["sleep", "30"], stdout=held)
+    try:
+        assert sleeper.pid in resources.processes_using(link)
+        assert sleeper.pid in resources.processes_using(real)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
