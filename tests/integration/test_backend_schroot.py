@@ -211,7 +211,7 @@ def test_a_chroot_made_by_sbuild_createchroot_works_as_it_is(cache_dir, tmp_path
     assert "profile=sbuild" in body.splitlines()
     run = _sbuild_run(cache_dir, tmp_path, debs, name, directory)
     assert run.stdout.count(f"The schroot chroot {name} has no union type: its sessions would write into "
-                            f"{directory}. Its sessions are not used; each test runs in an overlay instance "
+                            f"{directory.resolve()}. Its sessions are not used; each test runs in an overlay instance "
                             "of its own over that directory, which is never written") == 1
 
 

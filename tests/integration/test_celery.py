@@ -538,10 +538,11 @@ def ci_seen(run: Ci) -> dict[str, Any]:
 
 
 def installed_old(run: Ci, package: str) -> list[str]:
-    """The NAME=VERSION arguments of the upgrade's "install old" step."""
+    """The NAME=VERSION arguments of the upgrade's "install old" step (its install, not the
+    download before it: ci's scripts run without the network, so apt fetches first)."""
     return [a for s in run.test(package)["result"]["scenarios"] for step in s.get("steps", [])
-            if step.get("name") == "install old" for c in step.get("commands", []) for a in c["argv"]
-            if "=" in a and not a.startswith("-")]
+            if step.get("name") == "install old" for c in step.get("commands", [])
+            if "--download-only" not in c["argv"] for a in c["argv"] if "=" in a and not a.startswith("-")]
 
 
 def test_ci_on_celery_workers_gives_the_local_verdicts(cluster: Cluster) -> None:
