@@ -34,7 +34,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
 
-from piuparts import __version__, aptsources, hooks as hooks_mod, instance_setup, layers, log as logsetup, options, repos
+from piuparts import __version__, aptsources, hooks as hooks_mod, instance_setup, layers, log as logsetup, options
+from piuparts import repos
 from piuparts.backends import Backend, BaseSpec
 from piuparts.chroot import Chroot
 from piuparts.config import SCHEMA_VERSION, RunConfig, config_from_values

@@ -111,7 +111,8 @@ def from_args(args: argparse.Namespace, isolated: bool = False) -> RunConfig:
         install_remove_install=args.install_remove_install, install_purge_install=args.install_purge_install,
         backend=backend, backend_options=backend_options,
         save_tarball=Path(args.save).absolute() if args.save else None, prompt_timeout=args.prompt_timeout,
-        purge_dependencies=args.purge_dependencies, no_network=getattr(args, "no_network", False) or (isolated and not scripts_network),
+        purge_dependencies=args.purge_dependencies,
+        no_network=getattr(args, "no_network", False) or (isolated and not scripts_network),
         warn_on_others=args.warn_on_others,
         **instance_options(args))
     config.ignores  # a bad -I regular expression is a usage error now, not in the middle of a run

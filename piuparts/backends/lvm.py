@@ -164,7 +164,8 @@ def setup_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--distribution", help="distribution codename (default: the host's)")
     p.add_argument("--mirror", metavar="URL", help="Debian mirror (default: the one the host's apt sources name)")
     p.add_argument("--size", default="4G", help="size of the volume when it is created (default: %(default)s)")
-    p.add_argument("--cache-dir", default=str(aptsources.DEFAULT_CACHE_DIR), help="where the debootstrap base is cached")
+    p.add_argument("--cache-dir", default=str(aptsources.DEFAULT_CACHE_DIR),
+                   help="where the debootstrap base is cached")
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
 
