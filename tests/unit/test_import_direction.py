@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from piuparts.batch.states import _sccs
+
 PACKAGE = Path(__file__).resolve().parents[2] / "piuparts"
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -87,45 +89,8 @@ def graph() -> dict[str, dict[str, int]]:
 
 
 def circles(edges: dict[str, dict[str, int]]) -> list[list[str]]:
-    """Strongly connected components of more than one module (Tarjan's algorithm, iterative)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on_stack: set[str] = set()
-    found: list[list[str]] = []
-    for root in edges:
-        if root in index:
-            continue
-        work = [(root, iter(edges[root]))]
-        index[root] = low[root] = len(index)
-        stack.append(root)
-        on_stack.add(root)
-        while work:
-            node, children = work[-1]
-            child = next(children, None)
-            if child is not None:
-                if child not in index:
-                    index[child] = low[child] = len(index)
-                    stack.append(child)
-                    on_stack.add(child)
-                    work.append((child, iter(edges[child])))
-                elif child in on_stack:
-                    low[node] = min(low[node], index[child])
-                continue
-            work.pop()
-            if work:
-                low[work[-1][0]] = min(low[work[-1][0]], low[node])
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                if len(component) > 1:
-                    found.append(sorted(component))
-    return found
+    """The strongly connected components of more than one module (the batch's own Tarjan)."""
+    return [c for c in _sccs({name: set(targets) for name, targets in edges.items()}) if len(c) > 1]
 
 
 def test_every_module_is_in_a_layer():

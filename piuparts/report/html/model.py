@@ -341,7 +341,7 @@ class Site:
             yield from section.binaries.values()
 
 
-# reading the results
+# what a caller lists (piuparts ci --html), without a batch configuration
 
 
 @dataclass(frozen=True)
