@@ -35,6 +35,7 @@ import shlex
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ from typing import IO, Callable, Iterator, Mapping, Sequence
 
 import pexpect
 
-from piuparts.errors import PiupartsError, TestbedError
+from piuparts.errors import Interrupted, PiupartsError, TestbedError
 
 log = logging.getLogger("piuparts")
 
@@ -277,6 +278,35 @@ _prctl = ctypes.CDLL(None).prctl  # looked up here: the child after fork only ca
 _STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
+#: Interrupts Python could not pass on, oldest first (see :func:`_keep_lost_interrupt`).
+_lost_interrupts: list[BaseException] = []
+_unraisable_before = sys.unraisablehook
+
+
+def _keep_lost_interrupt(unraisable: "sys.UnraisableHookArgs") -> None:
+    """``sys.unraisablehook``: keep a Ctrl-C or a stopping signal that came
+    while a finalizer ran (pexpect's ``PtyProcess.__del__``, garbage
+    collected at any moment).  Python prints "Exception ignored" and goes on
+    there, so the run would carry on as if never stopped; kept, the next
+    command raises it instead (:func:`_raise_lost_interrupt`).  Any other
+    unraisable exception goes to the hook that was there before."""
+    if isinstance(unraisable.exc_value, (KeyboardInterrupt, Interrupted)):
+        _lost_interrupts.append(unraisable.exc_value)
+        return
+    _unraisable_before(unraisable)
+
+
+def _raise_lost_interrupt() -> None:
+    """Raise the interrupt a finalizer swallowed, if one did."""
+    if _lost_interrupts:
+        lost = _lost_interrupts.pop(0)
+        _lost_interrupts.clear()  # one stop is enough: the rest are the same Ctrl-C repeated
+        raise lost.with_traceback(None)
+
+
+sys.unraisablehook = _keep_lost_interrupt
+
+
 @contextmanager
 def _forking() -> Iterator[None]:
     """Hold the signals that stop a run while a child is forked.
@@ -410,6 +440,7 @@ def run(
     otherwise ``stdin`` is what it reads on its standard input (none: closed).
     """
     assert not (terminal and stdin is not None), "a command under a terminal reads the terminal"
+    _raise_lost_interrupt()
     argv = tuple(str(a) for a in argv)
     timeout = DEFAULT_TIMEOUT if timeout is None else timeout  # nothing runs without a limit
     assignments = [f"{name}={shlex.quote(value)}" for name, value in (shown_env or {}).items()]
@@ -417,6 +448,7 @@ def run(
     if terminal:
         result = _run_terminal(argv, env, cwd, timeout, prompt_timeout, output_cap, grace)
         _log_result(result, level)
+        _raise_lost_interrupt()
         if error is not None and not result.ok:
             raise error(failure_message(result, what or argv[0]))
         return result
@@ -445,6 +477,7 @@ def run(
             proc.wait()
     result = Result(argv, proc.returncode, cap.text(), time.monotonic() - start, timed_out, cap.dropped, timeout)
     _log_result(result, level)
+    _raise_lost_interrupt()
     if error is not None and not result.ok:
         raise error(failure_message(result, what or argv[0]))
     return result
@@ -535,6 +568,7 @@ def spawn(argv: Sequence[str], *, level: int = logging.DEBUG) -> subprocess.Pope
 
     It gets no stdin and no output pipe; the caller ends it.
     """
+    _raise_lost_interrupt()
     argv = tuple(str(a) for a in argv)
     log.log(level, "$ %s &", shlex.join(argv))
     try:

@@ -266,6 +266,46 @@ def test_non_executable_command_raises_testbed_error(tmp_path: Path):
     assert str(exc.value).startswith(f"{script}: ")
 
 
+# --- a stop that lands in a finalizer -------------------------------------------------
+# Python cannot raise from a finalizer (pexpect's PtyProcess.__del__, collected at any
+# moment): it prints "Exception ignored" and goes on.  Found by the fault injection:
+# a Ctrl-C that came there let the run finish as if never stopped.
+
+LOST_IN_A_FINALIZER = """
+import signal, sys
+from piuparts import command
+class Collected:
+    def __del__(self):
+        raise {exception}
+Collected()  # its finalizer raises now, where Python cannot pass it on
+try:
+    command.run(["echo", "ran"])
+except BaseException as err:
+    print("stopped by", type(err).__name__)
+    sys.exit(9)
+print("went on")
+"""
+
+
+@pytest.mark.parametrize("exception, name", [("KeyboardInterrupt", "KeyboardInterrupt"),
+                                             ("__import__('piuparts.errors').errors.Interrupted(15)",
+                                              "Interrupted")])
+def test_a_stop_lost_in_a_finalizer_stops_the_next_command(exception, name):
+    # In a process of its own: pytest puts its own unraisable hook around each test.
+    done = subprocess.run([sys.executable, "-c", LOST_IN_A_FINALIZER.format(exception=exception)],
+                          capture_output=True, text=True, timeout=60, cwd=Path(command.__file__).parents[1])
+    assert (done.returncode, done.stdout) == (9, f"stopped by {name}\n"), done
+    assert "Exception ignored" not in done.stderr
+
+
+def test_any_other_error_in_a_finalizer_is_reported_as_python_does():
+    script = LOST_IN_A_FINALIZER.format(exception="ValueError('not a stop')")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=Path(command.__file__).parents[1])
+    assert (done.returncode, done.stdout) == (0, "went on\n"), done
+    assert "Exception ignored" in done.stderr and "ValueError: not a stop" in done.stderr
+
+
 # --- output cap --------------------------------------------------------------------
 
 def test_output_cap_keeps_head_and_tail_and_counts_dropped_bytes():
