@@ -204,22 +204,25 @@ class Runner:
         return all(result.ok for _, result in results)
 
     def start(self) -> bool:
-        """pre_test and pre_install hooks, then the checks record the system.
+        """The checks record the system, then the pre_test and pre_install hooks run.
 
-        With dependency layers, the system before the test is the base
-        without them: what the checks record is read in a view of the
-        instance over the base alone, and the tree snapshot is seen so.
+        The record comes first, as piuparts takes its reference state
+        before any hook of the test: a hook that undoes at post_install or
+        post_purge what it did at pre_install (piuparts'
+        scripts-log-alternatives divert update-alternatives and back)
+        leaves no finding, and what a hook installs is purged with the
+        dependencies.  With dependency layers, the system before the test
+        is the base without them: what the checks record is read in a view
+        of the instance over the base alone, and the tree snapshot is seen so.
         """
         log.info("Scenario %s: %s", self.outcome.name, self.subject.label)
-        if not (self.hook("pre_test") and self.hook("pre_install")):
-            return False
         self.snapshot("before", on_base=True)
         with self._before_view() as view:
             ctx = self.ctx if view is self.chroot else replace(self.ctx, chroot=view)
             for check in self.checks:
                 check.before_install(ctx)
             self.ctx.installed_before = installed_versions(view)
-        return True
+        return self.hook("pre_test") and self.hook("pre_install")
 
     def _before_view(self) -> ContextManager[Chroot]:
         if self.chroot.layers and self.chroot.upper is not None:

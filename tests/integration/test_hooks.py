@@ -71,3 +71,25 @@ def test_debian_piuparts_hook_directory_runs_unchanged(cache_dir, debs, tmp_path
     assert "Running pre_remove scripts: pre_remove_40_find_missing_md5sums" in run.stdout
     expected = {("/etc/x/", "not owned"), ("/etc/x/generated.conf", "not owned")} if code else set()
     assert {(f["subject"], owner_text(f)) for f in run.findings()} == expected
+
+
+def test_a_hook_that_undoes_itself_leaves_no_finding(cache_dir, debs, tmp_path):
+    # piuparts records the system before the test's first hook: what pre_install does
+    # and post_purge undoes is no change (as with Debian's scripts-log-alternatives).
+    hooks = scripts(tmp_path / "hooks",
+                    pre_install_divert="[ -e /usr/bin/cmp.orig ] && exit 0\n"
+                                       "dpkg-divert --divert /usr/bin/cmp.orig --rename /usr/bin/cmp\n"
+                                       "printf '#!/bin/sh\\nexec /usr/bin/cmp.orig \"$@\"\\n' > /usr/bin/cmp\n"
+                                       "chmod +x /usr/bin/cmp",
+                    post_purge_undivert="rm /usr/bin/cmp\ndpkg-divert --rename --remove /usr/bin/cmp")
+    run = piuparts(cache_dir, tmp_path, "--scriptsdir", str(hooks), "--no-upgrade-test", str(debs(CLEAN)))
+    assert (run.returncode, run.findings()) == (0, []), run.stdout + run.stderr
+
+
+@pytest.mark.skipif(not DEBIAN_HOOKS.is_dir() and not os.environ.get("CI"),
+                    reason="Debian's piuparts is not installed (./bootstrap installs it)")
+def test_debian_piuparts_bookworm_section_hooks_leave_a_clean_package_clean(cache_dir, debs, tmp_path):
+    # piuparts.debian.org's [bookworm] section: the alternatives logger first, then the usual hooks.
+    run = piuparts(cache_dir, tmp_path, "--scriptsdir", "/etc/piuparts/scripts-log-alternatives",
+                   "--scriptsdir", str(DEBIAN_HOOKS), "--no-upgrade-test", str(debs(CLEAN)))
+    assert (run.returncode, run.findings()) == (0, []), run.stdout + run.stderr
