@@ -175,8 +175,8 @@ def _piuparts_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--no-check-valid-until", action="store_true",
                    help="apt inside accepts expired Release files (Acquire::Check-Valid-Until=false)")
     g.add_argument("--allow-database", action="store_true",
-                   help="let database servers (MariaDB, MySQL, PostgreSQL, Firebird) start; processes left "
-                        "running are then a warning")
+                   help="let database servers (MariaDB, MySQL, PostgreSQL, Firebird) start (a process left "
+                        "running after the purge still fails)")
     g.add_argument("--proxy", metavar="URL", help="apt inside goes through the HTTP proxy at URL")
     g.add_argument("--update-retries", type=int, metavar="N", help="try apt-get update inside N more times")
     g.add_argument("--fake-essential-packages", action="append", metavar="PKG[,PKG...]",
@@ -375,12 +375,24 @@ def _report(results: list[api.RunResult], json_path: Path | None, junit: str | N
             print(f"piuparts: error: {result.error}{hint}", file=sys.stderr, flush=True)
             continue
         print(text_report.summary(result.scenario_results(), result.subject["label"]), flush=True)
+    _end_as_piuparts(results)
     if junit:
         scenarios = [s for r in results for s in r.scenario_results()]
         packages = [p for r in results for p in r.subject["packages"]]
         junit_report.write(Path(junit), scenarios, packages,
                            f"piuparts {', '.join(r.subject['label'] for r in results)}")
     return max(r.exit_code for r in results)
+
+
+def _end_as_piuparts(results: list[api.RunResult]) -> None:
+    """After the summaries, piuparts' own last lines on the standard output,
+    ``piuparts run ends.`` the very last: piuparts-slave reads the output
+    (it passes no -l) and files a run that ends otherwise as incomplete,
+    and the master's known_problems patterns read the lines before it."""
+    console = next((h for h in logging.getLogger("piuparts").handlers
+                    if type(h) is logging.StreamHandler and h.formatter is not None), None)
+    if console is not None and console.formatter is not None:
+        pilog.print_lines(pilog.result_lines(results), console.formatter, console.level, sys.stdout)
 
 
 def _error(message: str, code: int, json_path: Path | None, log_file: pilog.LogFile | None = None) -> int:

@@ -41,8 +41,6 @@ def severities(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
     for flag, meaning in PIUPARTS_SEVERITY_OPTIONS.items():
         if getattr(args, flag.split("|")[-1].lstrip("-").replace("-", "_")):
             result += meaning
-    if getattr(args, "allow_database", False):
-        result.append(("processes", "warn"))  # piuparts: running processes are a warning then
     for item in args.severity or ():
         name, _, level = item.partition("=")
         if name not in Check.registry or level not in LEVELS:

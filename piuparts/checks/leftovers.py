@@ -12,20 +12,23 @@ from typing import Callable
 
 from piuparts.checks.base import Check, Context
 from piuparts.dpkgdb import dpkg_owners, owner_of
-from piuparts.findings import FAIL, Finding
+from piuparts.findings import FAIL, WARN, Finding
 from piuparts.state import Diff, display
 
 NAME = "leftovers"
-def check(changes: Diff, owners: dict[str, list[str]], blame: tuple[str, ...], severity: str = FAIL) -> list[Finding]:
-    """A finding for every path added, removed or modified."""
-    findings = []
-    for what, entries in (("left behind after purge", changes.added),
-                          ("removed (was there before the install)", changes.removed)):
-        for path, entry in entries.items():
-            findings.append(Finding(NAME, severity, display(path, entry), what, owner_of(path, owners), blame))
+def check(changes: Diff, owners: dict[str, list[str]], blame: tuple[str, ...], severity: str = FAIL,
+          changed_severity: str | None = None) -> list[Finding]:
+    """A finding for every path added (at ``severity``), removed or modified
+    (at ``changed_severity``, by default the same)."""
+    changed_severity = changed_severity or severity
+    findings = [Finding(NAME, severity, display(path, entry), "left behind after purge", owner_of(path, owners),
+                        blame) for path, entry in changes.added.items()]
+    for path, entry in changes.removed.items():
+        findings.append(Finding(NAME, changed_severity, display(path, entry), "removed (was there before the install)",
+                                owner_of(path, owners), blame))
     for path, (old, new) in changes.modified.items():
         detail = "content changed" if old.digest != new.digest else f"was {old.describe()}, now {new.describe()}"
-        findings.append(Finding(NAME, severity, display(path, new), f"modified: {detail}",
+        findings.append(Finding(NAME, changed_severity, display(path, new), f"modified: {detail}",
                                 owner_of(path, owners), blame))
     return findings
 
@@ -68,7 +71,10 @@ class Leftovers(Check, name=NAME):
     def after_purge(self, ctx: Context) -> list[Finding]:
         changes, mine = split_changes(ctx)
         ours = _only(changes, lambda p: p in mine)
-        findings = check(ours, dpkg_owners(ctx.chroot), ctx.blame, self.severity)
+        # A warning (--warn-on-leftovers-after-purge) covers what is left behind; as in
+        # piuparts, a path the purge removed or changed still fails.
+        changed = FAIL if self.severity == WARN else self.severity
+        findings = check(ours, dpkg_owners(ctx.chroot), ctx.blame, self.severity, changed)
         return [f for f in findings if f.subject not in ctx.claimed]
 
 

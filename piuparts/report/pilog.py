@@ -8,16 +8,25 @@ ends, the lines piuparts 1.1.7 writes with their meanings, in its format
 - ``DEBUG: Command ok: [ARGV]`` for each command of a step that succeeded,
   and ``ERROR: Command failed (status=N): [ARGV]`` (the argv as a Python
   list), followed by the step's reason, indented, for one that failed;
-- ``ERROR: FAIL: TITLE:`` and the paths or objects indented below it, for
-  each check whose findings fail the test; ``ERROR: WARN: Broken
-  symlinks:`` for broken symlinks that only warn (piuparts logs those at
-  the error level), ``WARNING: WARN: TITLE:`` for other warnings;
+- ``ERROR: FAIL: TITLE:`` and the paths or objects indented below it
+  (``PATH<TAB> owned by: PKG`` or ``PATH<TAB> not owned``), for each
+  check whose findings fail the test, the leftovers under piuparts' three
+  headings (left, disappeared, modified); ``INFO: Warning: Package
+  purging left files on system:`` when leftovers only warn; ``ERROR:
+  WARN: Broken symlinks:`` for broken symlinks that only warn (piuparts
+  logs those at the error level), ``WARNING: WARN: TITLE:`` for other
+  warnings; adequate's lines and its tags by kind (``WARN: Running
+  adequate resulted in inadequate tags found: ...``);
 - ``PASS:``/``FAIL:`` for each scenario with piuparts' names for its tests
   (``Installation and purging test.``), ``SKIP:`` for one skipped;
 - ``INFO: PASS: All tests.`` and ``INFO: piuparts run ends.`` when everything
   passed, else ``ERROR: piuparts run ends.``
 
-The console log is left as it is; only the file gets these lines.
+piuparts.debian.org's master files each log under its known_problems by
+regular expressions over these lines (piuparts-common's
+``known_problems/*.conf``), so their wording is piuparts'.  The same lines
+end the standard output too (piuparts-slave reads that, and files a run
+whose last line lacks ``piuparts run ends`` as incomplete).
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ import logging
 import time
 from itertools import groupby
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable, TextIO
 
 from piuparts.findings import FAIL, WARN
 
@@ -75,21 +84,67 @@ def command_lines(scenario: dict[str, Any]) -> list[Line]:
     return lines
 
 
+#: piuparts' headings of the leftovers check, by what happened to the path.
+LEFTOVER_TITLES = (("removed", "After purging files have disappeared"),
+                   ("modified", "After purging files have been modified"),
+                   ("", "Package purging left files on system"))
+#: adequate's tags piuparts names (its ``inadequate`` and ``less interesting`` lists).
+ADEQUATE_TAGS = ("bin-or-sbin-binary-requires-usr-lib-library", "broken-binfmt-detector",
+                 "broken-binfmt-interpreter", "incompatible-licenses", "ldd-failure", "library-not-found",
+                 "missing-alternative", "missing-copyright-file", "missing-pkgconfig-dependency",
+                 "missing-symbol-version-information", "program-name-collision", "py-file-not-bytecompiled",
+                 "pyshared-file-not-bytecompiled", "symbol-size-mismatch", "undefined-symbol")
+BORING_ADEQUATE_TAGS = ("obsolete-conffile", "broken-symlink")
+
+
+def _heading(finding: dict[str, Any]) -> str:
+    """The piuparts heading a finding is listed under."""
+    check = finding["check"]
+    if check == "leftovers":
+        return next(title for kind, title in LEFTOVER_TITLES if finding.get("message", "").startswith(kind))
+    if check == "cron-logrotate":  # piuparts: one heading a file
+        kind = "Logrotate" if finding["subject"].startswith("/etc/logrotate.d/") else "Cron"
+        return f"{kind} file {finding['subject']} has output with package removed"
+    return CHECK_TITLES.get(check, check)
+
+
 def finding_lines(scenario: dict[str, Any]) -> list[Line]:
-    """``FAIL:`` and ``WARN:`` lines, one a check and severity, the findings indented below."""
+    """``FAIL:`` and ``WARN:`` lines, one a heading and severity, the findings indented below,
+    worded as piuparts words them (the master's known_problems patterns read these lines)."""
     failed_steps = {s["name"] for s in scenario.get("steps", [])
                     if any(c["returncode"] != 0 for c in s.get("commands", []))}
     findings = [f for f in scenario.get("findings", [])
                 if f["severity"] in (FAIL, WARN) and not (f["check"] == "steps" and f["subject"] in failed_steps)]
     lines: list[Line] = []
-    key = (lambda f: (f["severity"] != FAIL, f["check"]))
-    for (warn_only, check), group in groupby(sorted(findings, key=key), key=key):
-        title = CHECK_TITLES.get(check, check)
-        body = _indent(_finding_text(f) for f in group)
+    key = (lambda f: (f["severity"] != FAIL, f["check"], _heading(f)))
+    for (warn_only, check, title), group in groupby(sorted(findings, key=key), key=key):
+        found = list(group)
+        if check == "adequate":
+            lines += _adequate_lines("WARN" if warn_only else "FAIL", found)
+            continue
+        body = _indent(_finding_text(f) for f in found)
         if not warn_only:
             lines.append((logging.ERROR, f"FAIL: {title}:{body}"))
+        elif check == "leftovers":  # --warn-on-leftovers-after-purge
+            lines.append((logging.INFO, f"Warning: {title}:{body}"))
         else:  # piuparts logs broken symlinks at the error level even when they only warn
             lines.append((logging.ERROR if check == "symlinks" else logging.WARNING, f"WARN: {title}:{body}"))
+    return lines
+
+
+def _adequate_lines(code: str, findings: list[dict[str, Any]]) -> list[Line]:
+    """adequate's report as piuparts gives it: its lines, then the tags it knows by kind."""
+    output = [f"{(f.get('blame') or ['?'])[0]}: {f['subject']}" for f in findings]
+    tags = {str(f["subject"]).split()[0] for f in findings if str(f["subject"]).strip()}
+    lines: list[Line] = [(logging.ERROR, f"{code}: Inadequate results from running adequate!{_indent(output)}")]
+    inadequate = "".join(f" {tag} " for tag in ADEQUATE_TAGS if tag in tags)
+    boring = "".join(f" {tag} " for tag in BORING_ADEQUATE_TAGS if tag in tags)
+    if inadequate:
+        lines.append((logging.ERROR, f"{code}: Running adequate resulted in inadequate tags found: {inadequate}"))
+    if boring:
+        lines.append((logging.ERROR, f"{code}: Running adequate resulted in less interesting tags found: {boring}"))
+    if not (inadequate or boring):
+        lines.append((logging.ERROR, f"{code}: Found unknown tags running adequate."))
     return lines
 
 
@@ -129,6 +184,20 @@ def result_lines(results: list["RunResult"], error: str | None = None) -> list[L
     return [*lines, (logging.ERROR, "piuparts run ends.")]
 
 
+def print_lines(lines: list[Line], formatter: logging.Formatter, level: int, stream: TextIO) -> None:
+    """``lines`` on ``stream`` in the log's form, those below ``level`` left out
+    (``Command ok`` is a debug line: shown with -v)."""
+    for line_level, message in lines:
+        if line_level >= level:
+            print(formatter.format(_record(line_level, message)), file=stream, flush=True)
+
+
+def _record(level: int, message: str) -> logging.LogRecord:
+    return logging.makeLogRecord({"name": "piuparts.pilog", "levelno": level,
+                                  "levelname": logging.getLevelName(level), "msg": message,
+                                  "created": time.time()})
+
+
 class LogFile(logging.FileHandler):
     """The ``-l`` file: what the console shows, as it is logged, then piuparts'
     key lines (:meth:`finish`), in the same ``0m1.2s LEVEL: message`` form."""
@@ -141,7 +210,4 @@ class LogFile(logging.FileHandler):
     def finish(self, results: list["RunResult"], error: str | None = None) -> None:
         """Write piuparts' lines for ``results`` (see :func:`result_lines`); the file is complete after it."""
         for level, message in result_lines(results, error):
-            record = logging.makeLogRecord({"name": "piuparts.pilog", "levelno": level,
-                                            "levelname": logging.getLevelName(level), "msg": message,
-                                            "created": time.time()})
-            self.emit(record)  # whatever the file's level: these lines are the file's point
+            self.emit(_record(level, message))  # whatever the file's level: these lines are the file's point
