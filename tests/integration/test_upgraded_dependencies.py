@@ -18,9 +18,10 @@ NEEDS_NEW_LIB = DebSpec("pp-needs-new-lib", depends="pp-lib (>= 2.0)")
 
 
 def hooks_installing_the_old_lib(directory, how: str):
-    """A pre_install hook that puts pp-lib 1.0 on the system before the test."""
+    """A post_setup hook that puts pp-lib 1.0 on the system before the test (the system is
+    recorded after the setup hooks, before pre_test and pre_install, as in piuparts)."""
     directory.mkdir()
-    script = directory / "pre_install_old_lib"
+    script = directory / "post_setup_old_lib"
     script.write_text(f"#!/bin/sh\nset -e\n{how}\n")
     script.chmod(0o755)
     return str(directory)
