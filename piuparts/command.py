@@ -297,8 +297,11 @@ def _keep_lost_interrupt(unraisable: "sys.UnraisableHookArgs") -> None:
 
 
 def _raise_lost_interrupt() -> None:
-    """Raise the interrupt a finalizer swallowed, if one did."""
-    if _lost_interrupts:
+    """Raise the interrupt a finalizer swallowed, if one did; not while the
+    stopping signals are held (a setup or cleanup step that must end: see
+    :class:`piuparts.resources.signals_deferred`), where it waits for the
+    next command."""
+    if _lost_interrupts and not set(_STOPPING) & signal.pthread_sigmask(signal.SIG_BLOCK, []):
         lost = _lost_interrupts.pop(0)
         _lost_interrupts.clear()  # one stop is enough: the rest are the same Ctrl-C repeated
         raise lost.with_traceback(None)

@@ -298,6 +298,18 @@ def test_a_stop_lost_in_a_finalizer_stops_the_next_command(exception, name):
     assert "Exception ignored" not in done.stderr
 
 
+def test_a_lost_stop_waits_while_a_cleanup_step_holds_the_signals():
+    # A cleanup (signals held: resources.signals_deferred) runs its commands to the end;
+    # the stop comes at the first command after it.
+    script = LOST_IN_A_FINALIZER.format(exception="KeyboardInterrupt").replace(
+        'try:\n    command.run(["echo", "ran"])',
+        'from piuparts import resources\nwith resources.signals_deferred():\n    command.run(["true"])\n'
+        'print("cleaned up")\ntry:\n    command.run(["echo", "ran"])')
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=Path(command.__file__).parents[1])
+    assert (done.returncode, done.stdout) == (9, "cleaned up\nstopped by KeyboardInterrupt\n"), done
+
+
 def test_any_other_error_in_a_finalizer_is_reported_as_python_does():
     script = LOST_IN_A_FINALIZER.format(exception="ValueError('not a stop')")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
