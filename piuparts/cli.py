@@ -389,10 +389,9 @@ def _end_as_piuparts(results: list[api.RunResult]) -> None:
     ``piuparts run ends.`` the very last: piuparts-slave reads the output
     (it passes no -l) and files a run that ends otherwise as incomplete,
     and the master's known_problems patterns read the lines before it."""
-    console = next((h for h in logging.getLogger("piuparts").handlers
-                    if type(h) is logging.StreamHandler and h.formatter is not None), None)
-    if console is not None and console.formatter is not None:
-        pilog.print_lines(pilog.result_lines(results), console.formatter, console.level, sys.stdout)
+    console = next((h for h in logging.getLogger("piuparts").handlers if type(h) is logging.StreamHandler), None)
+    if console is not None:
+        pilog.emit(console, pilog.result_lines(results), console.level)
 
 
 def _error(message: str, code: int, json_path: Path | None, log_file: pilog.LogFile | None = None) -> int:

@@ -278,8 +278,9 @@ _prctl = ctypes.CDLL(None).prctl  # looked up here: the child after fork only ca
 _STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-#: Interrupts Python could not pass on, oldest first (see :func:`_keep_lost_interrupt`).
-_lost_interrupts: list[BaseException] = []
+#: The first interrupt Python could not pass on (see :func:`_keep_lost_interrupt`); the
+#: ones after it are the same stop repeated.
+_lost_interrupt: BaseException | None = None
 _unraisable_before = sys.unraisablehook
 
 
@@ -290,8 +291,9 @@ def _keep_lost_interrupt(unraisable: "sys.UnraisableHookArgs") -> None:
     there, so the run would carry on as if never stopped; kept, the next
     command raises it instead (:func:`_raise_lost_interrupt`).  Any other
     unraisable exception goes to the hook that was there before."""
+    global _lost_interrupt
     if isinstance(unraisable.exc_value, (KeyboardInterrupt, Interrupted)):
-        _lost_interrupts.append(unraisable.exc_value)
+        _lost_interrupt = _lost_interrupt or unraisable.exc_value
         return
     _unraisable_before(unraisable)
 
@@ -301,9 +303,9 @@ def _raise_lost_interrupt() -> None:
     stopping signals are held (a setup or cleanup step that must end: see
     :class:`piuparts.resources.signals_deferred`), where it waits for the
     next command."""
-    if _lost_interrupts and not set(_STOPPING) & signal.pthread_sigmask(signal.SIG_BLOCK, []):
-        lost = _lost_interrupts.pop(0)
-        _lost_interrupts.clear()  # one stop is enough: the rest are the same Ctrl-C repeated
+    global _lost_interrupt
+    if _lost_interrupt is not None and not set(_STOPPING) & signal.pthread_sigmask(signal.SIG_BLOCK, []):
+        lost, _lost_interrupt = _lost_interrupt, None
         raise lost.with_traceback(None)
 
 

@@ -16,19 +16,23 @@ from piuparts.findings import FAIL, WARN, Finding
 from piuparts.state import Diff, display
 
 NAME = "leftovers"
+#: What happened to a path, as each finding's message starts (the -l file's headings follow them).
+LEFT, REMOVED, MODIFIED = "left behind after purge", "removed (was there before the install)", "modified"
+
+
 def check(changes: Diff, owners: dict[str, list[str]], blame: tuple[str, ...], severity: str = FAIL,
           changed_severity: str | None = None) -> list[Finding]:
     """A finding for every path added (at ``severity``), removed or modified
     (at ``changed_severity``, by default the same)."""
     changed_severity = changed_severity or severity
-    findings = [Finding(NAME, severity, display(path, entry), "left behind after purge", owner_of(path, owners),
+    findings = [Finding(NAME, severity, display(path, entry), LEFT, owner_of(path, owners),
                         blame) for path, entry in changes.added.items()]
     for path, entry in changes.removed.items():
-        findings.append(Finding(NAME, changed_severity, display(path, entry), "removed (was there before the install)",
-                                owner_of(path, owners), blame))
+        findings.append(Finding(NAME, changed_severity, display(path, entry), REMOVED, owner_of(path, owners),
+                                blame))
     for path, (old, new) in changes.modified.items():
         detail = "content changed" if old.digest != new.digest else f"was {old.describe()}, now {new.describe()}"
-        findings.append(Finding(NAME, changed_severity, display(path, new), f"modified: {detail}",
+        findings.append(Finding(NAME, changed_severity, display(path, new), f"{MODIFIED}: {detail}",
                                 owner_of(path, owners), blame))
     return findings
 

@@ -35,8 +35,9 @@ import logging
 import time
 from itertools import groupby
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, TextIO
+from typing import TYPE_CHECKING, Any, Iterable
 
+from piuparts.checks import leftovers
 from piuparts.findings import FAIL, WARN
 
 if TYPE_CHECKING:
@@ -85,9 +86,9 @@ def command_lines(scenario: dict[str, Any]) -> list[Line]:
 
 
 #: piuparts' headings of the leftovers check, by what happened to the path.
-LEFTOVER_TITLES = (("removed", "After purging files have disappeared"),
-                   ("modified", "After purging files have been modified"),
-                   ("", "Package purging left files on system"))
+LEFTOVER_TITLES = ((leftovers.REMOVED, "After purging files have disappeared"),
+                   (leftovers.MODIFIED, "After purging files have been modified"),
+                   (leftovers.LEFT, "Package purging left files on system"))
 #: adequate's tags piuparts names (its ``inadequate`` and ``less interesting`` lists).
 ADEQUATE_TAGS = ("bin-or-sbin-binary-requires-usr-lib-library", "broken-binfmt-detector",
                  "broken-binfmt-interpreter", "incompatible-licenses", "ldd-failure", "library-not-found",
@@ -101,7 +102,8 @@ def _heading(finding: dict[str, Any]) -> str:
     """The piuparts heading a finding is listed under."""
     check = finding["check"]
     if check == "leftovers":
-        return next(title for kind, title in LEFTOVER_TITLES if finding.get("message", "").startswith(kind))
+        return next((title for kind, title in LEFTOVER_TITLES if finding.get("message", "").startswith(kind)),
+                    CHECK_TITLES[check])
     if check == "cron-logrotate":  # piuparts: one heading a file
         kind = "Logrotate" if finding["subject"].startswith("/etc/logrotate.d/") else "Cron"
         return f"{kind} file {finding['subject']} has output with package removed"
@@ -184,18 +186,14 @@ def result_lines(results: list["RunResult"], error: str | None = None) -> list[L
     return [*lines, (logging.ERROR, "piuparts run ends.")]
 
 
-def print_lines(lines: list[Line], formatter: logging.Formatter, level: int, stream: TextIO) -> None:
-    """``lines`` on ``stream`` in the log's form, those below ``level`` left out
-    (``Command ok`` is a debug line: shown with -v)."""
+def emit(handler: logging.Handler, lines: list[Line], level: int = logging.NOTSET) -> None:
+    """``lines`` through ``handler`` in the log's form, those below ``level`` left out
+    (``Command ok`` is a debug line: on the console with -v)."""
     for line_level, message in lines:
         if line_level >= level:
-            print(formatter.format(_record(line_level, message)), file=stream, flush=True)
-
-
-def _record(level: int, message: str) -> logging.LogRecord:
-    return logging.makeLogRecord({"name": "piuparts.pilog", "levelno": level,
-                                  "levelname": logging.getLevelName(level), "msg": message,
-                                  "created": time.time()})
+            handler.emit(logging.makeLogRecord({"name": "piuparts.pilog", "levelno": line_level,
+                                                "levelname": logging.getLevelName(line_level), "msg": message,
+                                                "created": time.time()}))
 
 
 class LogFile(logging.FileHandler):
@@ -209,5 +207,4 @@ class LogFile(logging.FileHandler):
 
     def finish(self, results: list["RunResult"], error: str | None = None) -> None:
         """Write piuparts' lines for ``results`` (see :func:`result_lines`); the file is complete after it."""
-        for level, message in result_lines(results, error):
-            self.emit(_record(level, message))  # whatever the file's level: these lines are the file's point
+        emit(self, result_lines(results, error))  # whatever the file's level: these lines are the file's point

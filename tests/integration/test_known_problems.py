@@ -7,6 +7,7 @@ ends as piuparts-slave requires (``piuparts run ends`` on the last line)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from pathlib import Path
@@ -50,14 +51,15 @@ CASES = {
 }
 
 
-def problems() -> list:
+@functools.cache
+def problems() -> tuple:
     spec = importlib.util.spec_from_file_location("piuparts_dwke", DWKE)
     assert spec is not None and spec.loader is not None
     dwke = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(dwke)
     found = [dwke.Problem(str(path)) for path in sorted(KNOWN_PROBLEMS.glob("*.conf"))]
     assert len(found) > 70 and all(p.valid() for p in found)
-    return found
+    return tuple(found)
 
 
 @needs_piuparts_master
