@@ -72,6 +72,11 @@ LEFTOVER = DebSpec("pp-leftover", scripts={
 FAILING_POSTINST = DebSpec("pp-failpostinst", scripts={
     "postinst": 'echo "pp-failpostinst: refusing to configure" >&2; exit 1'})
 SLOW_POSTINST = DebSpec("pp-slowpostinst", scripts={"postinst": "sleep 60"})
+# Change another package's file, leave a diversion, ship no copyright file.
+MODIFIER = DebSpec("pp-modifier", scripts={"postinst": 'echo pp >> /usr/share/base-files/info.dir'})
+DIVERTER = DebSpec("pp-diverter", scripts={
+    "postinst": 'dpkg-divert --package pp-diverter --add --rename --divert /usr/bin/cmp.pp /usr/bin/cmp'})
+NO_COPYRIGHT = DebSpec("pp-nocopyright", files={"/usr/share/pp-nocopyright/data": "data\n"}, copyright=False)
 # Changes the base in every way an overlay records: a whiteout, an opaque
 # directory, a metadata-only change, a content change, a new symlink.
 RESHAPER = DebSpec("pp-reshaper", scripts={"postinst": """\

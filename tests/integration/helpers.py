@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import subprocess
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from piuparts import resources
 from tests.conftest import PIUPARTS
+
+
+#: The [bookworm] section of piuparts.debian.org's piuparts.conf, its flags as the slave passes them.
+BOOKWORM_FLAGS = ("--scriptsdir", "/etc/piuparts/scripts-log-alternatives", "--no-eatmydata",
+                  "--scriptsdir", "/etc/piuparts/scripts", "--allow-database", "--warn-on-leftovers-after-purge",
+                  "--no-upgrade-test")
 
 
 @dataclass
@@ -60,3 +69,32 @@ def owner_text(finding: dict[str, Any]) -> str | None:
 def blame_text(finding: dict[str, Any]) -> str | None:
     """A JSON finding's blame as one string (None when it blames nobody)."""
     return ", ".join(finding["blame"]) or None
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def serve(handler: Any) -> Iterator[http.server.ThreadingHTTPServer]:
+    """An HTTP server on 127.0.0.1 (a free port) in a thread, for the block;
+    ``server.seen`` is for the handler to record what it saw."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.seen = []  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def serve_directory(directory: Path) -> Any:
+    """``serve`` over the files of ``directory`` (an apt repository)."""
+    class Handler(_Quiet):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(directory), **kwargs)
+    return serve(Handler)

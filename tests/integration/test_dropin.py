@@ -17,34 +17,22 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 import pytest
 
-from piuparts import api, cli
+from piuparts import cli
 from tests.debs import CLEAN, FAILING_POSTINST, LEFTOVER, DebSpec
-from tests.integration.helpers import leaks, piuparts
+from tests.integration.helpers import leaks, piuparts, serve, serve_directory
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
 
 WORKTREE = Path(__file__).resolve().parents[2]
 EXTRA_DEP = DebSpec("pp-dropin-extra", files={"/usr/share/pp-dropin-extra/data": "extra\n"})
 NEEDS_EXTRA = DebSpec("pp-dropin-needs-extra", depends="pp-dropin-extra")
-
-
-@pytest.fixture(scope="session")
-def base_root(cache_dir: Path) -> Path:
-    """The cached debootstrap base of the host's distribution (made if missing)."""
-    config, _ = cli.config_from_argv(["--cache-dir", str(cache_dir)])
-    with api.Session(config) as session:
-        assert session.backend is not None
-        root: Path = getattr(session.backend, "root")
-    return root
 
 
 @pytest.fixture(scope="session")
@@ -59,11 +47,6 @@ def nodev_tarball(cache_dir: Path, base_root: Path) -> Path:
                     "--exclude=./dev/*", "--exclude=./proc/*", "."], check=True)
     os.rename(partial, tarball)
     return tarball
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 class _Forwarder(http.server.BaseHTTPRequestHandler):
@@ -98,20 +81,6 @@ class _Forwarder(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@contextmanager
-def _serve(handler: Any) -> Iterator[http.server.ThreadingHTTPServer]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.seen = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
 @pytest.fixture(scope="session")
 def extra_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A flat apt repository over HTTP on 127.0.0.1 holding pp-dropin-extra:
@@ -126,17 +95,14 @@ def extra_repo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                                   f"Date: {time.strftime('%a, %d %b %Y %H:%M:%S UTC', time.gmtime())}\n"
                                   f"SHA256:\n {digest} {len(packages.encode())} Packages\n")
 
-    class Handler(_Quiet):
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, directory=str(repo), **kwargs)
-    with _serve(Handler) as server:
+    with serve_directory(repo) as server:
         yield f"deb [trusted=yes] http://127.0.0.1:{server.server_address[1]}/ ./"
 
 
 @pytest.fixture()
 def proxy() -> Iterator[http.server.ThreadingHTTPServer]:
     """A real HTTP proxy on 127.0.0.1 that records what went through it."""
-    with _serve(_Forwarder) as server:
+    with serve(_Forwarder) as server:
         yield server
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.debs import CLEAN, DAEMON, FAILING_POSTINST, LEFTOVER, DebSpec
-from tests.integration.helpers import piuparts
+from tests.debs import CLEAN, DAEMON, DIVERTER, FAILING_POSTINST, LEFTOVER, MODIFIER, NO_COPYRIGHT
+from tests.integration.helpers import BOOKWORM_FLAGS, piuparts
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
 
@@ -24,16 +24,6 @@ DWKE = Path("/usr/lib/python3/dist-packages/piupartslib/dwke.py")
 needs_piuparts_master = pytest.mark.skipif(
     not (KNOWN_PROBLEMS.is_dir() and DWKE.is_file()) and not os.environ.get("CI"),
     reason="piuparts-master is not installed (./bootstrap installs it)")
-
-#: The [bookworm] section of piuparts.debian.org's piuparts.conf, its flags as the slave passes them.
-BOOKWORM_FLAGS = ("--scriptsdir", "/etc/piuparts/scripts-log-alternatives", "--no-eatmydata",
-                  "--scriptsdir", "/etc/piuparts/scripts", "--allow-database", "--warn-on-leftovers-after-purge",
-                  "--no-upgrade-test")
-
-MODIFIER = DebSpec("pp-modifier", scripts={"postinst": 'echo pp >> /usr/share/base-files/info.dir'})
-DIVERTER = DebSpec("pp-diverter", scripts={
-    "postinst": 'dpkg-divert --package pp-diverter --add --rename --divert /usr/bin/cmp.pp /usr/bin/cmp'})
-NO_COPYRIGHT = DebSpec("pp-nocopyright", files={"/usr/share/pp-nocopyright/data": "data\n"}, copyright=False)
 
 #: fixture, the directory the slave files it in, the categories the master gives it.
 CASES = {
