@@ -206,7 +206,8 @@ def _piuparts_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument("-B", "--end-meta", metavar="FILE", help="accepted; the distupgrade test makes its own reference")
     g.add_argument("-S", "--save-end-meta", metavar="FILE", help="accepted; nothing is saved")
     for names, meaning in ((("-k", "--keep-env", "--keep-tmpdir"), "accepted; instances are always removed"),
-                           (("--keep-sources-list",), "the apt sources are never rewritten here"),
+                           (("--keep-sources-list",), "a base given with -b, -e, --schroot... keeps its apt "
+                            "sources even when -d or -m name others"),
                            (("--list-installed-files",), "accepted; -v shows what each step did"),
                            (("--merged-usr",), "bases are merged-/usr already"),
                            (("--upgrade-before-dist-upgrade",), "accepted; one dist-upgrade a step"),

@@ -139,6 +139,10 @@ class RunConfig:
     pedantic_purge_test: bool = False
     #: --no-network: maintainer scripts get a network namespace with only a loopback.
     no_network: bool = False
+    #: The /etc/apt/sources.list each instance gets, when -d or -m name the archive for a base
+    #: given ready-made (-b, -e, --schroot...) and --keep-sources-list is not given: piuparts'
+    #: rewrite of the base's sources (None: the base's own sources are kept).
+    apt_sources: str | None = None
     version: int = CONFIG_VERSION
 
     @property

@@ -16,10 +16,15 @@ post_setup hooks, as piuparts 1.1.7 makes them after unpacking its chroot:
   (first on the instance's PATH), so libeatmydata is not preloaded;
 - ``--allow-database``: a policy-rc.d that lets the database servers
   start (piuparts' list), and refuses every other service;
-- ``apt-get update`` after post_chroot_unpack scripts that changed the
-  apt sources or keys (debusine's write its extra repositories there, and
-  piuparts updates after them), tried again up to ``--update-retries``
-  times;
+- ``/etc/apt/sources.list`` for a ready-made base (-b, -e, --schroot...)
+  when -d or -m name the archive, as piuparts rewrites it (not with
+  ``--keep-sources-list``; a piuparts.debian.org slave gives its
+  section's distribution and mirror this way);
+- ``apt-get update`` after those sources or post_chroot_unpack scripts
+  changed the apt sources or keys (debusine's write its extra
+  repositories there, and piuparts updates after them), tried again up to
+  ``--update-retries`` times; with rewritten sources, ``apt-get -yf
+  dist-upgrade`` after it, as piuparts does;
 - ``--fake-essential-packages``: installed before the test, never removed.
 """
 
@@ -43,6 +48,7 @@ APT_CONF = "/etc/apt/apt.conf.d/99piuparts-ng-options"
 DPKG_CFG = "/etc/dpkg/dpkg.cfg.d/piuparts"
 EATMYDATA_SHIM = "/usr/local/bin/eatmydata"
 POLICY_RC_D = "/usr/sbin/policy-rc.d"
+SOURCES_LIST = "/etc/apt/sources.list"
 #: The services --allow-database lets start, as piuparts 1.1.7 does.
 DATABASE_SERVICES = ("mariadb", "mysql", "postgresql", "postgresql-8.3", "firebird2.5-super", "firebird3.0")
 
@@ -89,7 +95,7 @@ def changes_instances(config: "RunConfig") -> bool:
     """Whether the options change what an instance does (then the dependencies
     are installed in each test, not taken from a cached layer made without them)."""
     return any((apt_conf(config), dpkg_cfg(config), policy_rc_d(config), not config.eatmydata,
-                config.fake_essential_packages))
+                config.fake_essential_packages, config.apt_sources))
 
 
 def files(config: "RunConfig") -> dict[str, tuple[str, str]]:
@@ -97,7 +103,8 @@ def files(config: "RunConfig") -> dict[str, tuple[str, str]]:
     wanted = {APT_CONF: (apt_conf(config), "0644"), DPKG_CFG: (dpkg_cfg(config), "0644"),
               POLICY_RC_D: (policy_rc_d(config), "0755"),
               EATMYDATA_SHIM: (None if config.eatmydata else
-                               '#!/bin/sh\n# piuparts-ng: --no-eatmydata\nexec "$@"\n', "0755")}
+                               '#!/bin/sh\n# piuparts-ng: --no-eatmydata\nexec "$@"\n', "0755"),
+              SOURCES_LIST: (config.apt_sources, "0644")}
     return {path: (text, mode) for path, (text, mode) in wanted.items() if text is not None}
 
 
@@ -111,8 +118,13 @@ def prepare(chroot: Chroot, config: "RunConfig", hooks: "Hooks") -> None:
     """Everything the options change in a new instance (see the module's docstring)."""
     for path, (text, mode) in files(config).items():
         write(chroot, path, text, mode)
-    if any(name.startswith("post_chroot_unpack") for name in hooks.scripts) and sources_changed(chroot):
+    hooked = any(name.startswith("post_chroot_unpack") for name in hooks.scripts)
+    if (config.apt_sources or hooked) and sources_changed(chroot, "-d/-m" if config.apt_sources else
+                                                           "post_chroot_unpack scripts"):
         apt_update(chroot, config.update_retries)
+        if config.apt_sources:  # as piuparts does after writing a given base's sources: the base brought to them
+            chroot.run(["apt-get", "-yf", "dist-upgrade"], timeout=config.max_command_runtime, error=TestbedError,
+                       what=f"the dist-upgrade of the given base to {config.distribution}")
     if config.fake_essential_packages:
         packages = list(config.fake_essential_packages)
         log.info("Installing the fake essential packages (kept through the test): %s", " ".join(packages))
@@ -139,14 +151,14 @@ def _contents(top: Path) -> dict[str, bytes]:
     return found
 
 
-def sources_changed(chroot: Chroot) -> bool:
+def sources_changed(chroot: Chroot, by: str) -> bool:
     """Whether the instance's apt sources or keys differ from its base's (True
     when the backend cannot tell: then apt-get update runs, as in piuparts)."""
     if chroot.lower is None or not chroot.host_root:
         return True
     changed = _contents(chroot.root) != _contents(chroot.lower)
     if not changed:
-        log.info("The post_chroot_unpack scripts left the apt sources as they were: no apt-get update needed")
+        log.info("The %s left the apt sources as they were: no apt-get update needed", by)
     return changed
 
 
@@ -158,4 +170,4 @@ def apt_update(chroot: Chroot, retries: int = 0) -> None:
             return
         if attempt < retries:
             log.info("apt-get update failed (try %d of %d); trying again", attempt + 1, retries + 1)
-    raise TestbedError(f"apt-get update after the post_chroot_unpack scripts failed: {result.tail(1).strip()}")
+    raise TestbedError(f"apt-get update of the instance's apt sources failed: {result.tail(1).strip()}")

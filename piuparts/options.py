@@ -112,9 +112,23 @@ def from_args(args: argparse.Namespace, isolated: bool = False) -> RunConfig:
         purge_dependencies=args.purge_dependencies,
         no_network=getattr(args, "no_network", False) or (isolated and not scripts_network),
         warn_on_others=args.warn_on_others,
+        apt_sources=given_base_sources(args, backend, mirror, distribution, components),
         **instance_options(args))
     config.ignores  # a bad -I regular expression is a usage error now, not in the middle of a run
     return own_dependencies(config)
+
+
+def given_base_sources(args: argparse.Namespace, backend: str, mirror: str, distribution: str,
+                       components: tuple[str, ...]) -> str | None:
+    """The apt sources piuparts writes into a ready-made base (-b, -e, --schroot,
+    --lvm-volume...) named by -d or -m, unless --keep-sources-list: one line for
+    the mirror and the first distribution.  Without -d and -m the base's own
+    sources are kept (piuparts would fall back to sid and the host's mirror,
+    which is rarely what a ready-made base of another release wants); the
+    debootstrap base is made from -d and -m already."""
+    if backend == "debootstrap" or args.keep_sources_list or not (args.mirror or args.distribution):
+        return None
+    return f"deb {mirror} {distribution} {' '.join(components)}\n"
 
 
 def own_dependencies(config: RunConfig) -> RunConfig:
@@ -145,8 +159,6 @@ NO_EFFECT = {
     "minimize": "--minimize: bases are never minimized with debfoster here (a debootstrap minbase is minimal "
                 "already); ignored",
     "skip_minimize": "--skip-minimize: bases are never minimized here; nothing to skip",
-    "keep_sources_list": "--keep-sources-list: the chroot's apt sources are never rewritten here (only the "
-                         "distupgrade test switches their suites); nothing to keep",
     "keep_env": "-k/--keep-env: instances are always removed, also after a failure (nothing leaks); --json FILE "
                 "keeps every step, command and finding, -v every command's output",
     "list_installed_files": "--list-installed-files: the files a package adds are not listed here; -v logs what "

@@ -139,6 +139,21 @@ def test_no_options_no_instance_files_and_layers_stay():
     assert not cfg.purge_dependencies
 
 
+def test_a_given_base_gets_the_sources_minus_d_and_minus_m_name_as_piuparts_writes_them(tmp_path):
+    tarball = tmp_path / "base.tgz"
+    tarball.write_bytes(b"")
+    given = config("-b", str(tarball))  # BASE gives -d bookworm -m 'http://mirror.invalid/debian main'
+    assert given.apt_sources == "deb http://mirror.invalid/debian bookworm main\n"
+    assert instance_setup.files(given)[instance_setup.SOURCES_LIST] == (given.apt_sources, "0644")
+    assert given.purge_dependencies  # no cached layer resolved against the base's own sources
+    assert RunConfig.from_json(json.loads(json.dumps(given.to_json()))) == given
+    kept, _ = cli.config_from_argv(["-b", str(tarball), "--keep-sources-list", *BASE])
+    assert kept.apt_sources is None
+    assert config().apt_sources is None  # the debootstrap base is made from -d and -m
+    mine, _ = cli.config_from_argv(["-b", str(tarball), "--arch", "amd64"])
+    assert mine.apt_sources is None  # no -d, no -m: the base's own sources (piuparts would write sid's)
+
+
 def test_no_eatmydata_and_no_unsafe_io():
     cfg = config("--no-eatmydata", "--dpkg-noforce-unsafe-io")
     made = instance_setup.files(cfg)
@@ -356,7 +371,7 @@ def test_apt_update_follows_a_change_of_the_sources_only(tmp_path):
                    (), lower=lower)
     keyed = Chroot(_tree(tmp_path / "keyed", {**base, "etc/apt/keyrings/extra_apt_key_0.asc": "key"}), (),
                    lower=lower)
-    assert not instance_setup.sources_changed(same)
-    assert instance_setup.sources_changed(added)
-    assert instance_setup.sources_changed(keyed)
-    assert instance_setup.sources_changed(Chroot(tmp_path / "same", ()))  # no base to compare with: update
+    assert not instance_setup.sources_changed(same, "hooks")
+    assert instance_setup.sources_changed(added, "hooks")
+    assert instance_setup.sources_changed(keyed, "hooks")
+    assert instance_setup.sources_changed(Chroot(tmp_path / "same", ()), "hooks")  # no base to compare with: update
