@@ -27,6 +27,8 @@ class DebSpec:
     copyright: bool = True
     #: The Source field (empty: the package's own name).
     source: str = ""
+    #: Path -> target of the symbolic links it ships.
+    symlinks: dict[str, str] = field(default_factory=dict)
 
     def build(self, outdir: Path) -> Path:
         """Build ``NAME_VERSION_all.deb`` in ``outdir`` and return its path."""
@@ -59,6 +61,10 @@ class DebSpec:
                 target.write_text(content)
             if path in self.executables:
                 target.chmod(0o755)
+        for path, target in self.symlinks.items():
+            link = tree / path.lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target)
         deb = outdir / f"{self.name}_{self.version}_all.deb"
         deb.unlink(missing_ok=True)
         subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(deb)],
@@ -72,11 +78,18 @@ LEFTOVER = DebSpec("pp-leftover", scripts={
 FAILING_POSTINST = DebSpec("pp-failpostinst", scripts={
     "postinst": 'echo "pp-failpostinst: refusing to configure" >&2; exit 1'})
 SLOW_POSTINST = DebSpec("pp-slowpostinst", scripts={"postinst": "sleep 60"})
-# Change another package's file, leave a diversion, ship no copyright file.
-MODIFIER = DebSpec("pp-modifier", scripts={"postinst": 'echo pp >> /usr/share/base-files/info.dir'})
+# Leave a diversion, ship no copyright file.
 DIVERTER = DebSpec("pp-diverter", scripts={
     "postinst": 'dpkg-divert --package pp-diverter --add --rename --divert /usr/bin/cmp.pp /usr/bin/cmp'})
 NO_COPYRIGHT = DebSpec("pp-nocopyright", files={"/usr/share/pp-nocopyright/data": "data\n"}, copyright=False)
+# One defect each that piuparts-master's known_problems name.
+ALTERNATIVE_LEFT = DebSpec("pp-altleft", scripts={
+    "postinst": 'update-alternatives --install /usr/bin/pp-altleft pp-altleft /bin/true 10'})
+USR_LOCAL_LEFT = DebSpec("pp-usrlocal", scripts={
+    "postinst": 'if [ "$1" = configure ]; then mkdir -p /usr/local/share/pp && echo x > /usr/local/share/pp/x; fi'})
+NOT_FOUND = DebSpec("pp-notfound", scripts={"postinst": 'pp-no-such-command --configure'})
+FAILING_PRERM = DebSpec("pp-failprerm", scripts={"prerm": 'echo "pp-failprerm: refusing" >&2; exit 1'})
+OVERWRITER = DebSpec("pp-overwriter", files={"/etc/debian_version": "pp\n"})
 # Changes the base in every way an overlay records: a whiteout, an opaque
 # directory, a metadata-only change, a content change, a new symlink.
 RESHAPER = DebSpec("pp-reshaper", scripts={"postinst": """\

@@ -11,13 +11,14 @@ alternative leaves (/etc/alternatives/NAME and the master link, such as
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
 from piuparts.checks.base import Check, Context
 from piuparts.chroot import Chroot
 from piuparts.errors import TestbedError
-from piuparts.findings import Finding
+from piuparts.findings import FAIL, WARN, Finding
 
 DB_DIR = "/var/lib/dpkg/alternatives"
 
@@ -88,11 +89,15 @@ def list_alternatives(chroot: Chroot) -> dict[str, Alternative]:
     return found
 
 
+#: The words of a message about an alternative or a choice the purge left.
+LEFT = "left after purge"
+
+
 def _changed(old: Alternative, new: Alternative) -> list[str]:
     messages = []
     old_choices, new_choices = dict(old.choices), dict(new.choices)
     for path in sorted(new_choices.keys() - old_choices.keys()):
-        messages.append(f"choice {path} (priority {new_choices[path]}) left after purge")
+        messages.append(f"choice {path} (priority {new_choices[path]}) {LEFT}")
     for path in sorted(old_choices.keys() - new_choices.keys()):
         messages.append(f"choice {path} (there before the install) was removed")
     if (old.status, old.value) != (new.status, new.value):
@@ -108,7 +113,7 @@ def compare(before: dict[str, Alternative], after: dict[str, Alternative]) -> li
     for name in sorted(before.keys() | after.keys()):
         old, new = before.get(name), after.get(name)
         if old is None and new is not None:
-            changes.append((name, f"alternative left after purge: {new.describe()}"))
+            changes.append((name, f"alternative {LEFT}: {new.describe()}"))
         elif new is None and old is not None:
             changes.append((name, f"alternative (there before the install) was removed: {old.describe()}"))
         elif old is not None and new is not None:
@@ -117,7 +122,17 @@ def compare(before: dict[str, Alternative], after: dict[str, Alternative]) -> li
 
 
 class Alternatives(Check, name="alternatives"):
-    """The alternatives after the purge against those before the install."""
+    """The alternatives after the purge against those before the install.
+
+    An alternative or a choice left after the purge is a leftover too: when
+    the leftovers only warn (piuparts' --warn-on-leftovers-after-purge, where
+    piuparts lists /etc/alternatives/NAME among the files left), so does it.
+    One removed or changed is still at this check's own severity."""
+
+    left_severity = FAIL
+
+    def configure(self, severities: dict[str, str]) -> None:
+        self.left_severity = WARN if severities.get("leftovers") == WARN and self.severity == FAIL else self.severity
 
     def before_install(self, ctx: Context) -> None:
         self.before = list_alternatives(ctx.chroot)
@@ -128,6 +143,9 @@ class Alternatives(Check, name="alternatives"):
         return []
 
     def after_purge(self, ctx: Context) -> list[Finding]:
-        return [self.finding(name, message, ctx=ctx, blame=self.blame_dependency(ctx)
-                             if self.before.get(name) != self.dependencies.get(name) else None)
-                for name, message in compare(self.before, list_alternatives(ctx.chroot))]
+        found = []
+        for name, message in compare(self.before, list_alternatives(ctx.chroot)):
+            finding = self.finding(name, message, ctx=ctx, blame=self.blame_dependency(ctx)
+                                   if self.before.get(name) != self.dependencies.get(name) else None)
+            found.append(dataclasses.replace(finding, severity=self.left_severity) if LEFT in message else finding)
+        return found

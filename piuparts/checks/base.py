@@ -74,6 +74,10 @@ class Check:
     def __init__(self, severity: str | None = None) -> None:
         self.severity = severity or self.default_severity
 
+    def configure(self, severities: dict[str, str]) -> None:
+        """Read the other checks' severities, for a check some of whose findings
+        are another's kind too (none by default)."""
+
     def blame_dependency(self, ctx: Context, packages: Sequence[str] = ()) -> tuple[str, ...]:
         """Who a finding caused by the dependencies is blamed on: those of
         ``packages`` that are dependencies, else every dependency."""
@@ -114,4 +118,7 @@ def make_checks(severities: dict[str, str]) -> list[Check]:
         from piuparts.errors import UsageError
         raise UsageError(f"unknown check {sorted(unknown)[0]!r}; known checks: {', '.join(Check.registry)}")
     chosen = [cls for name, cls in Check.registry.items() if severities.get(name) != SKIP]
-    return [cls(severities.get(cls.name)) for cls in sorted(chosen, key=lambda c: c.order)]
+    checks = [cls(severities.get(cls.name)) for cls in sorted(chosen, key=lambda c: c.order)]
+    for check in checks:
+        check.configure(severities)
+    return checks

@@ -105,6 +105,18 @@ def test_compare_alternatives():
     ]
 
 
+def test_an_alternative_left_is_a_leftover_and_warns_with_them():
+    from piuparts.checks.base import make_checks
+
+    def left(severities: dict[str, str]) -> tuple[str, str]:
+        check = next(c for c in make_checks(severities) if c.name == "alternatives")
+        return check.severity, check.left_severity
+    assert left({}) == ("fail", "fail")
+    assert left({"leftovers": "warn"}) == ("fail", "warn")  # --warn-on-leftovers-after-purge
+    assert left({"alternatives": "warn"}) == ("warn", "warn")
+    assert alternatives.LEFT in alternatives.compare({}, {"x": Alternative("auto", "/a", "/usr/bin/x")})[0][1]
+
+
 # -- users --------------------------------------------------------------------
 
 PASSWD = """\

@@ -270,7 +270,8 @@ def _failing_install() -> api.RunResult:
 def _leftovers_and_symlinks() -> api.RunResult:
     scenario = ScenarioResult("install-purge", findings=[
         Finding("leftovers", FAIL, "/etc/x/", "left behind after purge", owners=()),
-        Finding("symlinks", WARN, "/usr/lib/x.so", "broken symlink to x.so.1", owners=("pp-x",))])
+        Finding("symlinks", WARN, "/usr/lib/x.so", "broken symlink -> x.so.1 (x.so.1 does not exist)",
+                owners=("pp-x",))])
     return _result([scenario, ScenarioResult("install-upgrade-purge", skipped="no older version")], "fail")
 
 
@@ -289,7 +290,7 @@ def test_the_log_lines_of_findings_and_of_a_pass():
     lines = pilog.result_lines([_leftovers_and_symlinks()])
     assert lines == [
         (logging.ERROR, "FAIL: Package purging left files on system:\n  /etc/x/\t not owned (left behind after purge)"),
-        (logging.ERROR, "WARN: Broken symlinks:\n  /usr/lib/x.so\t owned by: pp-x (broken symlink to x.so.1)"),
+        (logging.ERROR, "WARN: Broken symlinks:\n  /usr/lib/x.so -> x.so.1 (pp-x)"),  # piuparts' form
         (logging.ERROR, "FAIL: Installation and purging test."),
         (logging.INFO, "SKIP: Installation, upgrade and purging tests. no older version"),
         (logging.ERROR, "piuparts run ends.")]
@@ -345,7 +346,7 @@ def test_jenkins_debian_glue_sees_findings_and_broken_symlinks(tmp_path):
     failed = [line for line in _tap(tmp_path, _leftovers_and_symlinks()) if line.startswith("not ok")]
     assert [re.sub(r"^not ok \d+\s+", "", line) for line in failed] == [
         "Package purging left files on system:  /etc/x/\t not owned (left behind after purge)",
-        "WARN: Broken symlinks:  /usr/lib/x.so\t owned by: pp-x (broken symlink to x.so.1)",
+        "WARN: Broken symlinks:  /usr/lib/x.so -> x.so.1 (pp-x)",
         "Installation and purging test."]
 
 
