@@ -27,8 +27,6 @@ class DebSpec:
     copyright: bool = True
     #: The Source field (empty: the package's own name).
     source: str = ""
-    #: Path -> target of the symbolic links it ships.
-    symlinks: dict[str, str] = field(default_factory=dict)
 
     def build(self, outdir: Path) -> Path:
         """Build ``NAME_VERSION_all.deb`` in ``outdir`` and return its path."""
@@ -61,10 +59,6 @@ class DebSpec:
                 target.write_text(content)
             if path in self.executables:
                 target.chmod(0o755)
-        for path, target in self.symlinks.items():
-            link = tree / path.lstrip("/")
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(target)
         deb = outdir / f"{self.name}_{self.version}_all.deb"
         deb.unlink(missing_ok=True)
         subprocess.run(["dpkg-deb", "--root-owner-group", "-Zxz", "--build", str(tree), str(deb)],

@@ -129,7 +129,9 @@ class Alternatives(Check, name="alternatives"):
     piuparts lists /etc/alternatives/NAME among the files left), so does it.
     One removed or changed is still at this check's own severity."""
 
-    left_severity = FAIL
+    def __init__(self, severity: str | None = None) -> None:
+        super().__init__(severity)
+        self.left_severity = self.severity
 
     def configure(self, severities: dict[str, str]) -> None:
         self.left_severity = WARN if severities.get("leftovers") == WARN and self.severity == FAIL else self.severity

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 from collections import deque
 from pathlib import Path
@@ -32,6 +33,18 @@ MAX_LINKS = 40
 #: devtmpfs, tmpfs) that the instance has only in part or not at all: links
 #: into them (/dev/stdin, /run/systemd/resolve/...) are not judged.
 RUNTIME = ("/proc", "/sys", "/dev", "/run")
+_BROKEN = re.compile(r"broken symlink -> (?P<target>.*?) \((?P<why>.*)\)")
+
+
+def broken_message(target: str, why: str) -> str:
+    """A broken symlink finding's message: where it points, why that fails."""
+    return f"broken symlink -> {target} ({why})"
+
+
+def broken_target(message: str) -> str | None:
+    """The target a :func:`broken_message` names (None for another message)."""
+    match = _BROKEN.fullmatch(message)
+    return match["target"] if match else None
 
 
 def symlinks_under(top: Path, prune: Ignores | None = None) -> dict[str, str]:
@@ -126,7 +139,7 @@ class Symlinks(Check, name="symlinks"):
             if self.before.get(path) != target and ctx.ignores.match(path) is None:
                 resolved, why = resolve(ctx.chroot.root, path)
                 if resolved is None:
-                    broken[path] = f"broken symlink -> {target} ({why})"
+                    broken[path] = broken_message(target, why)
         owners = dpkg_owners(ctx.chroot) if broken else {}
         return [self.finding(path, message, owner, _blame(owner, ctx))
                 for path, message in broken.items() for owner in [owner_of(path, owners)]]

@@ -32,13 +32,12 @@ whose last line lacks ``piuparts run ends`` as incomplete).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from itertools import groupby
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-from piuparts.checks import leftovers
+from piuparts.checks import leftovers, symlinks
 from piuparts.findings import FAIL, WARN
 
 if TYPE_CHECKING:
@@ -117,8 +116,7 @@ def finding_lines(scenario: dict[str, Any]) -> list[Line]:
     failed_steps = {s["name"] for s in scenario.get("steps", [])
                     if any(c["returncode"] != 0 for c in s.get("commands", []))}
     findings = [f for f in scenario.get("findings", [])
-                if f["severity"] in (FAIL, WARN)
-                and not (f["check"] == "steps" and f["subject"] in failed_steps)]
+                if f["severity"] in (FAIL, WARN) and not (f["check"] == "steps" and f["subject"] in failed_steps)]
     lines: list[Line] = []
     key = (lambda f: (f["severity"] != FAIL, f["check"], _heading(f)))
     for (warn_only, check, title), group in groupby(sorted(findings, key=key), key=key):
@@ -155,9 +153,9 @@ def _adequate_lines(code: str, findings: list[dict[str, Any]]) -> list[Line]:
 def _finding_text(finding: dict[str, Any]) -> str:
     owners = finding.get("owners")
     text = str(finding["subject"])
-    link = re.match(r"broken symlink -> (.*?) \(", str(finding.get("message", "")))
-    if finding["check"] == "symlinks" and link:  # piuparts: "PATH -> TARGET", then "(OWNERS)" if owned
-        return f"{text} -> {link[1]}" + (f" ({', '.join(owners)})" if owners else "")
+    target = symlinks.broken_target(str(finding.get("message", ""))) if finding["check"] == "symlinks" else None
+    if target is not None:  # piuparts: "PATH -> TARGET", then "(OWNERS)" if owned
+        return f"{text} -> {target}" + (f" ({', '.join(owners)})" if owners else "")
     if owners is not None:
         text += "\t owned by: " + ", ".join(owners) if owners else "\t not owned"
     return f"{text} ({finding['message']})" if finding.get("message") else text
