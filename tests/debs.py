@@ -66,6 +66,25 @@ class DebSpec:
         return deb
 
 
+@dataclass(frozen=True)
+class LinkSpec(DebSpec):
+    """A :class:`DebSpec` that also ships symlinks (path -> target)."""
+
+    links: dict[str, str] = field(default_factory=dict)
+
+    def build(self, outdir: Path) -> Path:
+        """Put the links in the tree that :meth:`DebSpec.build` packs, then build."""
+        tree = outdir / f"{self.name}-{self.version}.tree"
+        for path, target in self.links.items():
+            link = tree / path.lstrip("/")
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(target)
+        deb = super().build(outdir)
+        listing = subprocess.run(["dpkg-deb", "-c", str(deb)], check=True, capture_output=True, text=True).stdout
+        assert all(f".{path} -> {target}" in listing for path, target in self.links.items()), listing
+        return deb
+
+
 CLEAN = DebSpec("pp-clean", files={"/usr/share/pp-clean/data.txt": "data\n"})
 LEFTOVER = DebSpec("pp-leftover", scripts={
     "postinst": 'if [ "$1" = configure ]; then mkdir -p /etc/x; echo generated > /etc/x/generated.conf; fi'})
@@ -84,6 +103,8 @@ USR_LOCAL_LEFT = DebSpec("pp-usrlocal", scripts={
 NOT_FOUND = DebSpec("pp-notfound", scripts={"postinst": 'pp-no-such-command --configure'})
 FAILING_PRERM = DebSpec("pp-failprerm", scripts={"prerm": 'echo "pp-failprerm: refusing" >&2; exit 1'})
 OVERWRITER = DebSpec("pp-overwriter", files={"/etc/debian_version": "pp\n"})
+# A link of its own to nowhere: the symlinks check and adequate's broken-symlink both see it.
+BROKEN_LINK = LinkSpec("pp-brokenlink", links={"/usr/share/pp-brokenlink/dangling": "nothing-here"})
 # Changes the base in every way an overlay records: a whiteout, an opaque
 # directory, a metadata-only change, a content change, a new symlink.
 RESHAPER = DebSpec("pp-reshaper", scripts={"postinst": """\

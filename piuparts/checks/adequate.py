@@ -6,11 +6,14 @@ libraries and symbols, Python files not byte-compiled, a missing copyright
 file, an alternative without its target...  Each line it prints
 (``PACKAGE: TAG DETAILS``) is a finding blamed on that package: a warning
 by default, a failure with ``--fail-if-inadequate``; ``--no-adequate``
-skips it, as in piuparts.  The two tags piuparts calls boring are left
-to the checks of our own that judge the same thing better: ``broken-symlink``
-(the symlinks check, which knows the links into /run and /proc a running
-system has) and ``obsolete-conffile`` (obsolete-conffiles, which names the
-fix).
+skips it, as in piuparts.  The two tags piuparts calls "less interesting"
+are judged by checks of our own that see the same thing better:
+``broken-symlink`` (the symlinks check, which knows the links into /run and
+/proc a running system has) and ``obsolete-conffile`` (obsolete-conffiles,
+which names the fix).  adequate's word on them stays in the result as an
+information (it never changes the verdict), so that the piuparts log lists
+them as piuparts does ("less interesting tags found"), where the master's
+``boring_*_inadequate_issue`` categories look for them.
 
 adequate runs programs of the system it checks (dpkg-query, ldd on every
 binary, update-alternatives), so it never runs on the host: it runs inside
@@ -32,7 +35,7 @@ from pathlib import Path
 from piuparts import command
 from piuparts.checks.base import Check, Context
 from piuparts.dpkgdb import base_name, timed
-from piuparts.findings import WARN, Finding
+from piuparts.findings import INFO, WARN, Finding
 
 log = logging.getLogger("piuparts")
 
@@ -43,19 +46,18 @@ LEFT_TO_OTHERS = {"broken-symlink": "symlinks", "obsolete-conffile": "obsolete-c
 
 
 def parse_adequate(output: str, packages: set[str]) -> list[tuple[str, str]]:
-    """(package, ``TAG DETAILS``) for each line adequate wrote about one of ``packages``,
-    but for the tags :data:`LEFT_TO_OTHERS`."""
+    """(package, ``TAG DETAILS``) for each line adequate wrote about one of ``packages``."""
     found = []
     for line in output.splitlines():
         package, sep, rest = line.partition(": ")
-        if not (sep and base_name(package.strip()) in packages and rest.strip()):
-            continue
-        tag = rest.split()[0]
-        if tag in LEFT_TO_OTHERS:
-            log.debug("adequate: %s (left to the %s check)", line.strip(), LEFT_TO_OTHERS[tag])
-            continue
-        found.append((base_name(package.strip()), rest.strip()))
+        if sep and base_name(package.strip()) in packages and rest.strip():
+            found.append((base_name(package.strip()), rest.strip()))
     return found
+
+
+def left_to(what: str) -> str | None:
+    """The check of ours that judges adequate's tag in ``what``, if one does."""
+    return LEFT_TO_OTHERS.get(what.split()[0])
 
 
 #: Where the Perl modules perl-base lacks live (perl-modules-5.x, and
@@ -105,5 +107,11 @@ class Adequate(Check, name=NAME):
         if not result.ok and not result.output.strip():
             return [self.finding("adequate", f"adequate failed ({command.failure_message(result, 'adequate')})",
                                  ctx=ctx)]
-        return [self.finding(what, "reported by adequate", blame=(package,), ctx=ctx)
-                for package, what in parse_adequate(result.output, set(packages))]
+        findings = []
+        for package, what in parse_adequate(result.output, set(packages)):
+            if (other := left_to(what)) is None:
+                findings.append(self.finding(what, "reported by adequate", blame=(package,), ctx=ctx))
+            else:
+                findings.append(Finding(NAME, INFO, what, f"reported by adequate, judged by the {other} check",
+                                        blame=(package,)))
+        return findings

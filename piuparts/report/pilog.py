@@ -116,14 +116,15 @@ def finding_lines(scenario: dict[str, Any]) -> list[Line]:
     failed_steps = {s["name"] for s in scenario.get("steps", [])
                     if any(c["returncode"] != 0 for c in s.get("commands", []))}
     findings = [f for f in scenario.get("findings", [])
-                if f["severity"] in (FAIL, WARN) and not (f["check"] == "steps" and f["subject"] in failed_steps)]
+                if f["severity"] in (FAIL, WARN) and f["check"] != "adequate"
+                and not (f["check"] == "steps" and f["subject"] in failed_steps)]
     lines: list[Line] = []
+    # adequate's report is one block, its "less interesting" tags (information) included
+    if adequate := [f for f in scenario.get("findings", []) if f["check"] == "adequate"]:
+        lines += _adequate_lines("FAIL" if any(f["severity"] == FAIL for f in adequate) else "WARN", adequate)
     key = (lambda f: (f["severity"] != FAIL, f["check"], _heading(f)))
     for (warn_only, check, title), group in groupby(sorted(findings, key=key), key=key):
         found = list(group)
-        if check == "adequate":
-            lines += _adequate_lines("WARN" if warn_only else "FAIL", found)
-            continue
         body = _indent(_finding_text(f) for f in found)
         if not warn_only:
             lines.append((logging.ERROR, f"FAIL: {title}:{body}"))

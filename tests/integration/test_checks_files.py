@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -205,7 +206,14 @@ def test_obsolete_conffile_after_the_upgrade_is_a_warning_naming_the_fix(cache_d
         ("obsolete-conffiles", "warn", "/etc/pp-obsolete.conf", "owned by pp-obsolete", "pp-obsolete",
          "obsolete conffile after the upgrade to 2.0-1: pp-obsolete no longer ships it, yet it stays until the "
          "purge; remove it on upgrade with 'rm_conffile /etc/pp-obsolete.conf 2.0-1~' in "
-         "debian/pp-obsolete.maintscript (dpkg-maintscript-helper(1))")]
+         "debian/pp-obsolete.maintscript (dpkg-maintscript-helper(1))"),
+        ("adequate", "info", "obsolete-conffile /etc/pp-obsolete.conf", None, "pp-obsolete",
+         "reported by adequate, judged by the obsolete-conffiles check")]
+    # what piuparts-master's boring_obsolete_conffile_inadequate_issue looks for, as piuparts says it
+    conf = Path("/usr/share/piuparts/known_problems/boring_obsolete_conffile_inadequate_issue.conf")
+    pattern = (conf.read_text().split("PATTERN='", 1)[1].split("'", 1)[0] if conf.exists()  # piuparts-common
+               else "(FAIL|WARN): Running adequate resulted in less interesting tags found: .* obsolete-conffile")
+    assert re.search(pattern, run.stdout), run.stdout[-2000:]
     assert leaks(cache_dir) == []
 
 

@@ -12,7 +12,8 @@ as piuparts-report files them.  The fixtures show one defect each that a
 category of piuparts-common 1.1.7's known_problems names (leftovers warned,
 an owned file modified, a failing postinst and prerm, a command not found,
 a process left running, a diversion and an alternative left, a missing
-copyright file, another package's file overwritten);
+copyright file, another package's file overwritten, a broken symlink that
+adequate sees too);
 the categories that need an upgrade (a conffile prompt, obsolete
 conffiles) are not reached with the slave's --no-upgrade-test.
 
@@ -37,7 +38,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.debs import (ALTERNATIVE_LEFT, CLEAN, DAEMON, DIVERTER, FAILING_POSTINST, FAILING_PRERM,
+from tests.debs import (ALTERNATIVE_LEFT, BROKEN_LINK, CLEAN, DAEMON, DIVERTER, FAILING_POSTINST, FAILING_PRERM,
                         LEFTOVER, NO_COPYRIGHT, NOT_FOUND, OVERWRITER, USR_LOCAL_LEFT)
 from tests.integration.helpers import BOOKWORM_FLAGS, leaks, serve_directory
 
@@ -55,7 +56,7 @@ needs_the_tools = pytest.mark.skipif(
 #: The fixtures of the section, and the directory each must land in (both tools agree).
 FIXTURES = ((CLEAN, "pass"), (LEFTOVER, "pass"), (FAILING_POSTINST, "fail"), (DAEMON, "fail"), (DIVERTER, "fail"),
             (NO_COPYRIGHT, "pass"), (ALTERNATIVE_LEFT, "pass"), (USR_LOCAL_LEFT, "pass"),
-            (NOT_FOUND, "fail"), (FAILING_PRERM, "fail"), (OVERWRITER, "fail"))
+            (NOT_FOUND, "fail"), (FAILING_PRERM, "fail"), (OVERWRITER, "fail"), (BROKEN_LINK, "pass"))
 SECTIONS = {"ng": f"{sys.executable} -m piuparts", "deb": str(DEBIAN_PIUPARTS)}
 DISTRO = "ppslave"
 
@@ -287,5 +288,6 @@ exec {SLAVE}
         USR_LOCAL_LEFT.name: set(),
         NOT_FOUND.name: {"command_not_found_error", "post_installation_script_error"},
         FAILING_PRERM.name: {"pre_removal_script_error"},
-        OVERWRITER.name: {"overwrite_other_packages_files_error"}}
+        OVERWRITER.name: {"overwrite_other_packages_files_error"},
+        BROKEN_LINK.name: {"broken_symlinks_issue", "boring_broken_symlink_inadequate_issue"}}
     assert leaks(cache_dir) == []

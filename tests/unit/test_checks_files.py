@@ -326,11 +326,15 @@ def test_parse_obsolete_conffiles():
 
 
 def test_parse_adequate_leaves_broken_symlinks_and_obsolete_conffiles_to_our_checks():
-    from piuparts.checks.adequate import parse_adequate
+    from piuparts.checks.adequate import left_to, parse_adequate
     output = ("pp: missing-copyright-file /usr/share/doc/pp/copyright\n"
               "pp: broken-symlink /usr/share/pp/run -> /run/pp/socket\n"
               "pp:amd64: obsolete-conffile /etc/pp.conf\n"
               "other: library-not-found /usr/bin/other => libx.so.1\n"
               "pp:amd64: library-not-found /usr/bin/pp => libpp.so.1\n")
-    assert parse_adequate(output, {"pp"}) == [("pp", "missing-copyright-file /usr/share/doc/pp/copyright"),
-                                             ("pp", "library-not-found /usr/bin/pp => libpp.so.1")]
+    found = parse_adequate(output, {"pp"})
+    assert found == [("pp", "missing-copyright-file /usr/share/doc/pp/copyright"),
+                     ("pp", "broken-symlink /usr/share/pp/run -> /run/pp/socket"),
+                     ("pp", "obsolete-conffile /etc/pp.conf"),
+                     ("pp", "library-not-found /usr/bin/pp => libpp.so.1")]
+    assert [left_to(what) for _, what in found] == [None, "symlinks", "obsolete-conffiles", None]

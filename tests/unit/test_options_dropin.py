@@ -21,7 +21,7 @@ from piuparts import api, cli, instance_setup, options
 from piuparts.config import RunConfig
 from piuparts.errors import UsageError
 from piuparts.log import ElapsedFormatter
-from piuparts.findings import FAIL, WARN, Finding
+from piuparts.findings import FAIL, INFO, WARN, Finding
 from piuparts.report import pilog
 from piuparts.command import Result
 from piuparts.scenarios import ScenarioResult, Step
@@ -306,15 +306,19 @@ def test_leftovers_and_adequate_are_worded_as_piuparts_words_them():
         Finding("leftovers", FAIL, "/usr/bin/cmp", "removed (was there before the install)", owners=("diffutils",)),
         Finding("leftovers", FAIL, "/etc/issue", "modified: content changed", owners=("base-files",)),
         Finding("adequate", WARN, "missing-copyright-file /usr/share/doc/pp-x/copyright", "reported by adequate",
-                blame=("pp-x",))])
+                blame=("pp-x",)),
+        Finding("adequate", INFO, "broken-symlink /usr/share/pp-x/l -> /nowhere",
+                "reported by adequate, judged by the symlinks check", blame=("pp-x",))])
+    # adequate's block first (it runs after the install), its "less interesting" tags in it
     assert pilog.result_lines([_result([scenario], "fail")])[:-2] == [
+        (logging.ERROR, "WARN: Inadequate results from running adequate!\n  pp-x: missing-copyright-file "
+                        "/usr/share/doc/pp-x/copyright\n  pp-x: broken-symlink /usr/share/pp-x/l -> /nowhere"),
+        (logging.ERROR, "WARN: Running adequate resulted in inadequate tags found:  missing-copyright-file "),
+        (logging.ERROR, "WARN: Running adequate resulted in less interesting tags found:  broken-symlink "),
         (logging.ERROR, "FAIL: After purging files have been modified:\n  /etc/issue\t owned by: base-files "
                         "(modified: content changed)"),
         (logging.ERROR, "FAIL: After purging files have disappeared:\n  /usr/bin/cmp\t owned by: diffutils "
                         "(removed (was there before the install))"),
-        (logging.ERROR, "WARN: Inadequate results from running adequate!\n  pp-x: missing-copyright-file "
-                        "/usr/share/doc/pp-x/copyright"),
-        (logging.ERROR, "WARN: Running adequate resulted in inadequate tags found:  missing-copyright-file "),
         (logging.INFO, "Warning: Package purging left files on system:\n  /etc/x/\t not owned "
                        "(left behind after purge)")]
 
