@@ -15,6 +15,7 @@ from typing import Iterator
 from piuparts import command
 from piuparts.backends import BaseSpec, common
 from piuparts.chroot import Chroot
+from piuparts.backends import debootstrap
 from piuparts.backends.debootstrap import SCRIPTS, DebootstrapBackend
 
 MIRROR = "http://mirror.invalid/debian"
@@ -55,7 +56,7 @@ def fake(fake_commands, monkeypatch):
 
 
 def backend(cache: Path, **kwargs) -> DebootstrapBackend:
-    return DebootstrapBackend(BaseSpec("bookworm", MIRROR, "amd64"), cache, **kwargs)
+    return DebootstrapBackend(BaseSpec("bookworm", MIRROR, "amd64"), cache, **{"tool": "debootstrap", **kwargs})
 
 
 def generic(cache: Path, calls: list[str]) -> list[str]:
@@ -77,6 +78,36 @@ def test_a_new_base_is_generation_one(tmp_path, fake):
     assert (first.root / "usr/sbin/policy-rc.d").is_file()
     first.close()
     assert first.describe()["backend"] == "debootstrap"
+
+
+def test_mmdebstrap_makes_the_same_minbase_under_a_name_of_its_own(tmp_path, fake):
+    def fake_mmdebstrap(argv: tuple[str, ...]) -> command.Result:
+        result = fake_debootstrap(argv)
+        (Path(argv[-2]) / "var/lib/apt").mkdir(parents=True)
+        (Path(argv[-2]) / "var/lib/apt/extended_states").write_text("Package: libffi8\nAuto-Installed: 1\n")
+        return result
+    fake.on(r"mmdebstrap .*", fake_mmdebstrap)
+    made = backend(tmp_path, tool="mmdebstrap")
+    made.prepare()
+    # every package of the base manually installed, as debootstrap leaves them
+    assert not (made.root / "var/lib/apt/extended_states").exists()
+    key = made.base_dir.name
+    assert key == backend(tmp_path).base_dir.name + "-mm"  # never taken for debootstrap's base
+    assert generic(tmp_path, fake.commands("mmdebstrap")) == [
+        "mmdebstrap --variant=minbase --include=eatmydata --components=main --architectures=amd64 "
+        "--hook-dir=/usr/share/mmdebstrap/hooks/maybe-merged-usr --hook-dir=/usr/share/mmdebstrap/hooks/eatmydata "
+        f"--skip=cleanup/apt/lists bookworm CACHE/bases/{key}/.build-X/root {MIRROR}"]
+    assert fake.commands("debootstrap") == []
+    assert made.describe()["tool"] == "mmdebstrap"
+    made.close()
+
+
+def test_debootstrap_makes_what_mmdebstrap_cannot(monkeypatch):
+    monkeypatch.setattr(debootstrap.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(debootstrap, "MMDEBSTRAP_HOOKS", Path("/"))
+    assert (debootstrap.choose_tool("bookworm"), debootstrap.choose_tool("jessie")) == ("mmdebstrap", "debootstrap")
+    monkeypatch.setattr(debootstrap.shutil, "which", lambda name: None)
+    assert debootstrap.choose_tool("bookworm") == "debootstrap"
 
 
 def test_a_lists_refresh_makes_the_next_generation_beside_the_one_in_use(tmp_path, fake):
