@@ -10,6 +10,7 @@ the harness gives maintainer-script steps to catch their prompts.
 from __future__ import annotations
 
 import logging
+import shlex
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,7 +115,7 @@ class Chroot:
         return command.run(
             [*prefix, *argv], env={**BASE_ENV, **shown}, shown_env=shown, timeout=timeout or self.timeout,
             error=error, what=what, level=logging.INFO if level is None else level, terminal=terminal,
-            prompt_timeout=prompt_timeout, stdin=stdin)
+            prompt_timeout=prompt_timeout, stdin=stdin, short=f"[{self.root}] {shlex.join(argv)}")
 
     def path(self, inner: str) -> Path:
         """The host path of ``inner`` (only where ``host_root``), not resolved:

@@ -54,79 +54,83 @@ def list_backends() -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The argument parser; option names follow Debian's piuparts."""
+    """The argument parser; option names follow Debian's piuparts, grouped as ``--help`` shows them."""
     p = argparse.ArgumentParser(
         prog="piuparts", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="%(prog)s [OPTION...] PACKAGE...\n       %(prog)s ci|batch|report|worker|cleanup|lvm-setup|schroot-setup ... (each with --help)",
         description="Install, remove and purge Debian packages in a throwaway chroot and report what they leave behind.")
-    p.add_argument("packages", nargs="*", metavar="PACKAGE", help=".deb or .changes files; package names with --apt")
-    p.add_argument("-a", "--apt", action="store_true",
+    g = p.add_argument_group("what to test")
+    g.add_argument("packages", nargs="*", metavar="PACKAGE", help=".deb or .changes files; package names with --apt")
+    g.add_argument("-a", "--apt", action="store_true",
                    help="the PACKAGE arguments are names (NAME or NAME=VERSION) from the archive")
-    p.add_argument("-d", "--distribution", action="append", metavar="NAME",
+    g.add_argument("-d", "--distribution", action="append", metavar="NAME",
                    help="distribution codename (default: the host's, from its apt sources); given more than "
                         "once, only the distupgrade test runs: install in the first, dist-upgrade to each next one, "
                         "purge, and compare with the same dist-upgrades made without the packages")
-    p.add_argument("-m", "--mirror", metavar="'URL [COMPONENT...]'",
+    g.add_argument("-m", "--mirror", metavar="'URL [COMPONENT...]'",
                    help="Debian mirror (default: the one the host's apt sources name)")
-    p.add_argument("--arch", help="architecture of the chroot (default: the host's)")
-    p.add_argument("--extra-repo", action="append", metavar="LINE",
+    g.add_argument("--arch", help="architecture of the chroot (default: the host's)")
+    g.add_argument("--extra-repo", action="append", metavar="LINE",
                    help="an extra apt source line, e.g. 'deb [trusted=yes] file:///srv/repo bookworm main' "
                         "(repeatable; file:// repositories are made visible inside)")
-    p.add_argument("--bindmount", action="append", metavar="DIR", help="bind-mount DIR at the same path inside")
-    p.add_argument("--scriptsdir", action="append", metavar="DIR",
-                   help="hook scripts (post_setup_*, pre_install_*, ... as in piuparts; repeatable)")
-    p.add_argument("--no-install-purge-test", action="store_true", help="skip the install -> purge scenario")
-    p.add_argument("--no-upgrade-test", action="store_true",
+    g = p.add_argument_group("the tests", "which scenarios run, and the hooks and mounts they run with")
+    g.add_argument("--no-install-purge-test", action="store_true", help="skip the install -> purge scenario")
+    g.add_argument("--no-upgrade-test", action="store_true",
                    help="skip the install -> upgrade -> purge scenario (run when apt knows an older version)")
-    p.add_argument("--purge-dependencies", action="store_true",
+    g.add_argument("--purge-dependencies", action="store_true",
                    help="install the dependencies in each test and purge them again, checking what they leave "
                         "(slower: by default they come from a cached layer and stay)")
-    p.add_argument("--install-remove-install", action="store_true",
+    g.add_argument("--install-remove-install", action="store_true",
                    help="install, remove and install again before the final purge")
-    p.add_argument("--install-purge-install", action="store_true",
+    g.add_argument("--install-purge-install", action="store_true",
                    help="install, purge and install again before the final purge")
-    g = p.add_argument_group("where the chroot comes from (default: a cached debootstrap base)")
+    g.add_argument("--scriptsdir", action="append", metavar="DIR",
+                   help="hook scripts (post_setup_*, pre_install_*, ... as in piuparts; repeatable)")
+    g.add_argument("--bindmount", action="append", metavar="DIR", help="bind-mount DIR at the same path inside")
+    g = p.add_argument_group("where the chroot comes from", "default: a cached base, made once with mmdebstrap (or debootstrap)")
     for backend in Backend.registry.values():  # each backend's own options (piuparts.backends.Option)
         backend.add_arguments(g)
     g.add_argument("-s", "--save", metavar="TARBALL", help="write the prepared base to TARBALL, for -b")
     g.add_argument("--list-backends", action="store_true",
                    help="list the backends, whether each can run here, and why not")
-    p.add_argument("--cache-dir", default=str(opts.DEFAULT_CACHE_DIR),
-                   help="where bases and instances live (default: %(default)s)")
-    p.add_argument("--base-max-age", type=float, default=7.0, metavar="DAYS",
-                   help="rebuild a cached base older than this (default: %(default)s)")
-    p.add_argument("--lists-max-age", type=float, default=24.0, metavar="HOURS",
-                   help="refresh the cached base's apt lists when older than this (default: %(default)s)")
-    p.add_argument("--tmpfs-size", default="50%", metavar="SIZE",
-                   help="size limit of the tmpfs that holds an instance's changes (default: %(default)s of memory)")
-    p.add_argument("--no-tmpfs", action="store_true",
-                   help="keep an instance's changes on disk under the cache directory (for very large packages)")
-    p.add_argument("--max-command-runtime", type=float, default=1800.0, metavar="SECONDS",
-                   help="time limit of each apt or dpkg step (default: %(default)s)")
-    p.add_argument("--prompt-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="fail a step that waits this long for an answer on its terminal (default: %(default)s)")
-    p.add_argument("-i", "--ignore", action="append", metavar="PATH", help="ignore this exact path (repeatable)")
-    p.add_argument("-I", "--ignore-regex", "--ignore-regexp", action="append", metavar="REGEX",
+    g = p.add_argument_group("checks and what they ignore")
+    g.add_argument("-i", "--ignore", action="append", metavar="PATH", help="ignore this exact path (repeatable)")
+    g.add_argument("-I", "--ignore-regex", "--ignore-regexp", action="append", metavar="REGEX",
                    help="ignore paths the anchored REGEX matches whole (repeatable)")
-    p.add_argument("-n", "--no-ignores", action="store_true", help="do not use the default ignore lists")
-    p.add_argument("--severity", action="append", metavar="CHECK=LEVEL",
+    g.add_argument("-n", "--no-ignores", action="store_true", help="do not use the default ignore lists")
+    g.add_argument("--severity", action="append", metavar="CHECK=LEVEL",
                    help="make a check fail, warn or skip (repeatable); checks: " + ", ".join(Check.registry))
-    for flag, meaning in opts.PIUPARTS_SEVERITY_OPTIONS.items():
-        p.add_argument(*flag.split("|"), action="store_true",
-                       help="as in piuparts: " + ", ".join(f"{c}={lvl}" for c, lvl in meaning))
-    p.add_argument("--json", metavar="FILE", help="write the result as JSON to FILE")
-    p.add_argument("--junit", metavar="FILE", help="write the result as JUnit XML to FILE (GitLab, Jenkins)")
-    p.add_argument("-l", "--log-file", "--logfile", metavar="FILE",
-                   help="also write the log to FILE, with piuparts' lines for CI wrappers at its end")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="debug output: command output, ignore rules")
-    p.add_argument("--version", action="version", version=version_line())
-    p.add_argument("--no-network", action="store_true",
+    g = p.add_argument_group("cache, limits and network")
+    g.add_argument("--cache-dir", default=str(opts.DEFAULT_CACHE_DIR),
+                   help="where bases and instances live (default: %(default)s)")
+    g.add_argument("--base-max-age", type=float, default=7.0, metavar="DAYS",
+                   help="rebuild a cached base older than this (default: %(default)s)")
+    g.add_argument("--lists-max-age", type=float, default=24.0, metavar="HOURS",
+                   help="refresh the cached base's apt lists when older than this (default: %(default)s)")
+    g.add_argument("--tmpfs-size", default="50%", metavar="SIZE",
+                   help="size limit of the tmpfs that holds an instance's changes (default: %(default)s of memory)")
+    g.add_argument("--no-tmpfs", action="store_true",
+                   help="keep an instance's changes on disk under the cache directory (for very large packages)")
+    g.add_argument("--max-command-runtime", type=float, default=1800.0, metavar="SECONDS",
+                   help="time limit of each apt or dpkg step (default: %(default)s)")
+    g.add_argument("--prompt-timeout", type=float, default=60.0, metavar="SECONDS",
+                   help="fail a step that waits this long for an answer on its terminal (default: %(default)s)")
+    g.add_argument("--no-network", action="store_true",
                    help="maintainer scripts and hooks run in a network namespace with only a loopback; "
                         "apt downloads what they need before they run (the default of batch run, ci "
                         "and worker)")
-    p.add_argument("--scripts-network", action="store_true",
+    g.add_argument("--scripts-network", action="store_true",
                    help="maintainer scripts and hooks use the host's network, its loopback services "
                         "included (the default of a single run; for a batch section or ci that needs it)")
-    _piuparts_options(p.add_argument_group("more of piuparts 1.1.7's options (see the README's table)"))
+    g = p.add_argument_group("output")
+    g.add_argument("--json", metavar="FILE", help="write the result as JSON to FILE")
+    g.add_argument("--junit", metavar="FILE", help="write the result as JUnit XML to FILE (GitLab, Jenkins)")
+    g.add_argument("-l", "--log-file", "--logfile", metavar="FILE",
+                   help="also write the log to FILE, with piuparts' lines for CI wrappers at its end")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="debug output: command output, ignore rules")
+    g.add_argument("--version", action="version", version=version_line())
+    _piuparts_options(p.add_argument_group(f"piuparts {PIUPARTS_COMPAT}'s options",
+                                           "accepted for drop-in use (see the README's table)"))
     return p
 
 
@@ -158,7 +162,11 @@ def version_line() -> str:
 
 
 def _piuparts_options(g: argparse._ArgumentGroup) -> None:
-    """The rest of piuparts 1.1.7's options: each works, or logs why it changes nothing here."""
+    """The rest of piuparts 1.1.7's options: each works, or logs why it changes nothing here.
+    Its check switches first: piuparts' spellings of ``--severity``."""
+    for flag, meaning in opts.PIUPARTS_SEVERITY_OPTIONS.items():
+        g.add_argument(*flag.split("|"), action="store_true",
+                       help="as in piuparts: " + ", ".join(f"{c}={lvl}" for c, lvl in meaning))
     g.add_argument("-D", "--defaults", metavar="DEFAULTS",
                    help="debian (the default) or ubuntu: Ubuntu's mirror and components when -m does not say")
     g.add_argument("--install-recommends", action="store_true", help="install Recommends too")
@@ -333,9 +341,10 @@ def _setup_logging(args: argparse.Namespace) -> pilog.LogFile | None:
     if not args.log_file:
         return None
     console = logger.handlers[0]
-    assert console.formatter is not None
-    try:
-        log_file = pilog.LogFile(Path(args.log_file), console.formatter, console.level)
+    assert isinstance(console.formatter, logsetup.ElapsedFormatter)
+    try:  # the same clock as the console's, every command whole
+        log_file = pilog.LogFile(Path(args.log_file), logsetup.ElapsedFormatter(console.formatter.start),
+                                 console.level)
     except OSError as err:
         raise UsageError(f"-l {args.log_file}: cannot write the log file ({err.strerror})") from None
     logger.addHandler(log_file)

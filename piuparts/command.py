@@ -418,6 +418,10 @@ def _pump(proc: subprocess.Popen[bytes], cap: _Capture, deadline: float | None) 
 DEFAULT_TIMEOUT = 3600.0
 
 
+#: The log record's attribute with its short form for the terminal (see :func:`run`).
+SHORT = "short_message"
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -433,6 +437,7 @@ def run(
     terminal: bool = False,
     prompt_timeout: float = 60.0,
     stdin: bytes | None = None,
+    short: str | None = None,
 ) -> Result:
     """Run ``argv`` and return its :class:`Result`.
 
@@ -443,13 +448,17 @@ def run(
     before the command, so that the logged line can be pasted into a shell.
     ``terminal`` runs it under a pseudo-terminal with prompt detection;
     otherwise ``stdin`` is what it reads on its standard input (none: closed).
+    ``short`` is how the terminal shows the command (its log files keep the
+    whole line): the command inside an instance, without the wrapper that
+    confines it.
     """
     assert not (terminal and stdin is not None), "a command under a terminal reads the terminal"
     _raise_lost_interrupt()
     argv = tuple(str(a) for a in argv)
     timeout = DEFAULT_TIMEOUT if timeout is None else timeout  # nothing runs without a limit
     assignments = [f"{name}={shlex.quote(value)}" for name, value in (shown_env or {}).items()]
-    log.log(level, "$ %s", " ".join([*assignments, shlex.join(argv)]))
+    log.log(level, "$ %s", " ".join([*assignments, shlex.join(argv)]),
+            extra={SHORT: f"$ {short}"} if short is not None else None)
     if terminal:
         result = _run_terminal(argv, env, cwd, timeout, prompt_timeout, output_cap, grace)
         _log_result(result, level)

@@ -13,19 +13,26 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, TextIO
 
+from piuparts.command import SHORT
+
 
 class ElapsedFormatter(logging.Formatter):
-    """Prefixes each record with the time since the run started."""
+    """Prefixes each record with the time since the run started.  ``short``:
+    a record's short form where it has one (a command inside an instance
+    without its confining wrapper: :data:`piuparts.command.SHORT`), for the
+    terminal; log files keep every line whole."""
 
-    def __init__(self, start: float) -> None:
+    def __init__(self, start: float, short: bool = False) -> None:
         super().__init__()
         self.start = start
+        self.short = short
 
     def format(self, record: logging.LogRecord) -> str:
         elapsed = record.created - self.start
         minutes, seconds = divmod(elapsed, 60)
         prefix = f"{int(minutes)}m{seconds:.1f}s {record.levelname}: "
-        return prefix + record.getMessage()
+        short = getattr(record, SHORT, None) if self.short else None
+        return prefix + (short if short is not None else record.getMessage())
 
 
 class _ThisThread(logging.Filter):
@@ -69,12 +76,14 @@ def setup(verbosity: int = 0, stream: TextIO | None = None, logfile: str | None 
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
-    formatter = ElapsedFormatter(time.time())
-    handlers: list[logging.Handler] = [logging.StreamHandler(stream or sys.stdout)]
+    start = time.time()
+    console = logging.StreamHandler(stream or sys.stdout)
+    console.setFormatter(ElapsedFormatter(start, short=verbosity == 0))  # -v: the whole commands
+    handlers: list[logging.Handler] = [console]
     if logfile:
         handlers.append(logging.FileHandler(logfile, mode="w", encoding="utf-8"))
+        handlers[-1].setFormatter(ElapsedFormatter(start))
     for handler in handlers:
-        handler.setFormatter(formatter)
         handler.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
         logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)

@@ -1,8 +1,8 @@
 """The manual page, made from the argument parsers (so it never disagrees with ``--help``).
 
 ``python3 -m piuparts.manpage > piuparts.1`` writes piuparts(1): the main
-command's options, then each other command (``ci``, ``ci run-pending``,
-``batch run|status|reschedule``, ``cleanup``) with its own.
+command's options in the groups of ``--help``, then each other command (``ci``,
+``ci run-pending``, ``batch run|status|reschedule``, ``cleanup``) with its own.
 """
 
 from __future__ import annotations
@@ -39,13 +39,28 @@ def _help(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
     return escape(text)
 
 
-def options(parser: argparse.ArgumentParser) -> list[str]:
-    """The .TP paragraphs of a parser's arguments (subcommand choosers and --help left out)."""
+def _documented(actions: list[argparse.Action]) -> list[argparse.Action]:
+    """The actions a page describes: not subcommand choosers, --help or hidden ones."""
+    return [a for a in actions if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))
+            and a.help != argparse.SUPPRESS]
+
+
+def options(parser: argparse.ArgumentParser, actions: list[argparse.Action] | None = None) -> list[str]:
+    """The .TP paragraphs of a parser's arguments, or of ``actions`` of it (one group)."""
     lines = []
-    for action in parser._actions:
-        if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)) or action.help == argparse.SUPPRESS:
-            continue
+    for action in _documented(parser._actions if actions is None else actions):
         lines += [".TP", _invocation(action), _help(parser, action) or "(no description)"]
+    return lines
+
+
+def grouped_options(parser: argparse.ArgumentParser) -> list[str]:
+    """The arguments as ``--help`` groups them: a .SS subsection a group with anything to describe."""
+    lines = []
+    for group in parser._action_groups:
+        if _documented(group._group_actions):
+            lines += [".SS " + escape(group.title or "options")]
+            lines += [".PP", escape(group.description)] if group.description else []
+            lines += options(parser, group._group_actions)
     return lines
 
 
@@ -81,7 +96,7 @@ def render(date: str | None = None) -> str:
              ".SH NAME", "piuparts \\- " + escape(summary[:1].lower() + summary[1:]),
              ".SH SYNOPSIS", escape(_usage(main)),
              ".SH DESCRIPTION", escape(main.description or ""),
-             ".SH OPTIONS", *options(main), ".SH COMMANDS"]
+             ".SH OPTIONS", *grouped_options(main), ".SH COMMANDS"]
     commands = [ci_cli.parser(), ci_cli.pending_parser(), *_subcommands(batch_cli.parser()), cli.cleanup_parser()]
     for command in commands:
         lines += _command(command)

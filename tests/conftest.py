@@ -39,7 +39,8 @@ def _mirror_unreachable() -> str | None:
 TOGETHER = {"test_backend_contract": "schroot sessions", "test_backend_schroot": "schroot sessions"}
 #: The longest modules first (from ``pytest --durations``), so that no worker
 #: is left with one of them at the end while the others wait.
-LONGEST_FIRST = ("test_lvm_vm", "test_fault_injection", "test_celery", "test_distupgrade", "test_backend_contract",
+LONGEST_FIRST = ("test_lvm_vm", "test_fault_injection", "test_celery", "test_piuparts_slave", "test_distupgrade",
+                 "test_backend_contract",
                  "test_backend_schroot", "test_install_purge", "test_batch", "test_ci", "test_scenarios",
                  "test_layers_keys", "test_backend_tarball")
 

@@ -12,7 +12,7 @@ names the seed, and ``PIUPARTS_FAULT_SEED=N`` replays that run (a test's
 delays are drawn within what an unkilled run of the same fixture takes on
 this machine, so that they land before the verdict).  The base
 is built in a cache of this module's own (the shared one has its base
-already): its first builds are killed during debootstrap, the next one is
+already): its first builds are killed while mmdebstrap (or debootstrap) runs, the next one is
 left to finish, and every later kill hits the refresh of its apt lists or a
 test of a package.  Only the runs started here are signalled, by PID.
 """
@@ -35,7 +35,8 @@ from pathlib import Path
 
 import pytest
 
-from piuparts import resources
+from piuparts import aptsources, resources
+from piuparts.backends.debootstrap import choose_tool
 from tests.conftest import PIUPARTS
 from tests.debs import CLEAN, LEFTOVER, SLOW_POSTINST, DebSpec
 from tests.integration.helpers import leaks
@@ -153,15 +154,17 @@ class Moment:
     deb: DebSpec = CLEAN
 
 
-#: While the base is made (debootstrap takes some 25 s), and while the apt
-#: lists of the cached base are refreshed in the copy that becomes its next
-#: generation (with the API filesystems mounted in it; forced by a tiny
-#: --lists-max-age).
+#: While the base is made (mmdebstrap takes some 7 s, debootstrap some 25 s),
+#: and while the apt lists of the cached base are refreshed in the copy that
+#: becomes its next generation (with the API filesystems mounted in it;
+#: forced by a tiny --lists-max-age).
+BASE_TOOL = choose_tool(aptsources.host_codename() or "")
+BUILD_SPANS = {"mmdebstrap": ((0.5, 3.0), (3.0, 6.0)), "debootstrap": ((1.0, 10.0), (10.0, 22.0))}[BASE_TOOL]
 BUILD_MOMENTS = [
-    Moment("debootstrap, early", r"INFO: \$ debootstrap ", (1.0, 10.0)),
-    Moment("debootstrap, late", r"INFO: \$ debootstrap ", (10.0, 22.0)),
+    Moment(f"{BASE_TOOL}, early", rf"INFO: \$ {BASE_TOOL} ", BUILD_SPANS[0]),
+    Moment(f"{BASE_TOOL}, late", rf"INFO: \$ {BASE_TOOL} ", BUILD_SPANS[1]),
 ]
-LISTS_REFRESH = Moment("lists refresh", r"--chroot=\S*/bases/[^/ ]+/\.build-[^/ ]+/root .* -- apt-get update$", (0.0, 0.5))
+LISTS_REFRESH = Moment("lists refresh", r"\[\S*/bases/[^/ ]+/\.build-[^/ ]+/root\] apt-get update$", (0.0, 0.5))
 #: Once the base exists; each phase is hit by each signal.
 TEST_MOMENTS = {
     "instance start": [Moment("instance start", r"Using cached base", (0.0, 0.06)),
@@ -278,7 +281,7 @@ def test_killed_runs_leave_nothing(fault_cache, debs):
     start = time.monotonic()
     missed = 0
     try:
-        # The base: killed while debootstrap runs (caught and uncaught); the
+        # The base: killed while its tool runs (caught and uncaught); the
         # next build is left to finish, and its run is killed in its test.
         first, second = rng.sample([signal.SIGTERM, signal.SIGKILL], 2)
         striker.strike(BUILD_MOMENTS[0], first)

@@ -74,10 +74,15 @@ def test_archive_package_passes(cache_dir, tmp_path):
 
 
 def test_log_shows_commands_timings_and_instance_start(cache_dir, debs, tmp_path):
-    run = piuparts(cache_dir, tmp_path, str(debs(CLEAN)))
+    run = piuparts(cache_dir, tmp_path, "-l", str(tmp_path / "full.log"), str(debs(CLEAN)))
     lines = run.stdout.splitlines()
-    assert any(line.split(" ", 1)[0].endswith("s") and "INFO: $ DEBIAN_FRONTEND=noninteractive" in line
-               for line in lines)
+    # the terminal: the command inside the instance; -l: the whole line, its confinement included
+    assert any(re.search(r"^\d+m[\d.]+s INFO: \$ \[/\S+/instances/[^/ ]+/root\] eatmydata apt-get -y install "
+                         r"/tmp/piuparts-debs/pp-clean_1\.0-1_all\.deb$", line) for line in lines), run.stdout
+    assert not any("nsenter" in line for line in lines)
+    full = (tmp_path / "full.log").read_text()
+    assert re.search(r"INFO: \$ DEBIAN_FRONTEND=noninteractive .*nsenter .* -- eatmydata apt-get -y install "
+                     r"/tmp/piuparts-debs/pp-clean_1\.0-1_all\.deb$", full, re.M), full
     assert any("INFO:   exit 0 in" in line for line in lines)
     assert any("Instance " in line and " started in " in line for line in lines)
     assert any("Snapshots took" in line for line in lines)

@@ -29,8 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 1800
 EXPECTED = [f"tests/integration/test_backend_contract.py::{name}[lvm]" for name in (
     # (tests/vm/guest.sh says which contract tests are left to the host's backends, and why)
-    "test_clean_fixture_passes", "test_exception_inside_the_instance_leaves_nothing",
-    "test_ctrl_c_during_the_install_leaves_nothing")] + [
+    "test_clean_fixture_passes", "test_exception_inside_the_instance_leaves_nothing")] + [
     f"tests/integration/test_backend_lvm.py::{name}" for name in (
         "test_missing_volume_is_a_one_line_usage_error",
         "test_sigkilled_run_leaves_a_snapshot_that_cleanup_removes",

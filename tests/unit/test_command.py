@@ -386,6 +386,26 @@ def test_logged_line_with_shown_env_can_be_pasted_into_a_shell(piuparts_log):
     assert pasted.stdout == "a b\n"
 
 
+
+def test_the_terminal_shows_the_short_form_and_log_files_the_whole_line(tmp_path):
+    import io
+
+    from piuparts import log as logsetup
+    stream = io.StringIO()
+    logger = logsetup.setup(0, stream=stream, logfile=str(tmp_path / "full.log"))
+    try:
+        run(["sh", "-c", "exit 0"], env=ENV_PATH, shown_env={"LANG": "C"}, short="[/srv/root] true")
+        verbose = io.StringIO()
+        logsetup.setup(1, stream=verbose)
+        run(["sh", "-c", "exit 0"], env=ENV_PATH, shown_env={"LANG": "C"}, short="[/srv/root] true")
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+    assert stream.getvalue().splitlines()[0].endswith("INFO: $ [/srv/root] true")
+    assert (tmp_path / "full.log").read_text().splitlines()[0].endswith("INFO: $ LANG=C sh -c 'exit 0'")
+    assert verbose.getvalue().splitlines()[0].endswith("INFO: $ LANG=C sh -c 'exit 0'")  # -v: whole
+
 # --- under a terminal (maintainer-script steps) ---
 
 def test_terminal_prompt_is_caught_and_quoted():

@@ -57,10 +57,14 @@ stage pytest
 # backends, whose code it shares: the leftover findings of a tree walked
 # without an upper directory (the existing backend's hard-link case, and
 # test_state_overlay's both-ways check) and the namespaces (overlay.booted).
-# Under TCG each of those took two minutes of the suite's fifteen.
+# Under TCG each of those took two minutes of the suite's fifteen.  Ctrl-C
+# during the install is left out too (75 s here): the snapshot's part of it
+# is the unwinding the exception case takes, with the processes still in
+# it the killed run's that cleanup removes; what a Ctrl-C adds (the
+# signal's handling) is the command line's, the same for every backend.
 "$ppvm_python" -m pytest -p no:cacheprovider -p no:xdist --color=no -v -rfEs --durations=0 --basetemp=/tmp/pytest \
     tests/integration/test_backend_contract.py tests/integration/test_backend_lvm.py \
-    -k "lvm and not test_leftover_fixture_gives_the_same_findings and not test_scripts_run_in_namespaces_of_their_own"
+    -k "lvm and not test_leftover_fixture_gives_the_same_findings and not test_scripts_run_in_namespaces_of_their_own and not test_ctrl_c_during_the_install_leaves_nothing"
 rc=$?
 stage lvs
 echo "PIUPARTS-VM-LVS-BEGIN"
