@@ -167,9 +167,14 @@ def processes_using(path: Path) -> list[int]:
             continue
         try:
             links = [os.readlink(f"/proc/{entry.name}/root")]
-            links += [os.readlink(fd.path) for fd in os.scandir(f"/proc/{entry.name}/fd")]
+            fds = list(os.scandir(f"/proc/{entry.name}/fd"))
         except OSError:  # gone, or a kernel thread
             continue
+        for fd in fds:
+            try:
+                links.append(os.readlink(fd.path))
+            except OSError:
+                pass  # closed since the listing: the process's other files still count
         if any(_under(link, top) for link in links):
             found.append(int(entry.name))
     return found

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -99,6 +100,10 @@ def test_a_path_reached_through_a_symbolic_link_finds_its_processes(tmp_path):
     with open(link / "held", "w") as held:
         sleeper = subprocess.Popen(["sleep", "30"], stdout=held)
     try:
+        # a process in the middle of its exec may not show its files yet: look again, for a while
+        deadline = time.monotonic() + 10
+        while sleeper.pid not in resources.processes_using(link) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert sleeper.pid in resources.processes_using(link)
         assert sleeper.pid in resources.processes_using(real)
     finally:
