@@ -94,11 +94,15 @@ def download_failed(output: str) -> str | None:
     return output[match.start():].splitlines()[0].strip()
 
 
+#: How a conffile prompt is named in a step's failure (pilog finds it by this).
+CONFFILE_PROMPT = "a conffile prompt"
+
+
 def explain_failure(result: Result, what: str) -> str:
     """The most telling line of a failed apt/dpkg run."""
     prompt = _CONFFILE_PROMPT.search(result.output)
     if prompt:
-        return f"{what} failed: dpkg asked about the conffile {prompt[1]} (a conffile prompt)"
+        return f"{what} failed: dpkg asked about the conffile {prompt[1]} ({CONFFILE_PROMPT})"
     for reason in _DPKG_REASONS:
         match = reason.search(result.output)
         if match:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from piuparts.checks import leftovers, symlinks
+from piuparts.failures import CONFFILE_PROMPT
 from piuparts.findings import FAIL, WARN
 
 if TYPE_CHECKING:
@@ -81,6 +82,10 @@ def command_lines(scenario: dict[str, Any]) -> list[Line]:
                 lines.append((logging.DEBUG, f"Command ok: {argv!r}"))
             else:
                 reason = [step["message"]] if step.get("message") else []
+                if f"({CONFFILE_PROMPT})" in step.get("message", ""):
+                    # piuparts runs dpkg with its stdin at end of file, which stops there with these
+                    # words (known_problems' conffile_prompt_error); ours saw the prompt on its terminal
+                    reason.append("as dpkg without a terminal says it: end of file on stdin at conffile prompt")
                 lines.append((logging.ERROR, f"Command failed (status={status}): {argv!r}{_indent(reason)}"))
     return lines
 

@@ -3,6 +3,9 @@ install-remove-install, install-purge-install, extra repositories."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from tests.debs import CLEAN, DebSpec, make_repo
@@ -62,6 +65,11 @@ def test_conffile_prompt_on_upgrade_is_a_failure_naming_the_file(cache_dir, debs
     [finding] = run.findings("steps")
     assert finding["message"] == ("upgrade failed: dpkg asked about the conffile /etc/pp-conffile.conf "
                                   "(a conffile prompt)")
+    # where piuparts-master's conffile_prompt_error finds it in the piuparts lines at the end
+    conf = Path("/usr/share/piuparts/known_problems/conffile_prompt_error.conf")
+    pattern = (conf.read_text().split("PATTERN='", 1)[1].split("'", 1)[0] if conf.exists()  # piuparts-common
+               else "(EOF|end of file) on stdin at conffile prompt")
+    assert re.search(pattern, run.stdout), run.stdout[-2000:]
 
 
 def test_upgrade_is_skipped_with_a_reason_when_apt_knows_no_older_version(cache_dir, debs, tmp_path):

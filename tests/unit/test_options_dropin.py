@@ -286,6 +286,17 @@ def test_the_log_lines_of_a_failed_command():
         (logging.ERROR, "piuparts run ends.")]
 
 
+
+def test_a_conffile_prompt_is_worded_for_the_conffile_prompt_category():
+    bad = Result(("chroot", "/i/root", "eatmydata", "apt-get", "-y", "install", "/tmp/piuparts-debs/x.deb"),
+                 -9, "", 1.0)
+    why = "upgrade failed: dpkg asked about the conffile /etc/x.conf (a conffile prompt)"
+    scenario = ScenarioResult("install-upgrade-purge", steps=[Step("upgrade", ok=False, message=why,
+                                                                   commands=[bad])])
+    [failed] = [text for _, text in pilog.command_lines(scenario.to_json()) if text.startswith("Command failed")]
+    assert failed.splitlines()[1:] == [
+        f"  {why}", "  as dpkg without a terminal says it: end of file on stdin at conffile prompt"]
+
 def test_the_log_lines_of_findings_and_of_a_pass():
     lines = pilog.result_lines([_leftovers_and_symlinks()])
     assert lines == [
