@@ -34,9 +34,13 @@ def _mirror_unreachable() -> str | None:
 
 
 #: Modules whose tests must not run at the same time as each other's: one
-#: unit of work for pytest-xdist, so one worker runs them in turn.  They count
-#: schroot sessions, which are the machine's, not a cache directory's.
-TOGETHER = {"test_backend_contract": "schroot sessions", "test_backend_schroot": "schroot sessions"}
+#: unit of work for pytest-xdist, so one worker runs them in turn.  Some count
+#: schroot sessions, which are the machine's, not a cache directory's; the
+#: others refresh the shared base or read its files (``base_root``).
+TOGETHER = {"test_backend_contract": "schroot sessions", "test_backend_schroot": "schroot sessions",
+            # refreshes of the shared base's lists (their generations counted), and readers of the base itself
+            "test_concurrency": "base generations", "test_upgraded_dependencies": "base generations",
+            "test_dropin": "base generations", "test_piuparts_slave": "base generations"}
 #: The longest modules first (from ``pytest --durations``), so that no worker
 #: is left with one of them at the end while the others wait.
 LONGEST_FIRST = ("test_lvm_vm", "test_fault_injection", "test_celery", "test_piuparts_slave", "test_distupgrade",

@@ -35,13 +35,17 @@ EXTRA_DEP = DebSpec("pp-dropin-extra", files={"/usr/share/pp-dropin-extra/data":
 NEEDS_EXTRA = DebSpec("pp-dropin-needs-extra", depends="pp-dropin-extra")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def nodev_tarball(cache_dir: Path, base_root: Path) -> Path:
     """A plain tarball of the base with everything under /dev removed, as
-    debusine makes them; kept in the cache (a new one a week)."""
-    tarball = cache_dir / "dropin-base-nodev.tar"
-    if tarball.exists() and time.time() - tarball.stat().st_mtime < 7 * 86400:
+    debusine makes them; kept in the cache for that base generation (the
+    others' removed)."""
+    name = hashlib.sha256(str(base_root).encode()).hexdigest()[:16]
+    tarball = cache_dir / f"dropin-base-nodev-{name}.tar"
+    if tarball.exists():
         return tarball
+    for old in [*cache_dir.glob("dropin-base-nodev*.tar")]:
+        old.unlink()
     partial = tarball.with_suffix(".partial")
     subprocess.run(["tar", "--create", f"--file={partial}", f"--directory={base_root}", "--numeric-owner",
                     "--exclude=./dev/*", "--exclude=./proc/*", "."], check=True)
