@@ -103,6 +103,9 @@ class DebootstrapBackend(CachedBaseBackend, name="debootstrap"):
                     f"--hook-dir={MMDEBSTRAP_HOOKS / 'maybe-merged-usr'}",
                     f"--hook-dir={MMDEBSTRAP_HOOKS / 'eatmydata'}",  # dpkg without fsync while it builds
                     "--skip=cleanup/apt/lists",  # finish_base's apt-get update then only checks them
+                    # apt's retries without their 1+2+4 s back-off: an unreachable mirror is said at
+                    # once, as debootstrap says it (a worker hands the test on before its peers' turn)
+                    "--aptopt=Acquire::Retries::Delay \"false\"",
                     spec.distribution, str(root), spec.mirror]
         else:
             argv = ["debootstrap", f"--variant={spec.variant}", f"--include={include}",
@@ -116,4 +119,5 @@ class DebootstrapBackend(CachedBaseBackend, name="debootstrap"):
             # mmdebstrap marks the base's libraries automatically installed; debootstrap
             # marks none, and an autoremove in a test must find the same base with either
             inroot.unlink(root, "/var/lib/apt/extended_states")
+            inroot.unlink(root, "/etc/apt/apt.conf.d/99mmdebstrap")  # the --aptopt above: the build's alone
         return {"spec": spec.__dict__, "tool": self.tool}

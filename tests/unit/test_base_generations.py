@@ -96,7 +96,8 @@ def test_mmdebstrap_makes_the_same_minbase_under_a_name_of_its_own(tmp_path, fak
     assert generic(tmp_path, fake.commands("mmdebstrap")) == [
         "mmdebstrap --variant=minbase --include=eatmydata --components=main --architectures=amd64 "
         "--hook-dir=/usr/share/mmdebstrap/hooks/maybe-merged-usr --hook-dir=/usr/share/mmdebstrap/hooks/eatmydata "
-        f"--skip=cleanup/apt/lists bookworm CACHE/bases/{key}/.build-X/root {MIRROR}"]
+        '--skip=cleanup/apt/lists --aptopt=Acquire::Retries::Delay "false" '
+        f"bookworm CACHE/bases/{key}/.build-X/root {MIRROR}"]
     assert fake.commands("debootstrap") == []
     assert made.describe()["tool"] == "mmdebstrap"
     made.close()
