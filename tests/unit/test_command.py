@@ -392,7 +392,9 @@ def test_the_terminal_shows_the_short_form_and_log_files_the_whole_line(tmp_path
 
     from piuparts import log as logsetup
     stream = io.StringIO()
-    logger = logsetup.setup(0, stream=stream, logfile=str(tmp_path / "full.log"))
+    logger = logging.getLogger("piuparts")
+    level, propagate = logger.level, logger.propagate  # setup() changes both: the other tests' caplog needs them
+    logsetup.setup(0, stream=stream, logfile=str(tmp_path / "full.log"))
     try:
         run(["sh", "-c", "exit 0"], env=ENV_PATH, shown_env={"LANG": "C"}, short="[/srv/root] true")
         verbose = io.StringIO()
@@ -402,6 +404,8 @@ def test_the_terminal_shows_the_short_form_and_log_files_the_whole_line(tmp_path
         for handler in list(logger.handlers):
             logger.removeHandler(handler)
             handler.close()
+        logger.setLevel(level)
+        logger.propagate = propagate
     assert stream.getvalue().splitlines()[0].endswith("INFO: $ [/srv/root] true")
     assert (tmp_path / "full.log").read_text().splitlines()[0].endswith("INFO: $ LANG=C sh -c 'exit 0'")
     assert verbose.getvalue().splitlines()[0].endswith("INFO: $ LANG=C sh -c 'exit 0'")  # -v: whole
