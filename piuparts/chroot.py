@@ -10,8 +10,8 @@ the harness gives maintainer-script steps to catch their prompts.
 from __future__ import annotations
 
 import logging
-import shlex
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence

@@ -57,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
     """The argument parser; option names follow Debian's piuparts, grouped as ``--help`` shows them."""
     p = argparse.ArgumentParser(
         prog="piuparts", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
-        usage="%(prog)s [OPTION...] PACKAGE...\n       %(prog)s ci|batch|report|worker|cleanup|lvm-setup|schroot-setup ... (each with --help)",
+        usage="%(prog)s [OPTION...] PACKAGE...\n"
+              "       %(prog)s ci|batch|report|worker|cleanup|lvm-setup|schroot-setup ... (each with --help)",
         description="Install, remove and purge Debian packages in a throwaway chroot and report what they leave behind.")
     g = p.add_argument_group("what to test")
     g.add_argument("packages", nargs="*", metavar="PACKAGE", help=".deb or .changes files; package names with --apt")
@@ -87,7 +88,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--scriptsdir", action="append", metavar="DIR",
                    help="hook scripts (post_setup_*, pre_install_*, ... as in piuparts; repeatable)")
     g.add_argument("--bindmount", action="append", metavar="DIR", help="bind-mount DIR at the same path inside")
-    g = p.add_argument_group("where the chroot comes from", "default: a cached base, made once with mmdebstrap (or debootstrap)")
+    g = p.add_argument_group("where the chroot comes from",
+                             "default: a cached base, made once with mmdebstrap (or debootstrap)")
     for backend in Backend.registry.values():  # each backend's own options (piuparts.backends.Option)
         backend.add_arguments(g)
     g.add_argument("-s", "--save", metavar="TARBALL", help="write the prepared base to TARBALL, for -b")
