@@ -272,7 +272,7 @@ def _run_scenarios(backend: Backend, config: RunConfig,
                             "mirror": spec.mirror, "architecture": spec.architecture, "backend": backend.name,
                             "base": backend.describe()}
     log.info("Testing %s on %s (%s) from %s", subject.label, " -> ".join(config.distributions),
-             spec.architecture, spec.mirror)
+             spec.architecture, spec.mirror, extra=logsetup.HEADLINE)
     hooks = Hooks.from_dirs(config.scriptsdirs, subject.objects, spec.distribution)
     settings = Settings(config.ignores, config.max_command_runtime, dict(config.severities),
                         config.install_remove_install, config.install_purge_install, hooks,

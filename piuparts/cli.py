@@ -20,7 +20,7 @@ from piuparts.api import require_root
 from piuparts.backends import Backend, pids
 from piuparts.checks import Check
 from piuparts.errors import Interrupted, PiupartsError, UsageError
-from piuparts.report import json as json_report, junit as junit_report, pilog, text as text_report
+from piuparts.report import json as json_report, junit as junit_report, pilog, terminal, text as text_report
 
 log = logging.getLogger("piuparts")
 
@@ -331,26 +331,49 @@ def _main(argv: list[str], modes: Mapping[str, Mode]) -> int:
         return _error(f"internal error: {type(err).__name__}: {err} (run with -v for the traceback "
                       "and report it)", api.KINDS["internal"], json_path, log_file)
     finally:
+        _end_view()
         if log_file is not None:
             logging.getLogger("piuparts").removeHandler(log_file)
             log_file.close()
 
 
 def _setup_logging(args: argparse.Namespace) -> pilog.LogFile | None:
-    """The console log, and the ``-l`` file (the console's lines, then piuparts' at the end)."""
+    """The console log, and the ``-l`` file (the console's lines, then piuparts' at the end).
+
+    On a terminal without -v, the console shows the steps (the terminal
+    view), and the full log goes to the -l file or, without one, to a file
+    of its own under the cache directory's logs/ (said at the end)."""
     verbosity = args.verbose or (1 if args.log_level in ("debug", "dump") else 0)
-    logger = logsetup.setup(verbosity)
-    if not args.log_file:
+    view = terminal.StepView(sys.stdout) if verbosity == 0 and terminal.wanted(sys.stdout) else None
+    logger = logsetup.setup(verbosity, view=view)
+    path = Path(args.log_file) if args.log_file else terminal.log_path(Path(args.cache_dir)) if view else None
+    if path is None:
         return None
     console = logger.handlers[0]
     assert isinstance(console.formatter, logsetup.ElapsedFormatter)
     try:  # the same clock as the console's, every command whole
-        log_file = pilog.LogFile(Path(args.log_file), logsetup.ElapsedFormatter(console.formatter.start),
-                                 console.level)
+        if not args.log_file:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = pilog.LogFile(path, logsetup.ElapsedFormatter(console.formatter.start),
+                                 logging.INFO if view else console.level)
     except OSError as err:
+        if not args.log_file:  # the view's log is a convenience: the run goes on without it
+            logger.warning("Cannot write the full log %s (%s); -l FILE writes it elsewhere", path, err.strerror)
+            return None
         raise UsageError(f"-l {args.log_file}: cannot write the log file ({err.strerror})") from None
     logger.addHandler(log_file)
     return log_file
+
+
+def _end_view() -> bool:
+    """Stop the terminal view, if there is one (its last step line; the live
+    line goes); whether there was one."""
+    view = next((h for h in logging.getLogger("piuparts").handlers if isinstance(h, terminal.StepView)), None)
+    if view is None:
+        return False
+    logging.getLogger("piuparts").removeHandler(view)
+    view.close()
+    return True
 
 
 def test_subjects(args: argparse.Namespace) -> list[api.Subject]:
@@ -381,6 +404,7 @@ def _report(results: list[api.RunResult], json_path: Path | None, junit: str | N
         json_report.write(json_path, documents[0] if len(documents) == 1 else documents)
     if log_file is not None:
         log_file.finish(results)
+    viewed = _end_view()
     for result in results:
         if result.error is not None:
             hint = " (run with -v for the traceback and report it)" if result.kind == "internal" else ""
@@ -393,6 +417,8 @@ def _report(results: list[api.RunResult], json_path: Path | None, junit: str | N
         packages = [p for r in results for p in r.subject["packages"]]
         junit_report.write(Path(junit), scenarios, packages,
                            f"piuparts {', '.join(r.subject['label'] for r in results)}")
+    if viewed and log_file is not None:
+        print(f"Full log: {log_file.baseFilename}", flush=True)
     return max(r.exit_code for r in results)
 
 
@@ -407,9 +433,12 @@ def _end_as_piuparts(results: list[api.RunResult]) -> None:
 
 
 def _error(message: str, code: int, json_path: Path | None, log_file: pilog.LogFile | None = None) -> int:
+    viewed = _end_view()
     print(f"piuparts: error: {message}", file=sys.stderr, flush=True)
     if log_file is not None:
         log_file.finish([], error=message)
+        if viewed:
+            print(f"Full log: {log_file.baseFilename}", file=sys.stderr, flush=True)
     if json_path:
         try:
             json_report.write(json_path, {"verdict": "ERROR", "exit_code": code, "error": message})

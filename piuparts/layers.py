@@ -46,6 +46,7 @@ from piuparts.debcache import Listed
 from piuparts.dpkgdb import native_architecture
 from piuparts.digests import base_digests, hook_digests, lists_digests, source_digest
 from piuparts.errors import TestbedError
+from piuparts.log import HEADLINE
 
 if TYPE_CHECKING:
     from piuparts.backends import Backend
@@ -140,7 +141,7 @@ def store(chroot: Chroot, cache_dir: Path, name: str, dependencies: Sequence[str
         (tmp / "meta.json").write_text(json.dumps({"ground": ground, "parents": list(parents),
                                                    "content": content or name}) + "\n")
     log.info("Stored dependency layer %s in %.2f s (without %d setup paths)", name, time.monotonic() - start,
-             left_out)
+             left_out, extra=HEADLINE)
     return layer / "tree"
 
 
@@ -270,7 +271,8 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
         stack, remembered, fetch = known
         if not remembered:
             return Layered([], {})
-        log.info("Dependencies: %d packages from the cached layer %s", len(remembered), stack[0].parent.name)
+        log.info("Dependencies: %d packages from the cached layer %s", len(remembered), stack[0].parent.name,
+                 extra=HEADLINE)
         return Layered(stack, {"layer": stack[0].parent.name, "packages": len(remembered), "reused": True,
                                "seconds": round(time.monotonic() - start, 3)}, fetch)
     build = _Build(backend, subject, setup, deb_cache, timeout, prompt_timeout, APT, DEBS_DIR)
@@ -305,7 +307,8 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
         found = find(backend.cache_dir, name) or by_content(backend.cache_dir, name)
         if found is not None:
             _remember(backend.cache_dir, resolution, found[0].parent.name, fetch)
-            log.info("Dependencies: %d packages from the cached layer %s", len(dependencies), found[0].parent.name)
+            log.info("Dependencies: %d packages from the cached layer %s", len(dependencies), found[0].parent.name,
+                     extra=HEADLINE)
             return Layered(found, {**info, "layer": found[0].parent.name, "reused": True,
                                    "seconds": round(time.monotonic() - start, 3)}, fetch)
         parent = parent_for(backend.cache_dir, ground, dependencies)
@@ -366,7 +369,7 @@ class _Build:
                          "building the dependencies from the base", parent[0], len(dependencies) - len(parent[1]))
                 return self.NOT_THERE
             log.info("Dependencies: %d packages over the cached layer %s (%d packages)",
-                     len(planned.items), parent[0], len(parent[1]))
+                     len(planned.items), parent[0], len(parent[1]), extra=HEADLINE)
             built = self.install(chroot, names, set_up, name, dependencies, ground,
                                  parents=[p.parent.name for p in parent_stack], listing=planned.listing,
                                  content=content)

@@ -15,6 +15,13 @@ from typing import Iterator, TextIO
 
 from piuparts.command import SHORT
 
+#: A record attribute for the terminal view (:mod:`piuparts.report.terminal`):
+#: ``"headline"`` (shown as it is), ``("scenario", ScenarioResult)``, ``("step",
+#: Step)`` (a step starts) or ``("checks", POINT, SECONDS)`` (the checks looked).
+#: The other records go to the log files only, unless -v.
+VIEW = "piuparts_view"
+HEADLINE = {VIEW: "headline"}
+
 
 class ElapsedFormatter(logging.Formatter):
     """Prefixes each record with the time since the run started.  ``short``:
@@ -70,22 +77,29 @@ def thread_log(path: Path) -> Iterator[None]:
         handler.close()
 
 
-def setup(verbosity: int = 0, stream: TextIO | None = None, logfile: str | None = None) -> logging.Logger:
-    """Send the ``piuparts`` logger to ``stream`` (stdout) and ``logfile``."""
+def setup(verbosity: int = 0, stream: TextIO | None = None, logfile: str | None = None,
+          view: logging.Handler | None = None) -> logging.Logger:
+    """Send the ``piuparts`` logger to ``stream`` (stdout) and ``logfile``.
+
+    ``view``: the console's handler instead of the plain lines to ``stream``
+    (the terminal's step view); it gets every record and picks its own, the
+    log file keeps its INFO lines."""
     logger = logging.getLogger("piuparts")
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
     start = time.time()
-    console = logging.StreamHandler(stream or sys.stdout)
+    level = logging.DEBUG if verbosity > 0 else logging.INFO
+    console = view or logging.StreamHandler(stream or sys.stdout)
     console.setFormatter(ElapsedFormatter(start, short=verbosity == 0))  # -v: the whole commands
+    console.setLevel(logging.DEBUG if view is not None else level)
     handlers: list[logging.Handler] = [console]
     if logfile:
         handlers.append(logging.FileHandler(logfile, mode="w", encoding="utf-8"))
         handlers[-1].setFormatter(ElapsedFormatter(start))
+        handlers[-1].setLevel(level)
     for handler in handlers:
-        handler.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
         logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if verbosity > 0 else logging.INFO)
+    logger.setLevel(logging.DEBUG if view is not None else level)
     logger.propagate = False
     return logger

@@ -32,6 +32,7 @@ from piuparts.backends.base import Backend, BaseSpec, Capabilities
 from piuparts.backends.overlay import api_mounted, overlay_instance
 from piuparts.chroot import Chroot
 from piuparts.errors import TestbedError, UsageError
+from piuparts.log import HEADLINE
 
 log = logging.getLogger("piuparts")
 
@@ -307,7 +308,7 @@ class CachedBaseBackend(Backend):
         the base brought up to date with them: a point release since the base
         was made is then not upgraded by every test, its changes blamed on
         the test."""
-        log.info("Refreshing the apt lists of the base %s as %s", old, generation.name)
+        log.info("Refreshing the apt lists of the base %s as %s", old, generation.name, extra=HEADLINE)
         meta = json.loads((old / "meta.json").read_text())
         with resources.building(generation) as tmp:
             command.run(["cp", "-a", "--one-file-system", "--", str(old / "root"), str(tmp / "root")],

@@ -34,6 +34,7 @@ from piuparts.backends.common import (  # noqa: F401
     configure_base,
 )
 from piuparts.errors import TestbedError, UsageError
+from piuparts.log import HEADLINE
 
 if TYPE_CHECKING:
     from piuparts.config import RunConfig
@@ -112,7 +113,7 @@ class DebootstrapBackend(CachedBaseBackend, name="debootstrap"):
                     f"--components={components}", f"--arch={spec.architecture}",
                     spec.distribution, str(root), spec.mirror]
         log.info("Making the %s base with %s, once (about %s)", spec.distribution, self.tool,
-                 "10 s" if self.tool == "mmdebstrap" else "25 s")
+                 "10 s" if self.tool == "mmdebstrap" else "25 s", extra=HEADLINE)
         command.run(argv, timeout=3600, error=TestbedError,
                     what=f"{self.tool} of {spec.distribution} from {spec.mirror}")
         if self.tool == "mmdebstrap":

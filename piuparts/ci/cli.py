@@ -11,6 +11,7 @@ error; 130 interrupted by Ctrl-C.  ``ci notify`` always exits 0.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from pathlib import Path
@@ -131,14 +132,39 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+class _Bar:
+    """On a terminal: the pass's progress bar (rich), its lines printed above it."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+        self.progress = Progress(TextColumn("[bold]testing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TimeRemainingColumn(), transient=True)
+        self.task = self.progress.add_task("tests", total=None, visible=False)
+
+    def say(self, text: str) -> None:
+        self.progress.console.print(text, highlight=False, markup=False)
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.progress.live.is_started:
+            self.progress.start()
+        self.progress.update(self.task, completed=done, total=total, visible=True)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
 def _one(options: Options, args: argparse.Namespace, suffix: str = "") -> int:
     """One pass and its reports; the exit code."""
     make = _executor(args, options)
     stop = Stop()
     previous = signal.signal(signal.SIGINT, stop.press)
+    bar = _Bar() if sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb" else None
     try:
-        report = run_mod.run(options, stop, make, _say)
+        report = run_mod.run(options, stop, make, bar.say if bar else _say, bar)
     finally:
+        if bar is not None:
+            bar.close()
         signal.signal(signal.SIGINT, previous)
     _reports(report, args, suffix)
     print(report.summary(), flush=True)

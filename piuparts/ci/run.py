@@ -178,8 +178,9 @@ def prepare(options: Options) -> tuple[Repository, State, tuple[str, ...], str]:
 
 
 def run(options: Options, stop: Stop, executor_factory: Callable[[int, Path], Executor],
-        say: Callable[[str], None] = print) -> Report:
-    """One pass; the caller handles signals (``stop``) and reports."""
+        say: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None) -> Report:
+    """One pass; the caller handles signals (``stop``) and reports.  ``say``
+    gets a line per test ended; ``progress`` (a bar) the tests ended of all."""
     start = time.monotonic()
     repo, state, components, arch = prepare(options)
     report = Report(repo.url, options.codename, arch, components)
@@ -201,7 +202,7 @@ def run(options: Options, stop: Stop, executor_factory: Callable[[int, Path], Ex
         else:
             say(f"piuparts ci: {len(units)} to test in {options.codename} ({arch}): "
                 + ", ".join(f"{u.name} {u.version}" for u in units))
-            _test(options, repo, state, units, report, events, stop, executor_factory, say)
+            _test(options, repo, state, units, report, events, stop, executor_factory, say, progress)
         _remember(state, arch, repo, tested, report, pending)
     report.elapsed = time.monotonic() - start
     return report
@@ -227,7 +228,7 @@ def _remember(state: State, arch: str, repo: Repository, tested: dict[str, Binar
 
 def _test(options: Options, repo: Repository, state: State, units: list[ch.Unit], report: Report,
           events: list[Event], stop: Stop, executor_factory: Callable[[int, Path], Executor],
-          say: Callable[[str], None]) -> None:
+          say: Callable[[str], None], progress: Callable[[int, int], None] | None = None) -> None:
     """Fetch the .debs, make the configurations and run the tests."""
     debs = {b.name: repo.fetch(b, state.dir / "downloads") for u in units for b in u.binaries}
     outcomes = []
@@ -261,7 +262,7 @@ def _test(options: Options, repo: Repository, state: State, units: list[ch.Unit]
         status = "interrupted"
         try:
             _loop(options, db, run_id, tasks, stop, executor_factory(min(options.workers, len(tasks)), state.logs),
-                  state, say)
+                  state, say, progress or (lambda done, total: None))
             status = "done" if stop.presses == 0 else "interrupted"
         finally:
             db.end_run(run_id, status)
@@ -287,11 +288,14 @@ def _upgrade_repository(options: Options, repo: Repository, state: State, where:
 
 
 def _loop(options: Options, db: Database, run_id: int, tasks: dict[str, tuple[Task, Outcome]], stop: Stop,
-          executor: Executor, state: State, say: Callable[[str], None]) -> None:
+          executor: Executor, state: State, say: Callable[[str], None],
+          progress: Callable[[int, int], None]) -> None:
     """Keep the executor busy until every task has a result (or Ctrl-C)."""
     queue = list(tasks)
     in_flight: set[str] = set()
     announced = 0
+    done = 0
+    progress(done, len(tasks))
     with executor:
         while queue or in_flight:
             if stop.presses != announced:
@@ -318,6 +322,8 @@ def _loop(options: Options, db: Database, run_id: int, tasks: dict[str, tuple[Ta
                     queue.append(finished.task.id)
                     continue
                 _record(db, run_id, finished, tasks[finished.task.id][1], state, say)
+                done += 1
+                progress(done, len(tasks))
 
 
 def _refused(db: Database, executor: Executor, finished: Finished, running: list[Task]) -> None:

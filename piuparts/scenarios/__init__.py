@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -11,7 +12,10 @@ from typing import Any, Sequence
 from piuparts.chroot import Chroot
 from piuparts.command import Result
 from piuparts.findings import FAIL, Finding
+from piuparts.log import VIEW
 from piuparts.state import Diff, Ignores, diff, diff_layered, diff_overlay, layer_paths, snapshot, snapshot_upper
+
+log = logging.getLogger("piuparts")
 
 
 @dataclass
@@ -66,6 +70,7 @@ class ScenarioResult:
     def step(self, name: str) -> Step:
         """Start a new step called ``name``."""
         self.steps.append(Step(name))
+        log.debug("Step %s of %s", name, self.name, extra={VIEW: ("step", self.steps[-1])})
         return self.steps[-1]
 
     def run(self, step: Step, chroot: Chroot, argv: Sequence[str], **kwargs: Any) -> Result:

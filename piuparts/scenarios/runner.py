@@ -26,6 +26,7 @@ from piuparts.failures import classify_install_failure, explain_failure
 from piuparts.findings import FAIL, WARN, Finding
 from piuparts.hooks import Hooks
 from piuparts.inputs import TestSubject
+from piuparts.log import VIEW
 from piuparts.scenarios import ScenarioResult, Snapshot, Step, TreeWatcher
 from piuparts.state import Diff, Ignores
 
@@ -215,7 +216,7 @@ class Runner:
         is the base without them: what the checks record is read in a view
         of the instance over the base alone, and the tree snapshot is seen so.
         """
-        log.info("Scenario %s: %s", self.outcome.name, self.subject.label)
+        log.info("Scenario %s: %s", self.outcome.name, self.subject.label, extra={VIEW: ("scenario", self.outcome)})
         self.snapshot("before", on_base=True)
         with self._before_view() as view:
             ctx = self.ctx if view is self.chroot else replace(self.ctx, chroot=view)
@@ -231,6 +232,7 @@ class Runner:
 
     def observe(self, point: str, checks: Sequence[Check] | None = None) -> None:
         """Collect the checks' findings at ``point`` (after_install, after_remove, after_purge)."""
+        start, known = time.monotonic(), len(self.outcome.findings)
         used = tmpfs_used(self.chroot)
         if used is not None:
             self.outcome.space_used[point] = max(used, self.outcome.space_used.get(point, 0))
@@ -239,6 +241,9 @@ class Runner:
             if check.claims_paths:
                 self.ctx.claimed.update(f.subject for f in findings)
             self.outcome.findings += [self._others(f) for f in findings]
+        seconds = time.monotonic() - start
+        failed = sum(f.severity == FAIL for f in self.outcome.findings[known:])
+        log.debug("The checks at %s took %.3f s", point, seconds, extra={VIEW: ("checks", point, seconds, failed)})
 
     def _others(self, finding: Finding) -> Finding:
         """``finding``, a warning when it is the dependencies' alone and --warn-on-others says so."""

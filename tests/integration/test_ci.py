@@ -138,6 +138,25 @@ def test_first_run_tests_every_package(env: Env) -> None:
     assert run.report["run"] == 1
 
 
+def test_on_a_terminal_a_bar_counts_the_tests_and_a_line_says_each_verdict(env: Env, tmp_path: Path) -> None:
+    """The same repository from a state of its own, in a pseudo-terminal:
+    rich's bar (tests ended of all) while it runs, gone at the end, and the
+    lines of the verdicts and the summary left on the screen."""
+    import pexpect
+    child = pexpect.spawn(PIUPARTS[0], [*PIUPARTS[1:], "ci", str(env.repo), "--codename", "pp", "--state-dir",
+                                        str(tmp_path / "state"), "--cache-dir", str(env.cache), "--workers", "2"],
+                          dimensions=(40, 160), encoding="utf-8", timeout=600, cwd=ROOT,
+                          env={"TERM": "xterm", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    assert "testing" in child.before and "0/3" in child.before, child.before  # the bar, before any test ended
+    lines = [line.rsplit("\x1b[2K", 1)[-1].strip("\r") for line in child.before.split("\n")]
+    assert sorted(line.split(" (")[0] for line in lines if line.startswith("  PASS ")) == \
+        ["  PASS pp-ci-a 1.0", "  PASS pp-ci-b 1.0", "  PASS pp-ci-up 1.0"], child.before
+    assert "piuparts ci: 3 tested, 3 passed, 0 failed, 0 test-bed errors" in lines, child.before
+
+
 def test_the_first_runs_site(env: Env) -> None:
     """--html: the index lists the run, its page says what changed and each verdict, links resolve."""
     index = env.page("index.html")
