@@ -61,7 +61,7 @@ log = logging.getLogger("piuparts")
 #: 4: a stack records the content key of what it holds, an answer what its test fetches).
 FORMAT = 4
 #: Setup artefacts a layer never keeps, whatever the install did to them.
-SETUP_PATHS = ("/etc/resolv.conf", "/etc/apt/sources.list.d/piuparts-extra.list")
+SETUP_PATHS = ("/etc/resolv.conf", "/etc/hosts", "/etc/apt/sources.list.d/piuparts-extra.list")
 def key(material: Sequence[str]) -> str:
     """A layer's name: the digest of everything it depends on."""
     return hashlib.sha256("\n".join([f"format {FORMAT}", *material]).encode()).hexdigest()[:16]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import stat
 import subprocess
 import time
@@ -260,6 +261,22 @@ def _copy_resolv_conf(root: Path) -> None:
         pass  # no resolver configured on the host: apt will say so
 
 
+def hosts_file(hostname: str) -> str:
+    """The /etc/hosts an installed Debian system has (the installer's
+    netcfg writes it so): the machine's own name on 127.0.1.1."""
+    return (f"127.0.0.1\tlocalhost\n127.0.1.1\t{hostname}\n\n"
+            "::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
+
+
+def _name_the_host(root: Path) -> None:
+    """An /etc/hosts naming the instance's host name, when the base has none
+    (debootstrap and mmdebstrap write none): without it ``hostname -f``
+    fails whenever the name is not in the DNS, and so does a postinst
+    that asks it (nova-common's), although it runs on any installed system."""
+    if inroot.lstat(root, "/etc/hosts") is None:
+        inroot.write_text(root, "/etc/hosts", hosts_file(socket.gethostname()))
+
+
 def _inside(enter: list[str], root: Path, cgroup: Path | None = None) -> list[str]:
     """The argv prefix of a command inside: in the namespaces, then
     :func:`confined` to ``root`` (and its pids ``cgroup``)."""
@@ -290,7 +307,7 @@ def booted(root: Path, upper: Path | None = None, lower: Path | None = None,
     ``no_network``, a network namespace with only a loopback), the API
     filesystems mounted there (proc of that PID namespace with /proc/sys
     read-only, a private devpts, /dev/shm) and, with ``resolver``, the
-    host's resolv.conf.  Commands inside run :func:`confined`: the seccomp
+    host's resolv.conf (and an /etc/hosts naming the host when there is none).  Commands inside run :func:`confined`: the seccomp
     filter, the root, only :data:`ALLOWED_CAPABILITIES`, and a pids cgroup
     of the instance's own (:mod:`piuparts.backends.pids`).  At the end
     every process in it is ended, and the namespaces go with their mounts
@@ -306,6 +323,7 @@ def booted(root: Path, upper: Path | None = None, lower: Path | None = None,
                 _mount_api(root, spaces)
                 if resolver:
                     _copy_resolv_conf(root)
+                    _name_the_host(root)
             online = _inside(spaces.enter(network=True), root, cgroup) if no_network else None
             # The mounter enters the mount namespace alone: no process of the
             # harness with its privileges is ever visible in the instance's PID namespace.

@@ -66,7 +66,8 @@ log = logging.getLogger("piuparts")
 NAME = "distupgrade"
 SOURCES_LIST = "/etc/apt/sources.list"
 #: Changes when the way a reference is made changes (a new key: old ones are not used).
-FORMAT = 2
+#: 3: instances have an /etc/hosts naming the host when the base has none.
+FORMAT = 3
 
 
 def title(distributions: tuple[str, ...]) -> str:

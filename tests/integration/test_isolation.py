@@ -294,6 +294,22 @@ fi"""})
     no_leaks(cache_dir, offline)
 
 
+def test_a_postinst_asking_the_host_name_gets_it_without_a_network(cache_dir, debs, tmp_path):
+    # nova-common's postinst runs hostname --fqdn, which needs the name in
+    # /etc/hosts when no DNS knows it: every installed Debian system has
+    # it there, the bases (debootstrap, mmdebstrap) do not.  The night over
+    # the OpenStack section failed nova-common on it (a false verdict).
+    probe = DebSpec("pp-hostname", scripts={"postinst": """\
+if [ "$1" = configure ]; then
+    name=$(hostname --fqdn) || exit 1
+    grep -q "^127.0.1.1[[:space:]]$(hostname)$" /etc/hosts || { echo "not in /etc/hosts: $name" >&2; exit 1; }
+fi"""})
+    run = piuparts(cache_dir, tmp_path, "--no-network", str(probe.build(tmp_path)))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.findings() == []  # nor is /etc/hosts a leftover
+    no_leaks(cache_dir, run)
+
+
 # ---------------------------------------------------------------- proxies
 
 class _Proxy(http.server.BaseHTTPRequestHandler):
