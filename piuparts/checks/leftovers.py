@@ -53,7 +53,23 @@ def split_changes(ctx: Context) -> tuple[Diff, set[str]]:
     if not ctx.dependencies:
         return changes, _paths(changes)
     mine = _paths(ctx.compare(snapshots["dependencies"], snapshots["removed"]))
-    return changes, mine | _paths(ctx.compare(snapshots["dependencies purged"], snapshots["after"]))
+    mine |= _paths(ctx.compare(snapshots["dependencies purged"], snapshots["after"]))
+    return changes, mine | _holding(changes, mine)
+
+
+def _holding(changes: Diff, mine: set[str]) -> set[str]:
+    """The added directories left only because what the tested packages left
+    is inside them: the dependencies made them (/usr/lib/python3/) and their
+    purge could not remove them, not empty.  They are the tested packages'
+    leftovers, not a dependency's."""
+    ancestors = set()
+    for path in changes.added:
+        if path in mine:
+            parent = path.rstrip("/").rpartition("/")[0]
+            while parent and parent not in ancestors:
+                ancestors.add(parent)
+                parent = parent.rpartition("/")[0]
+    return {path for path in changes.added if path.rstrip("/") in ancestors}
 
 
 def _paths(changes: Diff) -> set[str]:

@@ -195,6 +195,28 @@ def test_changed_files_of_dependencies_are_blamed_on_who_changed_them(cache_dir,
     assert leaks(cache_dir) == []
 
 
+#: Its preinst makes a directory inside one its dependency ships, and nothing removes it
+#: (python3-django-horizon's openstack_dashboard/local/enabled/ under /usr/lib/python3/).
+INSIDE_DEP = DebSpec("pp-inside-dep", depends="pp-dep-plain", scripts={
+    "preinst": 'mkdir -p /usr/share/pp-dep-plain/local/enabled'})
+
+
+@pytest.mark.parametrize("mode", ["--no-upgrade-test", "--purge-dependencies"])
+def test_a_dependency_directory_kept_by_the_packages_leftover_is_the_packages(cache_dir, debs, tmp_path, mode):
+    # dpkg cannot remove the dependency's /usr/share/pp-dep-plain/ at its
+    # purge: the tested package's leftover is inside.  That is the tested
+    # package's fault, not the dependency's (the night blamed 219
+    # dependencies of python3-django-horizon for /usr/lib/python3/).
+    repo = make_repo(tmp_path / "repo", [debs(DEP_PLAIN)])
+    run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", mode, "--extra-repo", repo, str(debs(INSIDE_DEP)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert found(run) == {
+        ("leftovers", path, "not owned", "pp-inside-dep", "left behind after purge")
+        for path in ("/usr/share/pp-dep-plain/", "/usr/share/pp-dep-plain/local/",
+                     "/usr/share/pp-dep-plain/local/enabled/")}
+    assert leaks(cache_dir) == []
+
+
 def test_obsolete_conffile_after_the_upgrade_is_a_warning_naming_the_fix(cache_dir, debs, tmp_path):
     repo = make_repo(tmp_path / "repo", [debs(spec) for spec in OBSOLETE_V1.values()])
     run = piuparts(cache_dir, tmp_path, "--extra-repo", repo, str(debs(OBSOLETE_V2)))
