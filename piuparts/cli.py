@@ -128,8 +128,10 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--json", metavar="FILE", help="write the result as JSON to FILE")
     g.add_argument("--junit", metavar="FILE", help="write the result as JUnit XML to FILE (GitLab, Jenkins)")
     g.add_argument("-l", "--log-file", "--logfile", metavar="FILE",
-                   help="also write the log to FILE, with piuparts' lines for CI wrappers at its end")
-    g.add_argument("-v", "--verbose", action="count", default=0, help="debug output: command output, ignore rules")
+                   help="also write the log to FILE, with piuparts' lines for CI wrappers at its end (on a "
+                        "terminal, without -l, the log goes to CACHE/logs/ and the terminal shows the steps)")
+    g.add_argument("-v", "--verbose", action="count", default=0,
+                   help="debug output: every command whole, its output, ignore rules (on a terminal too)")
     g.add_argument("--version", action="version", version=version_line())
     _piuparts_options(p.add_argument_group(f"piuparts {PIUPARTS_COMPAT}'s options",
                                            "accepted for drop-in use (see the README's table)"))
