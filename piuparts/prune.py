@@ -134,8 +134,9 @@ def _remove(item: Item) -> bool:
 
 
 def prune(cache: Path, max_size: int | None = None, max_age_days: float | None = None,
-          now: float | None = None) -> list[Path]:
-    """Prune ``cache`` (see the module's docstring); return what was removed."""
+          now: float | None = None, level: int = logging.INFO) -> list[Path]:
+    """Prune ``cache`` (see the module's docstring); return what was removed
+    (each said at ``level``: a batch run says only how many)."""
     from piuparts.backends.common import remove_unused_generations
     now = time.time() if now is None else now
     removed = reap_temporaries(cache)
@@ -145,7 +146,7 @@ def prune(cache: Path, max_size: int | None = None, max_age_days: float | None =
     if max_age_days is not None:
         for item in [i for i in candidates if now - i.used > max_age_days * 86400]:
             if _remove(item):
-                log.info("Pruned %s, last used %.1f days ago", item.path, (now - item.used) / 86400)
+                log.log(level, "Pruned %s, last used %.1f days ago", item.path, (now - item.used) / 86400)
                 removed.append(item.path)
                 candidates.remove(item)
     if max_size is not None:
@@ -154,13 +155,13 @@ def prune(cache: Path, max_size: int | None = None, max_age_days: float | None =
             if total <= max_size:
                 break
             if _remove(item):
-                log.info("Pruned %s (%d MB), last used %.1f days ago", item.path, item.size >> 20,
-                         (now - item.used) / 86400)
+                log.log(level, "Pruned %s (%d MB), last used %.1f days ago", item.path, item.size >> 20,
+                        (now - item.used) / 86400)
                 total -= item.size
                 removed.append(item.path)
         if total > max_size:
-            log.info("The cache still takes %d MB: what is left is in use or used in the last %d minutes",
-                     total >> 20, RECENT // 60)
+            log.log(level, "The cache still takes %d MB: what is left is in use or used in the last %d minutes",
+                    total >> 20, RECENT // 60)
     _forget_resolutions(cache)
     return removed
 

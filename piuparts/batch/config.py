@@ -1,8 +1,9 @@
 """The batch configuration: an INI file in the spirit of piuparts.conf.
 
 ``[global]`` names the ``sections`` to test, the state database (``db``),
-where logs go (``logs``), how many local ``workers`` run at once and the
-``cache-dir`` of bases and layers.  Every section key may also be set in
+where logs go (``logs``), how many local ``workers`` run at once, the
+``cache-dir`` of bases and layers and the size it is kept under during a
+run (``cache-max-size``).  Every section key may also be set in
 ``[global]`` as a default for all sections (piuparts.conf allows that for
 its reschedule keys).  One block per section, with piuparts.conf's keys
 where they mean something here:
@@ -95,6 +96,8 @@ class Config:
     logs: Path = DEFAULT_LOGS
     workers: int = 1
     cache_dir: Path = DEFAULT_CACHE
+    #: Keep the cache under this many bytes during the run (piuparts cleanup --prune --max-size).
+    cache_max_size: int | None = None
 
 
 def _words(value: str) -> tuple[str, ...]:
@@ -173,6 +176,14 @@ def _path(value: str) -> Path:
     return Path(value)
 
 
+def _size(value: str) -> int:
+    from piuparts.prune import parse_size
+    try:
+        return parse_size(value)
+    except UsageError:
+        raise ValueError("a size such as 500M, 20G or 1T") from None
+
+
 #: Section key -> (attribute, parser).  Every one may also be given in [global].
 SECTION_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "distro": ("distro", _name), "mirror": ("mirror", _mirror), "area": ("area", str),
@@ -191,7 +202,7 @@ SECTION_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
 }
 GLOBAL_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "sections": ("sections", _words), "db": ("db", _path), "logs": ("logs", _path),
-    "workers": ("workers", _positive), "cache-dir": ("cache_dir", _path),
+    "workers": ("workers", _positive), "cache-dir": ("cache_dir", _path), "cache-max-size": ("cache_max_size", _size),
 }
 
 

@@ -75,6 +75,8 @@ depends-sections = a
     ("[global]\nsections = a\n[a]\ndistro = bookworm\nrepository = http://x/ bookworm main\n",
      ":5: repository: bad value"),
     ("[global]\nsections = a\nworkers = 0\n[a]\ndistro = bookworm\n", ":3: workers: bad value '0'"),
+    ("[global]\nsections = a\ncache-max-size = lots\n[a]\ndistro = bookworm\n",
+     ":3: cache-max-size: bad value 'lots': a size such as 500M, 20G or 1T"),
     ("[global]\nsections = a b\n[a]\ndistro = bookworm\n", ":2: sections: [b] is listed but has no block"),
     ("[global]\nsections = a\n[a]\narea = main\n", ":3: [a]: no distro key"),
     ("[global]\nsections = a\n[a]\ndistro = bookworm\ndepends-sections = zz\n", ":5: depends-sections: bad value 'zz'"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -209,3 +210,18 @@ def test_bad_piuparts_flags_name_the_line(tmp_path: Path) -> None:
     assert str(caught.value) == "/etc/batch.conf:12: piuparts-flags: unrecognized arguments: --frobnicate"
     with pytest.raises(UsageError, match=r"^/etc/batch.conf:12: piuparts-flags: names packages \(foo\)"):
         engine.run_config(section, ["-d", "bookworm", "--apt", "foo"])
+
+
+def test_cache_max_size_prunes_the_least_recently_used_beside_the_tests(tmp_path: Path) -> None:
+    # Two dependency layers of 3 MB: the older goes to bring the cache under 4 MB, the newer stays,
+    # and a layer used in the last ten minutes is never taken, whatever the size.
+    conf, run = section_run(tmp_path, PACKAGES)
+    layers = tmp_path / "cache" / "layers"
+    now = time.time()
+    for name, age in (("old", 3 * 86400), ("newer", 86400), ("fresh", 60)):
+        (layers / name / "tree").mkdir(parents=True)
+        (layers / name / "tree" / "data").write_bytes(b"x" * (3 << 20))
+        os.utime(layers / name, (now - age, now - age))
+    conf = dataclasses.replace(conf, cache_max_size=7 << 20)
+    go(conf, run, StandIn({}))
+    assert sorted(p.name for p in layers.iterdir()) == ["fresh", "newer"]
