@@ -23,25 +23,22 @@ import logging
 import os
 import shutil
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Sequence
 
-from piuparts import __version__, aptsources, prune as prune_mod, resources
+from piuparts import __version__, aptsources, resources
 from piuparts.api import RunConfig, RunResult
 from piuparts.cli import config_from_argv
 from piuparts.batch import archive as archive_mod, problems, report, schedule, states as st
+from piuparts.batch.cachelimit import CacheLimit
 from piuparts.batch.config import Config, Section
 from piuparts.batch.db import Database, Key, Record
 from piuparts.batch.executor import Executor, Finished, Running, Task
 from piuparts.errors import TestbedError, UsageError
 
 log = logging.getLogger("piuparts")
-
-#: With cache-max-size, the cache is pruned at most this often (seconds) during a run.
-PRUNE_EVERY = 300.0
 
 
 def lock(db_path: Path) -> ContextManager[None]:
@@ -296,9 +293,7 @@ class Coordinator:
         self.done: set[tuple[str, str, str]] = set()
         self._rotation = 0
         self._announced = 0
-        #: cache-max-size: a prune in a thread of its own, at most every PRUNE_EVERY seconds.
-        self._pruner: threading.Thread | None = None
-        self._pruned_at = -PRUNE_EVERY
+        self.cache = CacheLimit(config.cache_dir, config.cache_max_size, display.message)
 
     def queued(self) -> int:
         """Packages that wait in the queues (not running)."""
@@ -391,35 +386,12 @@ class Coordinator:
                                  "they wait for the next run")
             self.executor.cancel()
 
-    def keep_cache_in_bounds(self) -> None:
-        """With cache-max-size: prune the cache (least recently used layers,
-        .debs and references first; never what a test holds) beside the
-        tests, as ``piuparts cleanup --prune --max-size`` does."""
-        limit = self.config.cache_max_size
-        if limit is None or (self._pruner is not None and self._pruner.is_alive()):
-            return
-        if time.monotonic() - self._pruned_at < PRUNE_EVERY:
-            return
-        self._pruned_at = time.monotonic()
-
-        def prune_now() -> None:
-            try:
-                removed = prune_mod.prune(self.config.cache_dir, max_size=limit, level=logging.DEBUG)
-            except OSError as err:
-                log.warning("Could not prune the cache %s: %s", self.config.cache_dir, err)
-                return
-            if removed:
-                self.display.message(f"Pruned {len(removed)} items of the cache {self.config.cache_dir} "
-                                     f"(cache-max-size {limit >> 20} MB)")
-        self._pruner = threading.Thread(target=prune_now, name="prune", daemon=True)
-        self._pruner.start()
-
     def loop(self) -> Tally:
         """Until nothing is queued and nothing runs (or Ctrl-C and nothing runs)."""
         try:
             while True:
                 self.react_to_ctrl_c()
-                self.keep_cache_in_bounds()
+                self.cache.tick()
                 self.fill()
                 if not self.in_flight:
                     return self.tally
@@ -427,8 +399,7 @@ class Coordinator:
                     self.handle(finished)
                 self.display.update(self.runs, list(self.in_flight.values()), self.queued())
         finally:
-            if self._pruner is not None:
-                self._pruner.join()
+            self.cache.close()
 
 
 def make_record(config: Config, run: SectionRun, finished: Finished, run_id: int) -> Record:
