@@ -92,6 +92,8 @@ def _summary_line(tally: engine.Tally, seconds: float) -> str:
         parts.append(f"{tally.cancelled} stopped (waiting again)")
     if tally.unreadable:
         parts.append(f"sections not read: {', '.join(tally.unreadable)}")
+    if tally.stopped:
+        parts.append("stopped early: a disk is full")
     return f"piuparts batch: {tally.tested} tests in {seconds:.0f} s: " + ", ".join(parts)
 
 

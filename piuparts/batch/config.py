@@ -3,7 +3,8 @@
 ``[global]`` names the ``sections`` to test, the state database (``db``),
 where logs go (``logs``), how many local ``workers`` run at once, the
 ``cache-dir`` of bases and layers and the size it is kept under during a
-run (``cache-max-size``).  Every section key may also be set in
+run (``cache-max-size``), and the free space under which it takes no new
+test (``min-free-space``, 1G by default).  Every section key may also be set in
 ``[global]`` as a default for all sections (piuparts.conf allows that for
 its reschedule keys).  One block per section, with piuparts.conf's keys
 where they mean something here:
@@ -98,6 +99,8 @@ class Config:
     cache_dir: Path = DEFAULT_CACHE
     #: Keep the cache under this many bytes during the run (piuparts cleanup --prune --max-size).
     cache_max_size: int | None = None
+    #: Take no new test when a disk the run writes to has less than this free (bytes).
+    min_free_space: int = 1 << 30
 
 
 def _words(value: str) -> tuple[str, ...]:
@@ -203,6 +206,7 @@ SECTION_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
 GLOBAL_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "sections": ("sections", _words), "db": ("db", _path), "logs": ("logs", _path),
     "workers": ("workers", _positive), "cache-dir": ("cache_dir", _path), "cache-max-size": ("cache_max_size", _size),
+    "min-free-space": ("min_free_space", _size),
 }
 
 

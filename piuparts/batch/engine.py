@@ -243,6 +243,8 @@ class Tally:
     requeued: int = 0
     #: Sections left out of the run because their archive could not be read: name -> reason.
     unreadable: dict[str, str] = field(default_factory=dict)
+    #: Why the run stopped taking tests before the queues were empty (a full disk).
+    stopped: str | None = None
     internal_errors: list[str] = field(default_factory=list)
 
     @property
@@ -254,7 +256,7 @@ class Tally:
         """The worst thing seen: internal 4, test bed 3, a failure 1, else 0."""
         if self.kinds["internal"]:
             return 4
-        if self.kinds["testbed"] or self.kinds["usage"] or self.unreadable:
+        if self.kinds["testbed"] or self.kinds["usage"] or self.unreadable or self.stopped:
             return 3
         return 1 if self.kinds["fail"] else 0
 
@@ -293,7 +295,8 @@ class Coordinator:
         self.done: set[tuple[str, str, str]] = set()
         self._rotation = 0
         self._announced = 0
-        self.cache = CacheLimit(config.cache_dir, config.cache_max_size, display.message)
+        self.cache = CacheLimit(config.cache_dir, config.cache_max_size, display.message,
+                                (config.cache_dir, config.logs, config.db.parent), config.min_free_space)
 
     def queued(self) -> int:
         """Packages that wait in the queues (not running)."""
@@ -335,8 +338,12 @@ class Coordinator:
             for run in self.runs.values():
                 if run.stale:
                     run.derive(self.run_id)
-        while self.stop.presses == 0 and self.executor.free_slots() > 0:
+        while self.stop.presses == 0 and self.tally.stopped is None and self.executor.free_slots() > 0:
             if self.max_tests is not None and self.submitted >= self.max_tests:
+                return
+            if (short := self.cache.short_of_space()) is not None:
+                self.tally.stopped = short
+                self.display.message(f"piuparts batch: {short}")
                 return
             task = self.next_task(time.time())
             if task is None:

@@ -225,3 +225,22 @@ def test_cache_max_size_prunes_the_least_recently_used_beside_the_tests(tmp_path
     conf = dataclasses.replace(conf, cache_max_size=7 << 20)
     go(conf, run, StandIn({}))
     assert sorted(p.name for p in layers.iterdir()) == ["fresh", "newer"]
+
+
+def test_a_disk_short_of_min_free_space_stops_the_run_with_one_line(tmp_path: Path) -> None:
+    # No disk here has a petabyte free: the run takes no test, says which disk, and is a test-bed failure.
+    conf, run = section_run(tmp_path, PACKAGES)
+    conf = dataclasses.replace(conf, min_free_space=1 << 50)
+    said: list[str] = []
+
+    class Say(engine.Display):
+        def message(self, text: str) -> None:
+            said.append(text)
+    executor = StandIn({})
+    with Database(conf.db) as db:
+        run_id = db.start_run(1, "host", "test")
+        run.refresh(db, run_id)
+        tally = engine.Coordinator(conf, {"s": run}, db, executor, run_id, Say(), engine.Stop()).loop()
+    assert executor.order == [] and tally.exit_code() == 3
+    assert len(said) == 1 and said[0].startswith(f"piuparts batch: the disk of {tmp_path / 'cache'} has "), said
+    assert "less than min-free-space (1073741824 MB)" in said[0]
