@@ -19,6 +19,7 @@ from piuparts import __version__, api, log as logsetup, options as opts, prune, 
 from piuparts.api import require_root
 from piuparts.backends import Backend, pids
 from piuparts.checks import Check
+from piuparts.distros import DEFAULT_PATH as DISTROS_CONF
 from piuparts.errors import Interrupted, PiupartsError, UsageError
 from piuparts.report import json as json_report, junit as junit_report, pilog, terminal, text as text_report
 
@@ -68,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
                    help="distribution codename (default: the host's, from its apt sources); given more than "
                         "once, only the distupgrade test runs: install in the first, dist-upgrade to each next one, "
                         "purge, and compare with the same dist-upgrades made without the packages")
+    g.add_argument("--distros-conf", metavar="FILE", default=str(DISTROS_CONF),
+                   help="piuparts' distribution names that stand for several suites (a release with its "
+                        "updates, backports), read for the first -d (default: %(default)s, when it exists)")
     g.add_argument("-m", "--mirror", metavar="'URL [COMPONENT...]'",
                    help="Debian mirror (default: the one the host's apt sources name)")
     g.add_argument("--arch", help="architecture of the chroot (default: the host's)")

@@ -27,8 +27,8 @@ from piuparts.state import Ignores
 #: the data instead of guessing.
 SCHEMA_VERSION = 1
 #: The version of RunConfig's JSON form (2: a backend's own settings moved into
-#: ``backend_options``), refused in the same way.
-CONFIG_VERSION = 2
+#: ``backend_options``; 3: ``default_release``), refused in the same way.
+CONFIG_VERSION = 3
 
 
 #: Each backend's check of its own settings (``RunConfig.backend_options``), by
@@ -143,6 +143,8 @@ class RunConfig:
     #: given ready-made (-b, -e, --schroot...) and --keep-sources-list is not given: piuparts'
     #: rewrite of the base's sources (None: the base's own sources are kept).
     apt_sources: str | None = None
+    #: distros.conf's target-release of the first -d: APT::Default-Release inside (piuparts' -t).
+    default_release: str | None = None
     version: int = CONFIG_VERSION
 
     @property

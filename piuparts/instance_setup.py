@@ -70,6 +70,8 @@ def apt_conf(config: "RunConfig") -> str | None:
         lines.append(f'Acquire::http::Proxy "{config.proxy}";')
     if config.update_retries:
         lines.append(f'Acquire::Retries "{config.update_retries}";')
+    if config.default_release:
+        lines.append(f'APT::Default-Release "{config.default_release}";')
     return "".join(f"{line}\n" for line in ["// piuparts-ng: from the command line", *lines]) if lines else None
 
 

@@ -4,11 +4,12 @@ the host's defaults (distribution, mirror, architecture) are resolved here."""
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
-from piuparts import aptsources, repos
+from piuparts import aptsources, distros, repos
 from piuparts.aptsources import DEFAULT_CACHE_DIR, host_architecture, mirror_and_components
 from piuparts.config import NON_PEDANTIC_RULES, RunConfig, build_ignores, conf_dir
 from piuparts.errors import UsageError
@@ -16,6 +17,8 @@ from piuparts.errors import UsageError
 # Where these lived before; callers still find them here.
 __all__ = ["DEFAULT_CACHE_DIR", "NON_PEDANTIC_RULES", "build_ignores", "conf_dir", "from_args", "own_dependencies",
            "host_architecture", "mirror_and_components"]
+
+log = logging.getLogger("piuparts")
 
 LEVELS = ("fail", "warn", "skip")
 
@@ -70,7 +73,12 @@ def from_args(args: argparse.Namespace, isolated: bool = False) -> RunConfig:
             aptsources.read_host_sources(), aptsources.host_codename())
         distribution = distribution or host_dist
         mirror = mirror or host_mirror
-    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", distribution):
+    known = distros.Distros.read(Path(args.distros_conf))
+    start = distros.resolve(known, distribution, mirror, components) if args.distribution else None
+    if start is not None:  # a name distros.conf knows: its base suite, its mirror, its sources
+        log.info("%s", start.said)
+        distribution, mirror = start.base_suite, start.base_mirror
+    elif not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", distribution):
         raise UsageError(f"-d {distribution!r}: not a distribution name (use a codename such as bookworm)")
     testdebs = [args.testdebs_repo] if args.testdebs_repo else []
     testdebs += [args.distupgrade_to_testdebs_from] if args.distupgrade_to_testdebs_from else []
@@ -89,7 +97,7 @@ def from_args(args: argparse.Namespace, isolated: bool = False) -> RunConfig:
     if min(args.base_max_age, args.lists_max_age, args.max_command_runtime, args.prompt_timeout) <= 0:
         raise UsageError("--base-max-age, --lists-max-age, --max-command-runtime and --prompt-timeout "
                          "must be positive")
-    distributions = (distribution, *(args.distribution or [])[1:])
+    distributions = (distribution, *(distros.plain_suite(known, d) for d in (args.distribution or [])[1:]))
     for name in distributions[1:]:
         if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", name):
             raise UsageError(f"-d {name!r}: not a distribution name (use a codename such as trixie)")
@@ -112,7 +120,9 @@ def from_args(args: argparse.Namespace, isolated: bool = False) -> RunConfig:
         purge_dependencies=args.purge_dependencies,
         no_network=getattr(args, "no_network", False) or (isolated and not scripts_network),
         warn_on_others=args.warn_on_others,
-        apt_sources=given_base_sources(args, backend, mirror, distribution, components),
+        apt_sources=(start.sources if start is not None and not args.keep_sources_list else
+                     given_base_sources(args, backend, mirror, distribution, components)),
+        default_release=start.target_release if start is not None else None,
         **instance_options(args))
     config.ignores  # a bad -I regular expression is a usage error now, not in the middle of a run
     return own_dependencies(config)

@@ -12,7 +12,7 @@ GROUPS = ["what to test", "the tests", "where the chroot comes from", "checks an
 
 #: The flags of every option the parser had before it was grouped (the backends' come from their classes).
 FLAGS = [
-    ("-h", "--help"), ("-a", "--apt"), ("-d", "--distribution"), ("-m", "--mirror"), ("--arch",),
+    ("-h", "--help"), ("-a", "--apt"), ("-d", "--distribution"), ("--distros-conf",), ("-m", "--mirror"), ("--arch",),
     ("--extra-repo",), ("--bindmount",), ("--scriptsdir",), ("--no-install-purge-test",), ("--no-upgrade-test",),
     ("--purge-dependencies",), ("--install-remove-install",), ("--install-purge-install",), ("-s", "--save"),
     ("--list-backends",), ("--cache-dir",), ("--base-max-age",), ("--lists-max-age",), ("--tmpfs-size",),

@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "piuparts"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("primitives", ("errors", "log", "findings", "command", "inroot", "state", "resources", "aptsources",
                     "config", "chroot", "dpkgdb", "debcache", "inputs", "repos", "hooks", "failures",
-                    "aptplan", "digests")),
+                    "aptplan", "digests", "distros")),
     ("checks", ("checks",)),
     ("backends", ("backends",)),
     ("layers", ("layers",)),
