@@ -13,6 +13,7 @@ from piuparts import aptsources, distros, repos
 from piuparts.aptsources import DEFAULT_CACHE_DIR, host_architecture, mirror_and_components
 from piuparts.config import NON_PEDANTIC_RULES, RunConfig, build_ignores, conf_dir
 from piuparts.errors import UsageError
+from piuparts.log import HEADLINE
 
 # Where these lived before; callers still find them here.
 __all__ = ["DEFAULT_CACHE_DIR", "NON_PEDANTIC_RULES", "build_ignores", "conf_dir", "from_args", "own_dependencies",
@@ -76,7 +77,7 @@ def from_args(args: argparse.Namespace, isolated: bool = False) -> RunConfig:
     known = distros.Distros.read(Path(args.distros_conf))
     start = distros.resolve(known, distribution, mirror, components) if args.distribution else None
     if start is not None:  # a name distros.conf knows: its base suite, its mirror, its sources
-        log.info("%s", start.said)
+        log.info("%s", start.said, extra=HEADLINE)  # on a terminal too: the name became something else
         distribution, mirror = start.base_suite, start.base_mirror
     elif not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", distribution):
         raise UsageError(f"-d {distribution!r}: not a distribution name (use a codename such as bookworm)")
