@@ -17,7 +17,6 @@ ones finish and are recorded; twice: they are stopped and wait again.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import os
@@ -29,11 +28,12 @@ from pathlib import Path
 from typing import Any, Callable, ContextManager, Sequence
 
 from piuparts import __version__, aptsources, resources
-from piuparts.api import RunConfig, RunResult
+from piuparts.api import RunConfig
 from piuparts.cli import config_from_argv
 from piuparts.batch import archive as archive_mod, problems, report, schedule, states as st
 from piuparts.batch.cachelimit import CacheLimit
 from piuparts.batch.config import Config, Section
+from piuparts.batch.records import make_record
 from piuparts.batch.db import Database, Key, Record
 from piuparts.batch.executor import Executor, Finished, Running, Task
 from piuparts.errors import TestbedError, UsageError
@@ -99,6 +99,11 @@ class SectionRun:
     stale: bool = False
     derive_seconds: float = 0.0
     derived_at: float = 0.0
+    #: The run whose reschedule was chosen, and what it chose: reschedule-old-count and
+    #: -fail-count are counts a run, chosen at its first derive (not again at each).
+    rescheduled: tuple[int | None, list[str]] = (None, [])
+    #: Where next_due starts looking: the names before it in the queue are done.
+    head: int = 0
 
     def fresh_enough(self) -> bool:
         """Whether a derive may wait: a big section recomputes at most every 10x its own cost."""
@@ -133,21 +138,34 @@ class SectionRun:
                          for name in self.archive.packages}
         results = schedule.results_for_states(self.outcomes)
         self.computed = st.compute(self.archive.packages, results, self.outside)
-        due = schedule.due_for_reschedule(self.outcomes, self.section, self.requests, now)
+        if run_id is None or self.rescheduled[0] != run_id:
+            self.rescheduled = (run_id, schedule.due_for_reschedule(self.outcomes, self.section, self.requests, now))
+        due = self.rescheduled[1]
         again = schedule.testable_again(self.archive.packages, results, self.outside, due)
         self.queue = schedule.order(self.computed, again)
         if self.seed is not None:
             self.queue.sort(key=lambda n: hashlib.sha256(f"{self.seed}:{n}".encode()).digest())
+        self.head = 0
         self.derive_seconds = time.monotonic() - start
         self.derived_at = time.monotonic()
         self.stale = False
 
-    def next_due(self, now: float, skip: set[str]) -> str | None:
-        """The first queued package that is due now and not in ``skip``."""
-        for name in self.queue:
-            if name not in skip and self.outcomes[name].due <= now:
+    def next_due(self, now: float, skip: set[str], done: set[str] = frozenset()) -> str | None:
+        """The first queued package that is due now and in neither ``skip``
+        (running) nor ``done`` (tested in this run, for good: the head of the
+        queue moves past them, so a night is not quadratic in its packages)."""
+        queue = self.queue
+        while self.head < len(queue) and queue[self.head] in done:
+            self.head += 1
+        for index in range(self.head, len(queue)):
+            name = queue[index]
+            if name not in skip and name not in done and self.outcomes[name].due <= now:
                 return name
         return None
+
+    def waiting(self) -> int:
+        """About how many queued packages wait (those before the head are done)."""
+        return len(self.queue) - self.head
 
     def status(self) -> dict[str, Any]:
         """``status --json``'s shape for this section."""
@@ -291,18 +309,18 @@ class Coordinator:
         self.tally = Tally()
         self.submitted = 0
         self.in_flight: dict[str, Running] = {}
-        #: (section, package, version) with a verdict recorded in this run: never tested twice in one.
-        self.done: set[tuple[str, str, str]] = set()
+        #: Section -> the packages with a verdict recorded in this run (their versions are the
+        #: section's, read once a run): never tested twice in one.
+        self.done_names: dict[str, set[str]] = {name: set() for name in runs}
         self._rotation = 0
         self._announced = 0
         self.cache = CacheLimit(config.cache_dir, config.cache_max_size, display.message,
                                 (config.cache_dir, config.logs, config.db.parent), config.min_free_space)
 
     def queued(self) -> int:
-        """Packages that wait in the queues (not running)."""
-        running = {(r.task.section, r.task.package) for r in self.in_flight.values()}
-        return sum(1 for run in self.runs.values() for n in run.queue if (run.name, n) not in running
-                   and (run.name, n, run.archive.packages[n].version) not in self.done)
+        """About how many packages wait in the queues, not running (for the
+        progress bar: counted in constant time, not over the queues)."""
+        return max(0, sum(run.waiting() for run in self.runs.values()) - len(self.in_flight))
 
     def next_task(self, now: float) -> Task | None:
         """The next test: lowest precedence first, round robin among equals, max-reserved respected."""
@@ -313,9 +331,7 @@ class Coordinator:
                 busy = {t.task.package for t in self.in_flight.values() if t.task.section == run.name}
                 if len(busy) >= run.section.max_reserved:
                     continue
-                skip = busy | {p for s, p, v in self.done if s == run.name
-                               and run.archive.packages[p].version == v}
-                name = run.next_due(now, skip)
+                name = run.next_due(now, busy, self.done_names[run.name])
                 if name is not None:
                     self._rotation += 1
                     package, version, arch = run.key(name)
@@ -364,20 +380,20 @@ class Coordinator:
             self.display.finished(finished, None)
             return
         run = self.runs[task.section]
-        record = make_record(self.config, run, finished, self.run_id)
+        record = make_record(self.config, run.known, run.flags, run.config, finished, self.run_id)
         record_id = self.db.record(record)
         self.tally.kinds[record.kind] += 1
         if record.kind == "internal":
             self.tally.internal_errors.append(f"{task.section}/{task.package} {task.version}: {record.error}")
         if record.kind in ("pass", "fail", "internal"):
-            self.done.add((task.section, task.package, task.version))
+            self.done_names[task.section].add(task.package)
         run.add(record)
         run.stale = True
         # this package's own outcome now, so a retry waits for its back-off even before the next derive
         outcome = schedule.outcome(run.history[task.key], run.section, self.run_id)
         run.outcomes[task.package] = outcome
         if outcome.state == st.CANNOT:
-            self.done.add((task.section, task.package, task.version))
+            self.done_names[task.section].add(task.package)
         self.display.finished(finished, Record(**{**record.__dict__, "id": record_id}))
 
     def react_to_ctrl_c(self) -> None:
@@ -407,51 +423,6 @@ class Coordinator:
                 self.display.update(self.runs, list(self.in_flight.values()), self.queued())
         finally:
             self.cache.close()
-
-
-def make_record(config: Config, run: SectionRun, finished: Finished, run_id: int) -> Record:
-    """The row of one finished test: classified, its log compressed and filed."""
-    result = finished.result
-    assert result is not None
-    task = finished.task
-    log_text, log_path = _file_log(config.logs, task, result, finished.started)
-    names = problems.classify(result.kind, result.findings, log_text, run.known)
-    data = result.to_json()
-    data["log_file"] = log_path
-    base = result.testbed.get("base") or {}
-    return Record(task.section, task.package, task.version, task.architecture, result.kind, result.exit_code,
-                  result.verdict, finished.started, finished.duration, result.tool_version or __version__, data,
-                  run_id=run_id, error=result.error, problems=tuple(names), worker=finished.worker,
-                  flags=run.flags, base_age=base.get("age_seconds") if isinstance(base, dict) else None,
-                  layer_age=_layer_age(run.config, result), log_path=log_path)
-
-
-def _layer_age(config: RunConfig, result: RunResult) -> float | None:
-    layer = result.testbed.get("dependency_layer") or {}
-    name = layer.get("layer") if isinstance(layer, dict) else None
-    if not name:
-        return None
-    path = config.cache_dir / "layers" / name
-    try:
-        return round(time.time() - path.stat().st_mtime, 1)
-    except OSError:
-        return None
-
-
-def _file_log(logs: Path, task: Task, result: RunResult, started: float) -> tuple[str, str | None]:
-    """The test's log text, and where its compressed copy now is."""
-    if not result.log_file or not Path(result.log_file).is_file():
-        return "", None
-    source = Path(result.log_file)
-    text = source.read_text(errors="replace")
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started))
-    target = logs / task.section / result.kind / \
-        f"{task.package}_{task.version.replace(':', '%3a')}_{task.architecture}.{stamp}.log.gz"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(source, "rb") as plain, gzip.open(target, "wb") as packed:
-        shutil.copyfileobj(plain, packed)
-    source.unlink()
-    return text, str(target)
 
 
 def run(config: Config, names: Sequence[str], make_executor: Callable[[], Executor], display: Display,

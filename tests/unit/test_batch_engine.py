@@ -14,7 +14,7 @@ from piuparts.cli import config_from_argv
 from piuparts.batch import engine, states as st
 from piuparts.batch.archive import Archive
 from piuparts.batch.config import Config, Section
-from piuparts.batch.db import Database
+from piuparts.batch.db import Database, Record
 from piuparts.batch.executor import Executor, Finished, Running, Task
 from piuparts.batch.states import Package
 from piuparts.errors import UsageError
@@ -244,3 +244,24 @@ def test_a_disk_short_of_min_free_space_stops_the_run_with_one_line(tmp_path: Pa
     assert executor.order == [] and tally.exit_code() == 3
     assert len(said) == 1 and said[0].startswith(f"piuparts batch: the disk of {tmp_path / 'cache'} has "), said
     assert "less than min-free-space (1073741824 MB)" in said[0]
+
+
+def test_reschedule_old_count_is_a_count_a_run_not_a_derive(tmp_path: Path) -> None:
+    # Six passes of 100 days ago, two rescheduled a run: the run tests two, not all six one
+    # pair after another as each new result made the next two oldest due (the scale bench
+    # found that: a whole archive retested in a night instead of reschedule-old-count).
+    solo = [Package(f"p{i}", "1") for i in range(6)]
+    conf, run = section_run(tmp_path, solo, reschedule_old_days=90, reschedule_old_count=2, reschedule_fail_count=0)
+    old = time.time() - 100 * 86400
+    with Database(conf.db) as db:
+        first = db.start_run(1, "host", "test")
+        for i, package in enumerate(solo):
+            db.record(Record("s", package.name, "1", "amd64", "pass", 0, "PASS", old + i, 1.0, "test", {},
+                             run_id=first))
+        db.end_run(first, "done")
+    executor = StandIn({})
+    go(conf, run, executor)
+    assert executor.order == ["p0", "p1"]  # the two oldest
+    again = StandIn({})
+    go(conf, run, again)
+    assert again.order == ["p2", "p3"]
