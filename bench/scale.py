@@ -97,10 +97,11 @@ def write_mirror(text: str, count: int, work: Path, dist: str, arch: str) -> tup
         step = len(paragraphs) / count
         paragraphs = [paragraphs[int(i * step)] for i in range(count)]
         names = {p["Package"] for p in paragraphs}
-        names |= {r[0]["name"] for p in paragraphs for r in PkgRelation.parse_relations(p.get("Provides", ""))}
+        names |= {r[0]["name"] for p in paragraphs if p.get("Provides")
+                  for r in PkgRelation.parse_relations(p["Provides"])}
         for p in paragraphs:
             for key in ("Depends", "Pre-Depends"):
-                if key in p:
+                if p.get(key, "").strip():
                     p[key] = _keep_present(p[key], names)
                     if not p[key]:
                         del p[key]
