@@ -20,6 +20,7 @@ from piuparts.errors import UsageError
 from piuparts.report.html import data, model, svg
 from piuparts.report.html.look import ORDER, SEVERITIES, STYLE, VERDICTS
 from piuparts.report.html.output import Output
+from piuparts.report.html.parallel import quiet_worker
 
 HERE = Path(__file__).parent
 #: Runs listed on the index page.
@@ -120,7 +121,7 @@ class Generator:
         _FORKED = self
         chunks = [jobs[i::self.processes * 4] for i in range(self.processes * 4)]
         try:
-            with multiprocessing.get_context("fork").Pool(self.processes) as pool:
+            with multiprocessing.get_context("fork").Pool(self.processes, initializer=quiet_worker) as pool:
                 for written, unchanged, kept in pool.imap_unordered(_chunk, chunks):
                     self.out.written.extend(written)
                     self.out.unchanged += unchanged
