@@ -58,17 +58,19 @@ def split_changes(ctx: Context) -> tuple[Diff, set[str]]:
 
 
 def _holding(changes: Diff, mine: set[str]) -> set[str]:
-    """The added directories left only because what the tested packages left
-    is inside them: the dependencies made them (/usr/lib/python3/) and their
-    purge could not remove them, not empty.  They are the tested packages'
-    leftovers, not a dependency's."""
+    """The added directories left because the tested packages' files were
+    inside them: the dependencies made them and, purged first (piuparts'
+    order), could not remove them, not empty.  The files may be left too
+    (python3-django-horizon's under /usr/lib/python3/) or gone with the
+    tested packages' own purge (neutron-metadata-agent's ini file in
+    neutron-common's /etc/neutron/).  They are the tested packages' leftovers,
+    not a dependency's."""
     ancestors = set()
-    for path in changes.added:
-        if path in mine:
-            parent = path.rstrip("/").rpartition("/")[0]
-            while parent and parent not in ancestors:
-                ancestors.add(parent)
-                parent = parent.rpartition("/")[0]
+    for path in mine:
+        parent = path.rstrip("/").rpartition("/")[0]
+        while parent and parent not in ancestors:
+            ancestors.add(parent)
+            parent = parent.rpartition("/")[0]
     return {path for path in changes.added if path.rstrip("/") in ancestors}
 
 

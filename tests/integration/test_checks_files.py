@@ -201,6 +201,24 @@ INSIDE_DEP = DebSpec("pp-inside-dep", depends="pp-dep-plain", scripts={
     "preinst": 'mkdir -p /usr/share/pp-dep-plain/local/enabled'})
 
 
+#: Its postinst writes a file into the directory its dependency ships, its purge removes
+#: the file: the dependency, purged first, could not remove its directory
+#: (neutron-metadata-agent's ini file in neutron-common's /etc/neutron/).
+FILE_IN_DEP = DebSpec("pp-file-in-dep", depends="pp-dep-plain", scripts={
+    "postinst": 'if [ "$1" = configure ]; then echo x > /usr/share/pp-dep-plain/mine.conf; fi',
+    "postrm": 'if [ "$1" = purge ]; then rm -f /usr/share/pp-dep-plain/mine.conf; fi'})
+
+
+@pytest.mark.parametrize("mode", ["--no-upgrade-test", "--purge-dependencies"])
+def test_a_dependency_directory_kept_by_the_packages_file_is_the_packages(cache_dir, debs, tmp_path, mode):
+    repo = make_repo(tmp_path / "repo", [debs(DEP_PLAIN)])
+    run = piuparts(cache_dir, tmp_path, "--no-upgrade-test", mode, "--extra-repo", repo, str(debs(FILE_IN_DEP)))
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert found(run) == {("leftovers", "/usr/share/pp-dep-plain/", "not owned", "pp-file-in-dep",
+                           "left behind after purge")}
+    assert leaks(cache_dir) == []
+
+
 @pytest.mark.parametrize("mode", ["--no-upgrade-test", "--purge-dependencies"])
 def test_a_dependency_directory_kept_by_the_packages_leftover_is_the_packages(cache_dir, debs, tmp_path, mode):
     # dpkg cannot remove the dependency's /usr/share/pp-dep-plain/ at its
