@@ -58,8 +58,10 @@ log = logging.getLogger("piuparts")
 
 #: Changes whenever what a key covers or what a layer holds changes: older keys are not used
 #: (3: a layer's key names what it was made on, and the layer it was built over;
-#: 4: a stack records the content key of what it holds, an answer what its test fetches).
-FORMAT = 4
+#: 4: a stack records the content key of what it holds, an answer what its test fetches;
+#: 5: instances name the host in /etc/hosts before the dependencies' scripts run, so netbase's
+#: postinst no longer writes one without the host name into the layer).
+FORMAT = 5
 #: Setup artefacts a layer never keeps, whatever the install did to them.
 SETUP_PATHS = ("/etc/resolv.conf", "/etc/hosts", "/etc/apt/sources.list.d/piuparts-extra.list")
 def key(material: Sequence[str]) -> str:

@@ -294,20 +294,32 @@ fi"""})
     no_leaks(cache_dir, offline)
 
 
+#: As netbase's postinst does: an /etc/hosts without the host's name when there is none.
+HOSTS_MAKER = DebSpec("pp-hosts-maker", scripts={"postinst": """\
+if [ "$1" = configure ] && [ ! -e /etc/hosts ]; then
+    printf '127.0.0.1\\tlocalhost\\n::1\\tlocalhost ip6-localhost ip6-loopback\\n' > /etc/hosts
+fi"""})
+
+
 def test_a_postinst_asking_the_host_name_gets_it_without_a_network(cache_dir, debs, tmp_path):
-    # nova-common's postinst runs hostname --fqdn, which needs the name in
-    # /etc/hosts when no DNS knows it: every installed Debian system has
-    # it there, the bases (debootstrap, mmdebstrap) do not.  The night over
-    # the OpenStack section failed nova-common on it (a false verdict).
-    probe = DebSpec("pp-hostname", scripts={"postinst": """\
+    # nova-common's config script runs hostname -i (cinder-common's and others'
+    # hostname --fqdn), which needs the name in /etc/hosts when no DNS knows
+    # it: every installed Debian system has it there, the bases (debootstrap,
+    # mmdebstrap) do not, and netbase's postinst, run in a dependency layer,
+    # wrote one without it.  The night over the OpenStack section failed
+    # nova-common on it (a false verdict).
+    probe = DebSpec("pp-hostname", depends="pp-hosts-maker", scripts={"postinst": """\
 if [ "$1" = configure ]; then
     name=$(hostname --fqdn) || exit 1
+    hostname -i >/dev/null || exit 1
     grep -q "^127.0.1.1[[:space:]]$(hostname)$" /etc/hosts || { echo "not in /etc/hosts: $name" >&2; exit 1; }
 fi"""})
-    run = piuparts(cache_dir, tmp_path, "--no-network", str(probe.build(tmp_path)))
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert run.findings() == []  # nor is /etc/hosts a leftover
-    no_leaks(cache_dir, run)
+    repo = make_repo(tmp_path / "repo", [debs(HOSTS_MAKER)])
+    for mode in ("--no-upgrade-test", "--purge-dependencies"):  # over a dependency layer, and without
+        run = piuparts(cache_dir, tmp_path, "--no-network", mode, "--extra-repo", repo, str(debs(probe)))
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert run.findings() == []  # nor is /etc/hosts a leftover
+        no_leaks(cache_dir, run)
 
 
 # ---------------------------------------------------------------- proxies
