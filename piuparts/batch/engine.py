@@ -340,11 +340,12 @@ class Coordinator:
         return None
 
     def rederive(self) -> None:
-        """Recompute the sections that have new results (a big one not more often than its cost allows,
-        unless the executor would otherwise go idle)."""
-        idle = not self.in_flight
+        """Recompute the sections that have new results, a big one not more often than its cost
+        allows (:meth:`fill` recomputes at once when the queues hold nothing to start: a result
+        may have unblocked what depends on it).  Not at every idle moment: with one worker that
+        is after every test, a whole archive's derive a test."""
         for run in self.runs.values():
-            if run.stale and (idle or not run.fresh_enough()):
+            if run.stale and not run.fresh_enough():
                 run.derive(self.run_id)
 
     def fill(self) -> None:
