@@ -222,14 +222,21 @@ def main() -> int:
     p.add_argument("--delay", type=float, default=0.0)
     p.add_argument("--recorded", type=Path, default=Path("/var/tmp/piuparts-night/batch.sqlite"))
     p.add_argument("--work-dir", type=Path, default=Path("/var/tmp/piuparts-bench-scale"))
+    p.add_argument("--prepared", type=int, metavar="SIZE", help=argparse.SUPPRESS)  # the measuring process
     opts = p.parse_args()
     work = opts.work_dir.resolve() / str(opts.packages)
-    subprocess.run(["rm", "-rf", str(work)], check=True)
-    work.mkdir(parents=True)
     dist, mirror_url = host_archive()
     arch = host_architecture()
-    text = fetch_packages(mirror_url, dist, arch, opts.work_dir.resolve() / "download")
-    mirror, size = write_mirror(text, opts.packages, work, dist, arch)
+    if opts.prepared is None:
+        # The archive is parsed here, the nights run in a process of their own: its peak
+        # memory is the coordinator's, not the bench's parsing of the Packages file.
+        subprocess.run(["rm", "-rf", str(work)], check=True)
+        work.mkdir(parents=True)
+        text = fetch_packages(mirror_url, dist, arch, opts.work_dir.resolve() / "download")
+        _, size = write_mirror(text, opts.packages, work, dist, arch)
+        del text
+        return subprocess.run([sys.executable, *sys.argv, "--prepared", str(size)]).returncode
+    mirror, size = work / "mirror", opts.prepared
     results = recorded(opts.recorded)
     print(f"{size} packages of {dist} main ({arch}); {opts.nights} nights; workers {opts.workers}", flush=True)
     out: dict[str, Any] = {"packages": size, "distribution": dist, "delay": opts.delay, "first_night": {}}
