@@ -25,7 +25,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Sequence
+from typing import AbstractSet, Any, Callable, ContextManager, Sequence
 
 from piuparts import __version__, aptsources, resources
 from piuparts.api import RunConfig
@@ -150,7 +150,7 @@ class SectionRun:
         self.derived_at = time.monotonic()
         self.stale = False
 
-    def next_due(self, now: float, skip: set[str], done: set[str] = frozenset()) -> str | None:
+    def next_due(self, now: float, skip: AbstractSet[str], done: AbstractSet[str] = frozenset()) -> str | None:
         """The first queued package that is due now and in neither ``skip``
         (running) nor ``done`` (tested in this run, for good: the head of the
         queue moves past them, so a night is not quadratic in its packages)."""
