@@ -58,12 +58,13 @@ class Distros:
         """Whether ``name`` means more than the apt suite of that name."""
         return bool(self.blocks.get(name))
 
-    def _get(self, name: str, key: str) -> str | None:
+    def value(self, name: str, key: str) -> str | None:
+        """The value of ``key`` in the block ``name``, or None."""
         return self.blocks.get(name, {}).get(key)
 
     def virtual(self, name: str) -> bool:
         """A name for its ``depends`` alone (``uri = None``)."""
-        return self._get(name, "uri") == "None"
+        return self.value(name, "uri") == "None"
 
     def chain(self, name: str) -> list[str]:
         """``name`` after everything it depends on (each once, depth first, as
@@ -78,7 +79,7 @@ class Distros:
             if current in seen:
                 return
             seen.add(current)
-            for dependency in (self._get(current, "depends") or "").split():
+            for dependency in (self.value(current, "depends") or "").split():
                 visit(dependency, (*trail, current))
             if not self.virtual(current):
                 done.append(current)
@@ -91,20 +92,20 @@ class Distros:
         """The archive's name of ``name``."""
         if self.virtual(name):
             name = self.chain(name)[0]
-        return self._get(name, "distribution") or name
+        return self.value(name, "distribution") or name
 
     def mirror(self, name: str, default: str) -> str:
         """Where ``name`` is fetched from."""
         if self.virtual(name):
             name = self.chain(name)[0]
-        return (self._get(name, "uri") or default).rstrip("/")
+        return (self.value(name, "uri") or default).rstrip("/")
 
     def apt_lines(self, name: str, mirror: str, components: Sequence[str]) -> list[str]:
         """The sources.list lines of ``name``, as piuparts writes them: one a
         component of each distribution of its chain that has it."""
         lines = []
         for distro in self.chain(name):
-            has = (self._get(distro, "components") or "").split()
+            has = (self.value(distro, "components") or "").split()
             for component in components:
                 if not has or component in has:
                     lines.append(f"deb {self.mirror(distro, mirror)} {self.suite(distro)} {component}")
@@ -132,7 +133,7 @@ def resolve(distros: Distros, name: str, mirror: str, components: Sequence[str])
         return None
     chain = distros.chain(name)
     lines = distros.apt_lines(name, mirror, components)
-    release = distros._get(name, "target-release")
+    release = distros.value(name, "target-release")
     base = chain[0]
     said = (f"-d {name}: {distros.path} makes it " + " + ".join(distros.suite(d) for d in chain)
             + (f", installing from {release}" if release else ""))
@@ -145,7 +146,7 @@ def plain_suite(distros: Distros, name: str) -> str:
     gives it one; a chain there is not supported yet (a one-line error)."""
     if not distros.knows(name):
         return name
-    if distros._get(name, "depends") or distros._get(name, "uri"):
+    if distros.value(name, "depends") or distros.value(name, "uri"):
         raise UsageError(f"-d {name}: {distros.path} makes it more than one suite, which piuparts-ng takes only "
                          "as the first -d; name the release to upgrade to by its suite")
     return distros.suite(name)

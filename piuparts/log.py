@@ -17,7 +17,8 @@ from piuparts.command import SHORT
 
 #: A record attribute for the terminal view (:mod:`piuparts.report.terminal`):
 #: ``"headline"`` (shown as it is), ``("scenario", ScenarioResult)``, ``("step",
-#: Step)`` (a step starts) or ``("checks", POINT, SECONDS)`` (the checks looked).
+#: Step)`` (a step starts) or ``("checks", POINT, SECONDS, FAILED)`` (the checks looked,
+#: FAILED of their findings fail).
 #: The other records go to the log files only, unless -v.
 VIEW = "piuparts_view"
 HEADLINE = {VIEW: "headline"}

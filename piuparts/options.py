@@ -74,7 +74,7 @@ def from_args(args: argparse.Namespace, isolated: bool = False) -> RunConfig:
             aptsources.read_host_sources(), aptsources.host_codename())
         distribution = distribution or host_dist
         mirror = mirror or host_mirror
-    known = distros.Distros.read(Path(args.distros_conf))
+    known = distros.Distros.read(Path(args.distros_conf)) if args.distribution else distros.Distros()
     start = distros.resolve(known, distribution, mirror, components) if args.distribution else None
     if start is not None:  # a name distros.conf knows: its base suite, its mirror, its sources
         log.info("%s", start.said, extra=HEADLINE)  # on a terminal too: the name became something else

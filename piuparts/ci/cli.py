@@ -11,7 +11,6 @@ error; 130 interrupted by Ctrl-C.  ``ci notify`` always exits 0.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ from piuparts.batch import executor as executor_mod, executor_options
 from piuparts.batch.engine import Stop
 from piuparts.ci import notify, run as run_mod
 from piuparts.ci.run import Options, Report
+from piuparts.report import terminal
 
 EPILOG = """\
 exit codes:
@@ -159,9 +159,9 @@ def _one(options: Options, args: argparse.Namespace, suffix: str = "") -> int:
     make = _executor(args, options)
     stop = Stop()
     previous = signal.signal(signal.SIGINT, stop.press)
-    bar = _Bar() if sys.stdout.isatty() and os.environ.get("TERM", "") != "dumb" else None
+    bar = _Bar() if terminal.wanted(sys.stdout) else None
     try:
-        report = run_mod.run(options, stop, make, bar.say if bar else _say, bar)
+        report = run_mod.run(options, stop, make, bar.say, bar) if bar else run_mod.run(options, stop, make, _say)
     finally:
         if bar is not None:
             bar.close()

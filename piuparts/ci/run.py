@@ -178,7 +178,7 @@ def prepare(options: Options) -> tuple[Repository, State, tuple[str, ...], str]:
 
 
 def run(options: Options, stop: Stop, executor_factory: Callable[[int, Path], Executor],
-        say: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None) -> Report:
+        say: Callable[[str], None] = print, progress: Callable[[int, int], None] = lambda done, total: None) -> Report:
     """One pass; the caller handles signals (``stop``) and reports.  ``say``
     gets a line per test ended; ``progress`` (a bar) the tests ended of all."""
     start = time.monotonic()
@@ -228,7 +228,7 @@ def _remember(state: State, arch: str, repo: Repository, tested: dict[str, Binar
 
 def _test(options: Options, repo: Repository, state: State, units: list[ch.Unit], report: Report,
           events: list[Event], stop: Stop, executor_factory: Callable[[int, Path], Executor],
-          say: Callable[[str], None], progress: Callable[[int, int], None] | None = None) -> None:
+          say: Callable[[str], None], progress: Callable[[int, int], None]) -> None:
     """Fetch the .debs, make the configurations and run the tests."""
     debs = {b.name: repo.fetch(b, state.dir / "downloads") for u in units for b in u.binaries}
     outcomes = []
@@ -262,7 +262,7 @@ def _test(options: Options, repo: Repository, state: State, units: list[ch.Unit]
         status = "interrupted"
         try:
             _loop(options, db, run_id, tasks, stop, executor_factory(min(options.workers, len(tasks)), state.logs),
-                  state, say, progress or (lambda done, total: None))
+                  state, say, progress)
             status = "done" if stop.presses == 0 else "interrupted"
         finally:
             db.end_run(run_id, status)
