@@ -273,7 +273,8 @@ def _run_scenarios(backend: Backend, config: RunConfig,
                             "base": backend.describe()}
     log.info("Testing %s on %s (%s) from %s", subject.label, " -> ".join(config.distributions),
              spec.architecture, spec.mirror, extra=logsetup.HEADLINE)
-    hooks = Hooks.from_dirs(config.scriptsdirs, subject.objects, spec.distribution)
+    hooks = Hooks.from_dirs(config.scriptsdirs, subject.objects,
+                            config.hooks_name(0) if config.distribution_names else spec.distribution)
     settings = Settings(config.ignores, config.max_command_runtime, dict(config.severities),
                         config.install_remove_install, config.install_purge_install, hooks,
                         prompt_timeout=config.prompt_timeout, deb_cache=config.cache_dir / "debs",

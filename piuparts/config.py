@@ -27,8 +27,9 @@ from piuparts.state import Ignores
 #: the data instead of guessing.
 SCHEMA_VERSION = 1
 #: The version of RunConfig's JSON form (2: a backend's own settings moved into
-#: ``backend_options``; 3: ``default_release``), refused in the same way.
-CONFIG_VERSION = 3
+#: ``backend_options``; 3: ``default_release``; 4: ``distribution_names`` and
+#: ``upgrades``), refused in the same way.
+CONFIG_VERSION = 4
 
 
 #: Each backend's check of its own settings (``RunConfig.backend_options``), by
@@ -145,12 +146,27 @@ class RunConfig:
     apt_sources: str | None = None
     #: distros.conf's target-release of the first -d: APT::Default-Release inside (piuparts' -t).
     default_release: str | None = None
+    #: PIUPARTS_DISTRIBUTION in each of ``distributions``, where distros.conf names them
+    #: otherwise (empty: the names in ``distributions``).
+    distribution_names: tuple[str, ...] = ()
+    #: For each distribution after the first, distros.conf's (sources, target-release): the
+    #: instance's whole sources.list there and what apt installs from once there; empty, or
+    #: ("", ""), where the dist-upgrade renames the suite of the entries the instance has.
+    upgrades: tuple[tuple[str, str], ...] = ()
     version: int = CONFIG_VERSION
 
     @property
     def distribution(self) -> str:
         """The distribution the test starts in."""
         return self.distributions[0]
+
+    def hooks_name(self, index: int) -> str:
+        """PIUPARTS_DISTRIBUTION in ``distributions[index]``."""
+        return self.distribution_names[index] if self.distribution_names else self.distributions[index]
+
+    def upgrade(self, index: int) -> tuple[str, str]:
+        """The (sources, target-release) of the dist-upgrade to ``distributions[index]``, see ``upgrades``."""
+        return self.upgrades[index - 1] if self.upgrades else ("", "")
 
     @cached_property
     def ignores(self) -> Any:

@@ -15,14 +15,18 @@ Each block names a distribution; its keys (all optional):
 - ``candidates``: the master's, for its Packages files (not used here).
 
 The first ``-d NAME``, with NAME a block here, starts the test in the
-chain NAME stands for (see :func:`resolve`); a name with no block is one
-apt suite, as without the file.  The file is read as piuparts reads it
+chain NAME stands for (see :func:`resolve`); a later one is a release the
+test dist-upgrades to (see :func:`upgrade`), as piuparts.debian.org's
+``bullseye2next`` (to the virtual ``bullseye-next``) or ``sid2experimental``
+(to ``experimental`` over sid, installing from experimental).  A name with
+no block is one apt suite, as without the file.  The file is read as piuparts reads it
 (configparser).
 """
 
 from __future__ import annotations
 
 import configparser
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -61,6 +65,13 @@ class Distros:
     def value(self, name: str, key: str) -> str | None:
         """The value of ``key`` in the block ``name``, or None."""
         return self.blocks.get(name, {}).get(key)
+
+    def target_release(self, name: str) -> str | None:
+        """The block's target-release: a release name (it goes into apt's configuration inside)."""
+        release = self.value(name, "target-release")
+        if release is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+~-]*", release):
+            raise UsageError(f"{self.path}: [{name}] target-release {release!r} is not a release name; fix it")
+        return release
 
     def virtual(self, name: str) -> bool:
         """A name for its ``depends`` alone (``uri = None``)."""
@@ -123,6 +134,8 @@ class Start:
     sources: str
     #: APT::Default-Release inside, or None.
     target_release: str | None
+    #: PIUPARTS_DISTRIBUTION, as piuparts names it (the block's distribution, or its name).
+    hooks_name: str
     #: One line for the log: what the name became.
     said: str
 
@@ -133,20 +146,48 @@ def resolve(distros: Distros, name: str, mirror: str, components: Sequence[str])
         return None
     chain = distros.chain(name)
     lines = distros.apt_lines(name, mirror, components)
-    release = distros.value(name, "target-release")
+    release = distros.target_release(name)
     base = chain[0]
     said = (f"-d {name}: {distros.path} makes it " + " + ".join(distros.suite(d) for d in chain)
             + (f", installing from {release}" if release else ""))
     return Start(distros.suite(base), distros.mirror(base, mirror), "".join(f"{line}\n" for line in lines),
-                 release, said)
+                 release, distros.suite(name), said)
 
 
-def plain_suite(distros: Distros, name: str) -> str:
-    """A later -d (a release to upgrade to): its archive name when distros.conf
-    gives it one; a chain there is not supported yet (a one-line error)."""
-    if not distros.knows(name):
-        return name
-    if distros.value(name, "depends") or distros.value(name, "uri"):
-        raise UsageError(f"-d {name}: {distros.path} makes it more than one suite, which piuparts-ng takes only "
-                         "as the first -d; name the release to upgrade to by its suite")
-    return distros.suite(name)
+@dataclass(frozen=True)
+class Upgrade:
+    """What a later ``-d NAME`` (a release to dist-upgrade to) means."""
+
+    #: What the run calls it (config.distributions): the suite of a plain name
+    #: or an alias, the -d name itself for a chain.
+    name: str
+    #: PIUPARTS_DISTRIBUTION once there, as piuparts names it.
+    hooks_name: str
+    #: The instance's whole sources.list there, or "" to rename the suite of the
+    #: entries it has (their mirror, their pockets kept).
+    sources: str
+    #: distros.conf's target-release of NAME: what apt installs from once there.
+    target_release: str
+    #: One line for the log, or None when the name is a plain suite.
+    said: str | None
+
+
+def _is_chain(distros: Distros, name: str) -> bool:
+    """More than a new name for one suite of the -m mirror."""
+    return any(distros.value(name, key) for key in ("depends", "uri", "target-release"))
+
+
+def upgrade(distros: Distros, name: str, mirror: str, components: Sequence[str], after_chain: bool) -> Upgrade:
+    """A later ``-d name``.  A plain name or an alias renames the suite of the
+    instance's sources, as without the file; a chain writes them whole, as
+    piuparts does (and so does the name after a chain: there is no one suite
+    left to rename)."""
+    suite = distros.suite(name)
+    chain = _is_chain(distros, name)
+    if not (chain or after_chain):
+        return Upgrade(suite, suite, "", "", None)
+    lines = distros.apt_lines(name, mirror, components)
+    release = distros.target_release(name) or ""
+    said = (f"-d {name}: {distros.path} makes it " + " + ".join(distros.suite(d) for d in distros.chain(name))
+            + (f", installing from {release}" if release else "")) if chain else None
+    return Upgrade(name if chain else suite, suite, "".join(f"{line}\n" for line in lines), release, said)

@@ -98,10 +98,17 @@ def from_args(args: argparse.Namespace, isolated: bool = False) -> RunConfig:
     if min(args.base_max_age, args.lists_max_age, args.max_command_runtime, args.prompt_timeout) <= 0:
         raise UsageError("--base-max-age, --lists-max-age, --max-command-runtime and --prompt-timeout "
                          "must be positive")
-    distributions = (distribution, *(distros.plain_suite(known, d) for d in (args.distribution or [])[1:]))
-    for name in distributions[1:]:
-        if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", name):
+    upgrades, after_chain = [], start is not None
+    for name in (args.distribution or [])[1:]:
+        upgrade = distros.upgrade(known, name, mirror, components, after_chain)
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", upgrade.name):
             raise UsageError(f"-d {name!r}: not a distribution name (use a codename such as trixie)")
+        if upgrade.said:
+            log.info("%s", upgrade.said, extra=HEADLINE)
+        upgrades.append(upgrade)
+        after_chain = upgrade.said is not None
+    distributions = (distribution, *(upgrade.name for upgrade in upgrades))
+    names = ((start.hooks_name if start else distribution), *(upgrade.hooks_name for upgrade in upgrades))
     from piuparts.backends import base as backends
     backend, backend_options = backends.choose(args)
     config = RunConfig(
@@ -124,6 +131,8 @@ def from_args(args: argparse.Namespace, isolated: bool = False) -> RunConfig:
         apt_sources=(start.sources if start is not None and not args.keep_sources_list else
                      given_base_sources(args, backend, mirror, distribution, components)),
         default_release=start.target_release if start is not None else None,
+        distribution_names=names if names != distributions else (),
+        upgrades=tuple((u.sources, u.target_release) for u in upgrades) if any(u.sources for u in upgrades) else (),
         **instance_options(args))
     config.ignores  # a bad -I regular expression is a usage error now, not in the middle of a run
     return own_dependencies(config)

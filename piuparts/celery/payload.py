@@ -122,7 +122,10 @@ class Payload:
         if config.bindmounts or config.scriptsdirs:
             raise UsageError("task payload: --bindmount and --scriptsdir name directories of another machine; "
                              "a worker does not take them")
-        words = (*config.distributions, *config.components, config.architecture)
+        # Target releases go into apt's configuration inside: names, nothing that could end a value there.
+        releases = tuple(r for r in (config.default_release, *(r for _, r in config.upgrades)) if r)
+        words = (*config.distributions, *config.components, config.architecture, *config.distribution_names,
+                 *releases)
         bad = [w for w in words if not _WORD.fullmatch(w)]
         if bad or not config.distributions:
             raise UsageError(f"task payload: {bad[0] if bad else 'distributions'!r} is not a distribution, "
@@ -130,7 +133,10 @@ class Payload:
         if config.tmpfs_size is not None and not _TMPFS_SIZE.fullmatch(config.tmpfs_size):
             raise UsageError(f"task payload: tmpfs size {config.tmpfs_size!r} is not a size")
         _check_url("mirror", config.mirror.split()[0] if config.mirror.split() else "", repo_dirs)
-        for line in config.extra_repos:
+        # The sources an instance gets (distros.conf's chains) reach no further than the extra repositories.
+        sources = [config.apt_sources or "", *(text for text, _ in config.upgrades)]
+        lines = [line for text in sources for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        for line in (*config.extra_repos, *lines):
             _check_repo_line(line, repo_dirs)
         return replace_config(config, cache_dir=cache_dir, no_network=config.no_network or not scripts_network)
 

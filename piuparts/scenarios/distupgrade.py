@@ -53,6 +53,7 @@ from piuparts.command import Result, failure_message
 from piuparts.errors import TestbedError, UsageError
 from piuparts.hooks import Hooks, distupgrade_env, failures
 from piuparts.inputs import TestSubject
+from piuparts.instance_setup import APT_CONF
 from piuparts.scenarios import ScenarioResult, Snapshot
 from piuparts.scenarios.install_upgrade_purge import parse_madison
 from piuparts.scenarios.runner import Runner, Settings, classify_install_failure
@@ -92,14 +93,35 @@ def rewrite_sources(text: str, current: str, target: str) -> tuple[str, int]:
     return entry.subn(lambda match: match[1] + target, text)
 
 
-def switch_sources(chroot: Chroot, current: str, target: str) -> None:
-    """Point the instance's apt sources at ``target`` instead of ``current``."""
+def switch_sources(chroot: Chroot, current: str, target: str, sources: str = "") -> None:
+    """Point the instance's apt sources at ``target`` instead of ``current``:
+    ``sources`` written whole when distros.conf gives them, else the suite renamed.
+    No target release for the dist-upgrade itself: piuparts gives -t to installs alone."""
+    set_release(chroot, "")
+    if sources:
+        chroot.write_text(SOURCES_LIST, sources)
+        return
     text = chroot.read_text(SOURCES_LIST)
     new, count = rewrite_sources(text, current, target)
     if not count:
         raise TestbedError(f"{SOURCES_LIST} of the instance has no '{current}' entry to move to {target} "
                            "(the dist-upgrade renames the suite of the base's own entries)")
     chroot.write_text(SOURCES_LIST, new)
+
+
+def set_release(chroot: Chroot, release: str) -> None:
+    """APT::Default-Release in the instance's options file: ``release``, or none."""
+    text = chroot.read_text(APT_CONF)
+    lines = [line for line in text.splitlines(keepends=True) if not line.startswith("APT::Default-Release ")]
+    if release:
+        lines.append(f'APT::Default-Release "{release}";\n')
+    if text or release:
+        chroot.write_text(APT_CONF, "".join(lines) if text else f"// piuparts-ng: distros.conf\n{lines[0]}")
+
+
+def hooks_env(options: "RunConfig", index: int, done: bool) -> dict[str, str]:
+    """The dist-upgrade hooks' environment around the upgrade to ``distributions[index]``."""
+    return distupgrade_env(options.hooks_name(index - 1), options.hooks_name(index), done)
 
 
 def check_update(result: Result, target: str) -> None:
@@ -111,10 +133,6 @@ def check_update(result: Result, target: str) -> None:
         raise UsageError(f"-d {target}: the mirror has no distribution of that name "
                          "(apt-get update found no Release file for it)")
     raise TestbedError(failure_message(result, f"apt-get update for {target}"))
-
-
-def _pairs(distributions: tuple[str, ...]) -> list[tuple[str, str]]:
-    return list(zip(distributions, distributions[1:]))
 
 
 def skip_reason(chroot: Chroot, subject: TestSubject, distribution: str) -> str | None:
@@ -195,9 +213,12 @@ class Reference:
             "objects": settings.hooks.env.get("PIUPARTS_OBJECTS", "") if hooks and settings.hooks else "",
             # What the targets hold now: archive changes since the reference was made are not the package's.
             "releases": {target: digests.suite_digest(plan.backend.spec.mirror, target)
-                         for target in options.distributions[1:]},
+                         for index, target in enumerate(options.distributions[1:], 1) if not options.upgrade(index)[0]},
             "extra_repo_content": [digests.source_digest(line) for line in options.extra_repos],
         }
+        if options.upgrades:  # distros.conf's: the sources written whole, and what each of their lines holds now
+            material["upgrades"] = [[sources, release, [digests.source_digest(line) for line in sources.splitlines()]]
+                                    for sources, release in options.upgrades]
         digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()[:12]
         self.material = material
         self.dir = options.cache_dir / "references" / (
@@ -253,8 +274,8 @@ class Reference:
         with resources.building(self.dir) as tmp:
             with self.plan.backend.instance() as chroot:
                 self.plan.setup(chroot)
-                for current, target in _pairs(distributions):
-                    self._upgrade(chroot, current, target)
+                for index in range(1, len(distributions)):  # each dist-upgrade, by its target
+                    self._upgrade(chroot, index)
                 obsolete = obsolete_packages(chroot)
                 if obsolete:  # as Debian's post_distupgrade_base_cleanup hook does
                     log.info("Purging from the reference what %s no longer has: %s", distributions[-1],
@@ -269,17 +290,21 @@ class Reference:
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
         log.info("Built reference %s in %.1f s", self.dir, time.monotonic() - start)
 
-    def _upgrade(self, chroot: Chroot, current: str, target: str) -> None:
+    def _upgrade(self, chroot: Chroot, index: int) -> None:
         """One dist-upgrade of the reference; any failure is the test bed's, not the package's."""
-        self._hooks(chroot, "pre_distupgrade", distupgrade_env(current, target, done=False))
-        switch_sources(chroot, current, target)
+        options = self.plan.options
+        current, target = options.distributions[index - 1], options.distributions[index]
+        sources, release = options.upgrade(index)
+        self._hooks(chroot, "pre_distupgrade", hooks_env(options, index, done=False))
+        switch_sources(chroot, current, target, sources)
         timeout = self.settings.timeout
         check_update(chroot.run(["apt-get", "update"], timeout=timeout, network=True), target)
         debcache.download(chroot, [*APT, "dist-upgrade"], timeout)
         chroot.run([*APT, "dist-upgrade"], timeout=timeout, error=TestbedError, terminal=True,
                    prompt_timeout=self.settings.prompt_timeout,
                    what=f"the dist-upgrade of the reference to {target} (without the tested packages)")
-        self._hooks(chroot, "post_distupgrade", distupgrade_env(current, target, done=True))
+        set_release(chroot, release)
+        self._hooks(chroot, "post_distupgrade", hooks_env(options, index, done=True))
 
     def _hooks(self, chroot: Chroot, phase: str, env: dict[str, str]) -> None:
         if self.settings.hooks is None:
@@ -293,11 +318,11 @@ class Reference:
 class DistupgradeRunner(Runner):
     """The runner's steps plus the dist-upgrades and the switch to the reference."""
 
-    def __init__(self, chroot: Chroot, subject: TestSubject, settings: Settings,
-                 distributions: tuple[str, ...]) -> None:
+    def __init__(self, chroot: Chroot, subject: TestSubject, settings: Settings, options: "RunConfig") -> None:
         # The hooks' environment follows the upgrades: this run gets a copy of its own.
         hooks = settings.hooks and Hooks(settings.hooks.scripts, dict(settings.hooks.env))
-        super().__init__(title(distributions), chroot, subject, replace(settings, hooks=hooks), test=NAME)
+        super().__init__(title(options.distributions), chroot, subject, replace(settings, hooks=hooks), test=NAME)
+        self.options = options
         #: The tested packages' names, without versions.
         self.names = [deb.package for deb in subject.debs] + [name.split("=", 1)[0] for name in subject.apt_names]
 
@@ -314,21 +339,24 @@ class DistupgradeRunner(Runner):
             hooks.env.clear()
             hooks.env.update(saved)
 
-    def distupgrade(self, current: str, target: str) -> bool:
-        """Hooks, sources switched to ``target``, ``apt-get update`` and ``dist-upgrade``, hooks."""
-        if not self._hook_with("pre_distupgrade", distupgrade_env(current, target, done=False)):
+    def distupgrade(self, index: int) -> bool:
+        """Hooks, sources switched to ``distributions[index]``, ``apt-get update`` and ``dist-upgrade``, hooks."""
+        current, target = self.options.distributions[index - 1], self.options.distributions[index]
+        sources, release = self.options.upgrade(index)
+        if not self._hook_with("pre_distupgrade", hooks_env(self.options, index, done=False)):
             return False
         name = f"dist-upgrade to {target}"
         step = self.outcome.step(name)
-        switch_sources(self.chroot, current, target)
+        switch_sources(self.chroot, current, target, sources)
         check_update(self.outcome.run(step, self.chroot, ["apt-get", "update"], timeout=self.settings.timeout,
                                      network=True),
                      target)
         result = self.run_scripts(step, [*APT, "dist-upgrade"])
         if not result.ok:
             return self._fail(name, classify_install_failure(result, self.subject, name, self.chroot))
+        set_release(self.chroot, release)  # as piuparts' -t for the installs once there
         if self.settings.hooks is not None:
-            self.settings.hooks.env["PIUPARTS_DISTRIBUTION"] = target
+            self.settings.hooks.env["PIUPARTS_DISTRIBUTION"] = self.options.hooks_name(index)
         # As piuparts: install them again where the new distribution has them,
         # for a dist-upgrade that kept them back (or removed them).
         self.phase = NAME
@@ -336,7 +364,7 @@ class DistupgradeRunner(Runner):
         again = known_packages(self.chroot, self.names)
         if again and not self.install(f"install again in {target}", again, first=False):
             return False
-        return self._hook_with("post_distupgrade", distupgrade_env(current, target, done=True))
+        return self._hook_with("post_distupgrade", hooks_env(self.options, index, done=True))
 
     def compare_with(self, reference: Chroot) -> None:
         """Make the reference the "before" of every check: its tree, its
@@ -358,13 +386,13 @@ class DistupgradeRunner(Runner):
         # The dist-upgrades renamed some (t64, a new python3.X): all but the tested ones are dependencies.
         self.ctx.dependencies = [name for name in self.ctx.pulled_in if name.split(":", 1)[0] not in self.names]
 
-    def run_chain(self, distributions: tuple[str, ...], layer: Path, backend: Backend) -> ScenarioResult:
+    def run_chain(self, layer: Path, backend: Backend) -> ScenarioResult:
         """The whole scenario, the reference ``layer`` made ready."""
         first = [deb.package for deb in self.subject.debs] + list(self.subject.apt_names)
         if not (self.start() and self.install("install", first)):
             return self.outcome
-        for current, target in _pairs(distributions):
-            if not self.distupgrade(current, target):
+        for index in range(1, len(self.options.distributions)):
+            if not self.distupgrade(index):
                 return self.outcome
         base = self.chroot.lower
         assert base is not None
@@ -389,8 +417,8 @@ def run(chroot: Chroot, subject: TestSubject, settings: Settings, plan: Plan) ->
     if reason:
         log.info("Skipping %s: %s", name, reason)
         return ScenarioResult(name, skipped=reason)
-    runner = DistupgradeRunner(chroot, subject, settings, distributions)
+    runner = DistupgradeRunner(chroot, subject, settings, plan.options)
     start = time.monotonic()
     with Reference(plan, settings, chroot.lower).held() as layer:
         runner.outcome.timed("reference", start)
-        return runner.run_chain(distributions, layer, plan.backend)
+        return runner.run_chain(layer, plan.backend)

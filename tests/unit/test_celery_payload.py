@@ -112,6 +112,13 @@ def test_missing_field() -> None:
     ({"mirror": "ftp://x/debian"}, "only http://, https:// or file:// under --repo-dir"),
     ({"distributions": ["../../x"]}, "is not a distribution, component or architecture name"),
     ({"tmpfs_size": "1G,exec"}, "is not a size"),
+    # distros.conf's chains: sources no further than extra repositories, target releases names.
+    ({"apt_sources": "deb http://deb.example/debian bookworm main\ndeb file:///root ./\n"},
+     "extra repository file:///root is a local directory outside"),
+    ({"distributions": ["bookworm", "trixie"], "upgrades": [["deb copy:///etc x main\n", ""]]},
+     "extra repository copy:///etc is a local directory outside"),
+    ({"default_release": 'pp"; Dir "/'}, "'pp\"; Dir \"/' is not a distribution"),
+    ({"distributions": ["bookworm", "trixie"], "upgrades": [["", "x y"]]}, "'x y' is not a distribution"),
     ({"cache_dir": "relative"}, "'cache_dir' must be an absolute path"),
     ({"frobnicate": 1}, "run configuration: unknown key 'frobnicate'"),
 ])
