@@ -12,7 +12,8 @@ Each block names a distribution; its keys (all optional):
 - ``depends``: the distributions it is used on top of, in order;
 - ``target-release``: what apt installs from by default (piuparts passes
   ``-t`` to its installs; here ``APT::Default-Release`` in the instance);
-- ``candidates``: the master's, for its Packages files (not used here).
+- ``candidates``: the master's, for its Packages files (``piuparts batch``
+  reads those).
 
 The first ``-d NAME``, with NAME a block here, starts the test in the
 chain NAME stands for (see :func:`resolve`); a later one is a release the
@@ -72,6 +73,11 @@ class Distros:
         if release is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+~-]*", release):
             raise UsageError(f"{self.path}: [{name}] target-release {release!r} is not a release name; fix it")
         return release
+
+    def candidates(self, name: str) -> list[str]:
+        """The distributions whose Packages the master reads for ``name`` (piuparts-master's
+        ``candidates``; ``name`` itself by default)."""
+        return (self.value(name, "candidates") or "").split() or [name]
 
     def virtual(self, name: str) -> bool:
         """A name for its ``depends`` alone (``uri = None``)."""

@@ -1,7 +1,8 @@
 """A section's packages, read from Packages files with python-debian.
 
 A Debian section reads ``MIRROR/dists/DISTRO/AREA/binary-ARCH/Packages``
-(``.xz``, ``.gz`` or plain).  A ``repository =`` section reads that apt
+(``.xz``, ``.gz`` or plain), or those of the ``candidates`` distros.conf
+gives the distro.  A ``repository =`` section reads that apt
 line's Packages files (a local ``file://`` reprepro repository straight
 from disk), and the distro's Packages only for the names and Provides it
 offers the repository's packages as dependencies.  ``packages = GLOB...``
@@ -36,6 +37,7 @@ from debian.debian_support import Version
 from piuparts import aptsources
 from piuparts.batch.config import Section
 from piuparts.batch.states import Package
+from piuparts.distros import Distros
 from piuparts.errors import TestbedError
 
 log = logging.getLogger("piuparts")
@@ -192,9 +194,17 @@ def repository_indexes(line: str, arch: str) -> list[str]:
     return [f"{uri}/dists/{suite}/{comp}/binary-{arch}/Packages" for comp in entry.components]
 
 
+def _distro_tops(section: Section) -> list[str]:
+    """``MIRROR/dists/SUITE`` of each suite the section's distro reads its packages from: the
+    distro itself, or, when the section's distros.conf has a block for it, that block's
+    ``candidates`` (each with its ``uri`` and ``distribution``), as piuparts-master reads them."""
+    known = Distros.read(section.distros_conf)
+    return [f"{known.mirror(name, section.mirror)}/dists/{known.suite(name)}" for name in known.candidates(section.distro)]
+
+
 def distro_indexes(section: Section, arch: str, areas: Iterable[str]) -> list[str]:
     """The distro's Packages URLs of ``areas``."""
-    return [f"{section.mirror}/dists/{section.distro}/{area}/binary-{arch}/Packages" for area in areas]
+    return [f"{top}/{area}/binary-{arch}/Packages" for top in _distro_tops(section) for area in areas]
 
 
 def _sources_indexes(section: Section) -> list[str]:
@@ -204,7 +214,7 @@ def _sources_indexes(section: Section) -> list[str]:
         if suite.endswith("/"):
             return [f"{uri}/{suite.rstrip('/')}/Sources".replace("/./", "/")]
         return [f"{uri}/dists/{suite}/{comp}/source/Sources" for comp in entry.components]
-    return [f"{section.mirror}/dists/{section.distro}/{section.area}/source/Sources"]
+    return [f"{top}/{section.area}/source/Sources" for top in _distro_tops(section)]
 
 
 def uploaders(fetcher: "Fetcher", section: Section) -> dict[str, str]:

@@ -16,7 +16,10 @@ where they mean something here:
 ``reschedule-fail-count``, ``expire-fail-days``, ``auto-reschedule``,
 ``known-problem-directory``, ``exclude-known-problems``, ``description``
 
-and ours: ``repository`` (an apt line: test that repository's packages on
+and ours: ``distros-conf`` (piuparts' distros.conf, by default
+/etc/piuparts/distros.conf as piuparts-master reads it: a ``distro`` or an
+upgrade-test distro with a block there is its chain, and the Packages
+tested are those of its ``candidates``), ``repository`` (an apt line: test that repository's packages on
 top of ``distro``, whose archive provides their dependencies),
 ``packages`` (globs of package names), ``maintainer`` (a regular
 expression searched in Maintainer and Uploaders), ``testbed-retries`` and
@@ -40,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from piuparts.distros import DEFAULT_PATH as DISTROS_CONF
 from piuparts.errors import UsageError
 
 DEFAULT_DB = Path("/var/lib/piuparts-ng/batch.sqlite")
@@ -78,6 +82,7 @@ class Section:
     maintainer: re.Pattern[str] | None = None
     testbed_retries: int = 3
     testbed_retry_delay: float = 600.0
+    distros_conf: Path = DISTROS_CONF
     #: Key -> (file, line) where it was set, for messages about a value.
     where: dict[str, tuple[str, int]] = field(default_factory=dict, compare=False, repr=False)
 
@@ -201,7 +206,7 @@ SECTION_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "exclude-known-problems": ("exclude_known_problems", _words), "description": ("description", str),
     "repository": ("repository", _repository), "packages": ("packages", _words),
     "maintainer": ("maintainer", _regex), "testbed-retries": ("testbed_retries", _count),
-    "testbed-retry-delay": ("testbed_retry_delay", _days),
+    "testbed-retry-delay": ("testbed_retry_delay", _days), "distros-conf": ("distros_conf", _path),
 }
 GLOBAL_KEYS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "sections": ("sections", _words), "db": ("db", _path), "logs": ("logs", _path),
@@ -290,9 +295,10 @@ def _section(path: Path, name: str, raw: _Raw, defaults: dict[str, tuple[Any, tu
     _resolve_expire(values)
     if not values.get("mirror"):
         values["mirror"] = _host_mirror(path, raw.line, name)
-    kpd = values.get("known_problem_directory")
-    if kpd is not None and not kpd.is_absolute():
-        values["known_problem_directory"] = (path.parent / kpd).resolve()
+    for key in ("known_problem_directory", "distros_conf"):  # relative to the file that names them
+        given = values.get(key)
+        if given is not None and not given.is_absolute():
+            values[key] = (path.parent / given).resolve()
     return Section(name=name, where=where, **values)
 
 

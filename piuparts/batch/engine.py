@@ -32,7 +32,7 @@ from piuparts.api import RunConfig
 from piuparts.cli import config_from_argv
 from piuparts.batch import archive as archive_mod, problems, report, schedule, states as st
 from piuparts.batch.cachelimit import CacheLimit
-from piuparts.batch.config import Config, Section
+from piuparts.batch.config import DISTROS_CONF, Config, Section
 from piuparts.batch.records import make_record
 from piuparts.batch.db import Database, Key, Record
 from piuparts.batch.executor import Executor, Finished, Running, Task
@@ -62,6 +62,8 @@ def piuparts_argv(config: Config, section: Section, arch: str, extra_repos: Sequ
              "--tmpfs-size", f"{max(1, 50 // max(1, config.workers))}%"]
     for line in extra_repos:
         argv += ["--extra-repo", line]
+    if section.distros_conf != DISTROS_CONF:
+        argv += ["--distros-conf", str(section.distros_conf)]
     return argv + list(section.piuparts_flags)
 
 

@@ -95,3 +95,27 @@ def test_an_unreachable_mirror_is_a_testbed_error(tmp_path: Path) -> None:
     section = Section("s", "bookworm", mirror="http://127.0.0.1:9/debian")
     with pytest.raises(TestbedError, match="cannot read http://127.0.0.1:9/debian/dists/bookworm/main/binary-amd64"):
         archive.read(section, "amd64", tmp_path)
+
+
+def test_a_distro_that_distros_conf_names_reads_its_candidates(tmp_path: Path) -> None:
+    """piuparts.debian.org's [bullseye-next]: the virtual distro's Packages are its
+    candidates', each from its own uri and distribution; the highest version wins."""
+    mirror, security = tmp_path / "mirror", tmp_path / "security"
+    for top, suite, text in ((mirror, "bullseye", PACKAGES), (mirror, "bullseye-proposed-updates",
+                              "Package: coreutils\nVersion: 9.1-2\nArchitecture: amd64\nMaintainer: M <m@d.o>\n"),
+                             (security, "bullseye-security",
+                              "Package: pp-sec\nVersion: 1.0-1\nArchitecture: all\nMaintainer: M <m@d.o>\n")):
+        (top / f"dists/{suite}/main/binary-amd64").mkdir(parents=True)
+        (top / f"dists/{suite}/main/binary-amd64/Packages").write_text(text)
+    conf = tmp_path / "distros.conf"
+    conf.write_text(f"[bullseye-security]\nuri = file://{security}\ndepends = bullseye\n\n"
+                    "[bullseye-proposed-updates]\ndepends = bullseye\n\n"
+                    "[bullseye-next]\nuri = None\ndepends = bullseye bullseye-security bullseye-proposed-updates\n"
+                    "candidates = bullseye bullseye-security bullseye-proposed-updates\n")
+    section = Section("bullseye-next", "bullseye-next", mirror=f"file://{mirror}", distros_conf=conf)
+    read = archive.read(section, "amd64", tmp_path / "cache")
+    assert sorted(read.packages) == ["coreutils", "nova-common", "pp-sec", "python3-nova"]
+    assert read.packages["coreutils"].version == "9.1-2"
+    # Without a block for it, a distro is its own suite, as before.
+    plain = Section("s", "bullseye", mirror=f"file://{mirror}", distros_conf=conf)
+    assert archive.distro_indexes(plain, "amd64", ["main"]) == [f"file://{mirror}/dists/bullseye/main/binary-amd64/Packages"]

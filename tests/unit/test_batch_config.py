@@ -95,3 +95,28 @@ def test_mistakes_are_one_line_naming_file_line_and_key(tmp_path: Path, text: st
 
 def test_missing_file(tmp_path: Path) -> None:
     assert "cannot read the batch configuration" in error(tmp_path / "nope.conf")
+
+
+def test_distros_conf_is_read_relative_to_the_file_and_passed_to_piuparts(tmp_path: Path) -> None:
+    from piuparts.batch.engine import piuparts_argv
+    path = write(tmp_path, """
+[global]
+sections = next plain
+distros-conf = distros.conf
+
+[next]
+distro = bullseye
+upgrade-test-distros = bullseye bullseye-next
+mirror = http://mirror.invalid/debian
+
+[plain]
+distro = bookworm
+distros-conf = /etc/piuparts/distros.conf
+mirror = http://mirror.invalid/debian
+""")
+    conf = config.load(path)
+    assert conf.sections["next"].distros_conf == tmp_path / "distros.conf"
+    argv = piuparts_argv(conf, conf.sections["next"], "amd64", [])
+    assert argv[:4] == ["-d", "bullseye", "-d", "bullseye-next"]
+    assert argv[argv.index("--distros-conf") + 1] == str(tmp_path / "distros.conf")
+    assert "--distros-conf" not in piuparts_argv(conf, conf.sections["plain"], "amd64", [])  # piuparts' own default
