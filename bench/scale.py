@@ -149,6 +149,17 @@ def recorded(db: Path, work: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
+def replay_result(results: dict[str, dict[str, Any]], name: str) -> RunResult:
+    """The recorded result for ``name``: FAIL for about 3 packages in 100 (by a hash of the name)."""
+    failing = int(hashlib.sha256(name.encode()).hexdigest()[:4], 16) % 100 < 3
+    data = dict(results["FAIL" if failing else "PASS"])
+    data["subject"] = name
+    data["subject_detail"] = {"label": name, "packages": [name]}
+    data["packages"] = [name]
+    data["log_file"] = None
+    return RunResult.from_json(data)
+
+
 class Replay(Executor):
     """The bench's executor: ``slots`` tests at once, each answered after
     ``delay`` seconds with a recorded result, stamped ``clock()``."""
@@ -178,16 +189,9 @@ class Replay(Executor):
         self.pending = [(due, r) for due, r in self.pending if due > now]
         finished = []
         for running in done:
-            name = running.task.package
-            failing = int(hashlib.sha256(name.encode()).hexdigest()[:4], 16) % 100 < 3
-            data = dict(self.results["FAIL" if failing else "PASS"])
-            data["subject"] = name
-            data["subject_detail"] = {"label": name, "packages": [name]}
-            data["packages"] = [name]
-            data["log_file"] = None
             self.tests += 1
-            finished.append(Finished(running.task, RunResult.from_json(data), running.worker, self.clock(),
-                                     self.delay))
+            finished.append(Finished(running.task, replay_result(self.results, running.task.package), running.worker,
+                                     self.clock(), self.delay))
         return finished
 
     def cancel(self) -> None:
