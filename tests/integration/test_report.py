@@ -191,7 +191,8 @@ def test_the_feed_has_pass_to_fail_and_fail_to_pass(site: Site) -> None:
     import xml.etree.ElementTree as ET
     atom = "{http://www.w3.org/2005/Atom}"
     titles = [e.findtext(f"{atom}title") for e in ET.parse(site.out / "feed.atom").getroot().iter(f"{atom}entry")]
-    assert sorted(titles) == ["pp-rp-clean 1.1-1: PASS -> FAIL in team", "pp-rp-fail 1.0-2: FAIL -> PASS in team"]
+    assert sorted(titles) == ["pp-rp-clean 1.1-1 (was 1.0-1): PASS -> FAIL in team",
+                              "pp-rp-fail 1.0-2 (was 1.0-1): FAIL -> PASS in team"]
 
 
 def test_generating_again_rewrites_only_what_changed(site: Site, tmp_path: Path) -> None:

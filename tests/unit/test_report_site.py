@@ -206,16 +206,22 @@ def test_history_graph_has_a_point_a_day(made: tuple[config_mod.Config, Path, si
 def test_feed_has_the_state_changes(made: tuple[config_mod.Config, Path, site_mod.Written]) -> None:
     config, out, _ = made
     verdicts: dict[str, list[str]] = {}
+    versions: dict[str, list[str]] = {}
     with Database(config.db) as db:
         for record in db.results():
             if record.verdict != "ERROR":
                 verdicts.setdefault(record.package, []).append(record.verdict)
+                versions.setdefault(record.package, []).append(record.version)
     changed = {name for name, seen in verdicts.items() if len(set(seen)) > 1}
+    uploaded = {name for name, seen in versions.items() if len(set(seen)) > 1}
     atom = "{http://www.w3.org/2005/Atom}"
     entries = ET.parse(out / "feed.atom").getroot().findall(f"{atom}entry")
     titles = [e.findtext(f"{atom}title") or "" for e in entries]
-    assert titles and all(re.fullmatch(r"pkg-\d+ [\d.-]+: (PASS -> FAIL|FAIL -> PASS) in sid", t) for t in titles)
-    assert {t.split()[0] for t in titles} == changed
+    assert titles and all(re.fullmatch(r"pkg-\d+ [\d.-]+( \(was 0\.9-1\))?: (PASS -> FAIL|FAIL -> PASS) in sid", t)
+                          for t in titles)
+    assert {t.split()[0] for t in titles} == changed | uploaded
+    # Each of the uploads of a new version says the version it replaced.
+    assert {t.split()[0] for t in titles if "(was 0.9-1)" in t} == uploaded
     links = [e.find(f"{atom}link").get("href") for e in entries]  # type: ignore[union-attr]
     assert all((out / link.split("#")[0]).is_file() for link in links)
 
@@ -344,3 +350,17 @@ def test_each_maintainer_has_a_feed_of_their_packages(made: tuple[config_mod.Con
             assert package.is_file() and f"{feed.with_suffix('').name}" in package.read_text()
             seen.add(entry.findtext(f"{atom}title"))
     assert seen == whole
+
+
+def test_an_upload_is_in_the_feed_even_when_its_verdict_stays() -> None:
+    from piuparts.report.html.data import changes
+    from piuparts.report.html.model import Test
+
+    def test(id_: int, package: str, version: str, verdict: str) -> Test:
+        return Test(id_, "team", package, version, "all", verdict.lower(), verdict, NOW + id_, 1.0, "w", "h", 1,
+                    None, (), "0.1", "", "", "", [], None)
+    found = changes([test(1, "rebuilt", "1.0-1", "PASS"), test(2, "same", "2.0-1", "PASS"),
+                     test(3, "rebuilt", "1.0-1+b1", "PASS"), test(4, "same", "2.0-1", "PASS"),
+                     test(5, "fixed", "3.0-1", "FAIL"), test(6, "fixed", "3.0-2", "PASS")])
+    assert [c.title for c in found] == ["fixed 3.0-2 (was 3.0-1): FAIL -> PASS in team",
+                                        "rebuilt 1.0-1+b1 (was 1.0-1): PASS -> PASS in team"]

@@ -6,7 +6,7 @@ writes, with links relative so the site also opens from the file system::
 
     index.html                      every section's counts, graphs, the latest runs
     summary.json                    piuparts.debian.org's summary (by source package)
-    feed.atom                       state changes: pass -> fail, fail -> pass
+    feed.atom                       state changes: pass -> fail, fail -> pass, a new version's first verdict
     runs.html, run/ID.html          each run: what it tested, what changed, the verdicts
     run/ID.json, run/ID.junit.xml   the same for tools (a CI run's JUnit is its own --junit file)
     run/ID.ci.json                  a CI run's own --json report

@@ -230,7 +230,8 @@ def _runs(db: Database, tests: list[Test]) -> list[Run]:
 
 
 def changes(tests: Iterable[Test]) -> list[Change]:
-    """Pass -> fail and fail -> pass of each package of each section, newest first."""
+    """Pass -> fail and fail -> pass of each package of each section, and the first
+    verdict of each new version of a package tested before (an upload), newest first."""
     last: dict[tuple[str, str], Test] = {}
     found = []
     for test in sorted(tests, key=lambda t: t.id):
@@ -238,7 +239,7 @@ def changes(tests: Iterable[Test]) -> list[Change]:
             continue
         key = (test.section, test.package)
         before = last.get(key)
-        if before is not None and before.verdict != test.verdict:
+        if before is not None and (before.verdict != test.verdict or before.version != test.version):
             found.append(Change(test.section, test.package, before, test))
         last[key] = test
     return sorted(found, key=lambda c: c.after.id, reverse=True)

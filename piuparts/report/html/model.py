@@ -306,7 +306,7 @@ CHANGE_WORDS = {"new": "new", "changed": "upgraded", "rebuilt": "rebuilt", "remo
 
 @dataclass
 class Change:
-    """A state change for the feed: a package went from pass to fail or back."""
+    """A change for the feed: a package went from pass to fail or back, or a new version of it had its first verdict."""
 
     section: str
     package: str
@@ -315,8 +315,10 @@ class Change:
 
     @property
     def title(self) -> str:
-        """``foo 1.0-2: FAIL -> PASS in team``."""
-        return f"{self.package} {self.after.version}: {self.before.verdict} -> {self.after.verdict} in {self.section}"
+        """``foo 1.0-2: FAIL -> PASS in team``; ``foo 1.0-3 (was 1.0-2): PASS -> PASS in team`` after an upload."""
+        was = f" (was {self.before.version})" if self.before.version != self.after.version else ""
+        return (f"{self.package} {self.after.version}{was}: {self.before.verdict} -> {self.after.verdict} "
+                f"in {self.section}")
 
 
 @dataclass
