@@ -59,6 +59,7 @@ def serve(args: argparse.Namespace) -> int:
     from piuparts.api import RunResult
     from piuparts.celery import worker
     results = json.loads(Path(args.results).read_text())
+    results["leaves"] = set(results["leaves"])
 
     def replay(_self: Any, _config: Any, subject: Any, _log_dir: Path) -> RunResult:
         time.sleep(args.delay)
@@ -186,7 +187,8 @@ def main() -> int:
     mirror, size = scale.write_mirror(text, args.packages, work, dist, arch)
     del text
     results = work / "results.json"
-    results.write_text(json.dumps(scale.recorded(args.recorded, args.work_dir.resolve() / "recorded")))
+    results.write_text(json.dumps({**scale.recorded(args.recorded, args.work_dir.resolve() / "recorded"),
+                                   "leaves": json.loads((work / "leaves.json").read_text())}))
     conf = scale.write_conf(work, mirror, dist, "celery")
     bench = Bench(work, args.workers, args.delay, results)
     print(f"{size} packages of {dist} main ({arch}); {args.workers} workers, {args.delay} s a test, "
