@@ -55,6 +55,8 @@ class Archive:
     packages: dict[str, Package]
     #: Names (real and virtual) available from outside: the rest of the archive.
     available: frozenset[str]
+    #: What was read, by content (see :func:`identity`).
+    identity: tuple[str, ...] = ()
 
 
 def _relations(text: str) -> tuple[tuple[str, ...], ...]:
@@ -91,14 +93,20 @@ class Fetcher:
 
     def __init__(self, cache: Path | None) -> None:
         self.cache = cache
+        #: ``URL SHA256`` of every file read, in the order read.
+        self.seen: list[str] = []
 
     def read(self, url: str) -> bytes | None:
         """The bytes at ``url``, or None when there is no such file (HTTP 404, no file)."""
         parsed = urlparse(url)
         if parsed.scheme in ("file", "copy"):
             path = Path(unquote(parsed.path))
-            return path.read_bytes() if path.is_file() else None
-        return self._http(url)
+            data = path.read_bytes() if path.is_file() else None
+        else:
+            data = self._http(url)
+        if data is not None:
+            self.seen.append(f"{url} {hashlib.sha256(data).hexdigest()}")
+        return data
 
     def _http(self, url: str) -> bytes | None:
         stored = self.cache / hashlib.sha256(url.encode()).hexdigest()[:32] if self.cache else None
@@ -270,6 +278,28 @@ def _names(packages: dict[str, Package]) -> Iterator[str]:
         yield from pkg.provides
 
 
+def _bases(section: Section, arch: str) -> list[str]:
+    """Every index :func:`read` reads for a section (without compression suffix)."""
+    others = [c for c in section.components if c != section.area]
+    if section.repository:
+        bases = [*repository_indexes(section.repository, arch), *distro_indexes(section, arch, [section.area, *others])]
+    else:
+        bases = distro_indexes(section, arch, [section.area, *others])
+    return bases + (_sources_indexes(section) if section.maintainer is not None else [])
+
+
+def identity(section: Section, arch: str, cache: Path | None) -> tuple[str, ...]:
+    """What :func:`read` reads for a section, by content, without parsing or decompressing it:
+    the URL and the digest of the bytes of each index file found (sorted), as the
+    :attr:`Archive.identity` of a read of the same files."""
+    fetcher = Fetcher(cache)
+    for base in _bases(section, arch):
+        for suffix, _ in _SUFFIXES:
+            if fetcher.read(base + suffix) is not None:
+                break
+    return tuple(sorted(set(fetcher.seen)))
+
+
 def read(section: Section, arch: str, cache: Path | None) -> Archive:
     """The section's packages to test and the names available to them.
 
@@ -289,4 +319,4 @@ def read(section: Section, arch: str, cache: Path | None) -> Archive:
     people = uploaders(fetcher, section) if section.maintainer is not None else {}
     chosen = selected(section, tested, people)
     rest = {n: p for n, p in tested.items() if n not in chosen}
-    return Archive(chosen, frozenset(universe | set(_names(rest))))
+    return Archive(chosen, frozenset(universe | set(_names(rest))), tuple(sorted(set(fetcher.seen))))

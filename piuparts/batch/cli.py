@@ -16,11 +16,11 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 from piuparts import log as logsetup
 from piuparts.api import require_root
-from piuparts.batch import config as config_mod, engine, executor_options, report
+from piuparts.batch import config as config_mod, engine, executor_options, report, snapshot
 from piuparts.batch.db import Database
 from piuparts.batch.executor import Executor
 from piuparts.errors import UsageError
@@ -99,14 +99,31 @@ def _summary_line(tally: engine.Tally, seconds: float) -> str:
 
 def _status(conf: config_mod.Config, args: argparse.Namespace) -> int:
     with Database(conf.db) as db:
-        runs = engine.prepare(conf, _sections(conf, args), db)
+        runs = _states(conf, _sections(conf, args), db)
     from piuparts.celery import seen  # the workers of the last --executor celery run
     workers = seen.read(conf.logs)
     if args.json:
-        print(json.dumps({**report.status_json(runs), "workers": workers}, indent=1, sort_keys=True))
+        # Compact: at the size of an archive the indented form takes seconds to write (json's
+        # C encoder does not indent).
+        print(json.dumps({**report.status_json(runs), "workers": workers}, sort_keys=True, separators=(",", ":")))
     else:
         print(report.status_text(runs) + ("\n" + seen.text(workers) if workers else ""))
     return 0
+
+
+def _states(conf: config_mod.Config, names: Sequence[str], db: Database) -> Mapping[str, report.SectionRun]:
+    """The sections' states: kept ones when their key still holds (:mod:`.snapshot`), else
+    derived again (with the sections they depend on) and kept."""
+    arch = engine.host_arch()
+    wanted = [section.name for section in engine.ordered(conf, names)]
+    found = snapshot.keys(conf, wanted, db, arch)
+    kept = {name: snapshot.load(db, name, found[name], time.time()) for name in names}
+    if all(kept.values()):
+        return {name: run for name, run in kept.items() if run is not None}
+    marks = {name: db.results_mark(name) for name in wanted}  # before the derive: a night may be adding
+    runs = engine.prepare(conf, wanted, db)
+    snapshot.store_all(conf, runs, db, arch, marks)
+    return {name: runs[name] for name in names}
 
 
 def _reschedule(conf: config_mod.Config, args: argparse.Namespace) -> int:

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -79,6 +79,11 @@ MIGRATIONS: list[str] = [
                           components TEXT NOT NULL DEFAULT '[]', changes TEXT NOT NULL DEFAULT '[]',
                           tested TEXT NOT NULL DEFAULT '[]', summary TEXT NOT NULL DEFAULT '',
                           exit_code INTEGER, report_json TEXT, junit_xml TEXT);
+    """,
+    # 3: a section's derived states, kept under the key of what they were derived from (batch.snapshot)
+    """
+    CREATE TABLE derived (section TEXT PRIMARY KEY, key TEXT NOT NULL, valid_until REAL NOT NULL,
+                          data BLOB NOT NULL);
     """,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -297,6 +302,23 @@ class Database:
         with self.transaction():
             self.conn.execute("INSERT OR REPLACE INTO reschedule VALUES (?, ?, ?, ?)",
                               (section, package, time.time(), reason))
+
+    def results_mark(self, section: str) -> list[int]:
+        """How many results a section has, and the newest one's id (results are only ever added)."""
+        count, newest = self.conn.execute("SELECT COUNT(*), MAX(id) FROM results WHERE section = ?",
+                                          (section,)).fetchone()
+        return [int(count), int(newest or 0)]
+
+    # derived states (piuparts.batch.snapshot)
+    def derived(self, section: str) -> tuple[str, float, bytes] | None:
+        """The kept states of a section: their key, until when they hold, the data."""
+        row = self.conn.execute("SELECT key, valid_until, data FROM derived WHERE section = ?", (section,)).fetchone()
+        return None if row is None else (row["key"], row["valid_until"], row["data"])
+
+    def store_derived(self, section: str, key: str, valid_until: float, data: bytes) -> None:
+        """Keep a section's states (replacing the ones it had)."""
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO derived VALUES (?, ?, ?, ?)", (section, key, valid_until, data))
 
     def requests(self, section: str) -> dict[str, str]:
         """Pending reschedule requests of a section: package -> reason."""

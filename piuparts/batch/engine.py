@@ -30,7 +30,7 @@ from typing import AbstractSet, Any, Callable, ContextManager, Sequence
 from piuparts import __version__, aptsources, resources
 from piuparts.api import RunConfig
 from piuparts.cli import config_from_argv
-from piuparts.batch import archive as archive_mod, problems, report, schedule, states as st
+from piuparts.batch import archive as archive_mod, problems, report, schedule, snapshot, states as st
 from piuparts.batch.cachelimit import CacheLimit
 from piuparts.batch.config import DISTROS_CONF, Config, Section
 from piuparts.batch.records import make_record
@@ -121,11 +121,11 @@ class SectionRun:
         pkg = self.archive.packages[package]
         return package, pkg.version, self.arch if pkg.architecture == "all" else pkg.architecture
 
-    def refresh(self, db: Database, run_id: int | None = None, now: float | None = None) -> None:
+    def refresh(self, db: Database, run_id: int | None = None, now: float | None = None, queue: bool = True) -> None:
         """Read the section's history and requests from the database, then :meth:`derive`."""
         self.history = db.history(self.name)
         self.requests = db.requests(self.name)
-        self.derive(run_id, now)
+        self.derive(run_id, now, queue)
 
     def add(self, record: Record) -> None:
         """A result just written: into the history held in memory (no re-read)."""
@@ -133,13 +133,17 @@ class SectionRun:
         if record.kind in ("pass", "fail", "internal"):
             self.requests.pop(record.package, None)
 
-    def derive(self, run_id: int | None = None, now: float | None = None) -> None:
-        """Outcomes, states and the queue from the history (pure functions; seconds for a whole archive)."""
+    def derive(self, run_id: int | None = None, now: float | None = None, queue: bool = True) -> None:
+        """Outcomes, states and (unless not ``queue``: status, reports) the queue from the
+        history (pure functions; seconds for a whole archive)."""
         start = time.monotonic()
         self.outcomes = {name: schedule.outcome(self.history.get(self.key(name), []), self.section, run_id, now)
                          for name in self.archive.packages}
         results = schedule.results_for_states(self.outcomes)
         self.computed = st.compute(self.archive.packages, results, self.outside)
+        if not queue:  # what is tested next is a run's question alone
+            self.queue, self.head = [], 0
+            return
         if run_id is None or self.rescheduled[0] != run_id:
             self.rescheduled = (run_id, schedule.due_for_reschedule(self.outcomes, self.section, self.requests, now))
         due = self.rescheduled[1]
@@ -171,15 +175,10 @@ class SectionRun:
 
     def status(self) -> dict[str, Any]:
         """``status --json``'s shape for this section."""
-        packages = {}
-        for name, (state, blocked_by) in self.computed.items():
-            outcome = self.outcomes[name]
-            packages[name] = {"version": self.archive.packages[name].version, "state": state,
-                              "problems": list(outcome.problems), "blocked_by": list(blocked_by)}
-        return {"counts": st.counts(self.computed), "packages": packages}
+        return report.section_status(self.computed, self.outcomes, self.archive.packages)
 
 
-def _ordered(config: Config, names: Sequence[str]) -> list[Section]:
+def ordered(config: Config, names: Sequence[str]) -> list[Section]:
     """The sections asked for, each after its depends-sections (which are read too)."""
     order: list[Section] = []
 
@@ -214,7 +213,7 @@ def prepare(config: Config, names: Sequence[str], db: Database,
     that depend on it are left out of this run.
     """
     runs: dict[str, SectionRun] = {}
-    for section in _ordered(config, names):
+    for section in ordered(config, names):
         arch = section.arch or host_arch()
         missing = [d for d in section.depends_sections if d not in runs]
         if missing and unreadable is not None:
@@ -237,7 +236,7 @@ def prepare(config: Config, names: Sequence[str], db: Database,
         argv = piuparts_argv(config, section, arch, repos)
         known = problems.load_directory(section.known_problem_directory, section.exclude_known_problems)
         runs[section.name] = SectionRun(section, arch, read, run_config(section, argv), tuple(argv), known, outside)
-        runs[section.name].refresh(db)
+        runs[section.name].refresh(db, queue=False)  # a run derives its queue itself, with its run id
     return {name: run for name, run in runs.items() if name in names}
 
 
@@ -468,7 +467,9 @@ def run(config: Config, names: Sequence[str], make_executor: Callable[[], Execut
             finally:
                 display.close()
         report.write_summary(config.logs / "summary.json", runs)
+        # The next status reads the states the run ended with instead of deriving them again.
+        snapshot.store_all(config, {name: r for name, r in runs.items() if not r.stale}, db, host_arch())
         return tally
 
 
-__all__ = ["Coordinator", "Display", "SectionRun", "Stop", "Tally", "lock", "prepare", "run"]
+__all__ = ["Coordinator", "Display", "SectionRun", "Stop", "Tally", "lock", "ordered", "prepare", "run"]

@@ -43,6 +43,17 @@ FLAGS = {st.FAILED: "F", st.CANNOT: "X", st.DEP_FAILED: "X", st.DEP_CANNOT: "X",
 _WORST = "FXWP-"
 
 
+def section_status(computed: Mapping[str, st.Result], outcomes: Mapping[str, schedule.Outcome],
+                   packages: Mapping[str, Any]) -> dict[str, Any]:
+    """``status --json``'s shape for one section: the counts, and each package's version,
+    state, problems and what blocks it."""
+    found = {}
+    for name, (state, blocked_by) in computed.items():
+        found[name] = {"version": packages[name].version, "state": state,
+                       "problems": list(outcomes[name].problems), "blocked_by": list(blocked_by)}
+    return {"counts": st.counts(computed), "packages": found}
+
+
 def status_json(runs: Mapping[str, SectionRun]) -> dict[str, Any]:
     """The ``status --json`` document."""
     return {"sections": {name: run.status() for name, run in runs.items()}}

@@ -113,7 +113,8 @@ def testable_again(packages: Mapping[str, st.Package], results: Mapping[str, str
     results set aside, they would be waiting-to-be-tested."""
     if not names:
         return []
-    without = {n: s for n, s in results.items() if n not in set(names)}
+    aside = set(names)
+    without = {n: s for n, s in results.items() if n not in aside}
     again = st.compute(packages, without, outside)
     return [n for n in names if again.get(n, (None,))[0] == st.WAITING]
 

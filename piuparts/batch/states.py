@@ -100,11 +100,15 @@ class _Solver:
         self.essential = {p.name for p in packages.values() if p.essential}
         self.state: dict[str, str] = {}
         self.culprits: dict[str, frozenset[str]] = {}
+        self._candidates: dict[str, list[str]] = {}
 
     def candidates(self, name: str) -> list[str]:
         """The section's packages that satisfy a dependency on ``name`` (itself, its providers)."""
-        found = [name] if name in self.packages else []
-        return found + sorted(self.providers.get(name, ()))
+        found = self._candidates.get(name)
+        if found is None:  # asked for every clause of every package: once a name
+            found = self._candidates[name] = ([name] if name in self.packages else []) + \
+                sorted(self.providers.get(name, ()))
+        return found
 
     def name_state(self, name: str, cycle: frozenset[str]) -> tuple[str, str]:
         """(state, the package it comes from) of a dependency name: real, provided or outside."""
