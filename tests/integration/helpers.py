@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import shutil
 import subprocess
 import threading
 from contextlib import contextmanager
@@ -98,3 +99,16 @@ def serve_directory(directory: Path) -> Any:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, directory=str(directory), **kwargs)
     return serve(Handler)
+
+
+def reference_leaks(cache_dir: Path) -> list[Path]:
+    return list((cache_dir / "references").glob(".build-*"))
+
+
+def forget_references(cache_dir: Path, marker: str) -> None:
+    """Remove the cached references made with ``marker`` (a temporary path) in
+    their key, and their lock files: no later run has that key."""
+    for meta in (cache_dir / "references").glob("*/meta.json"):
+        if marker in meta.read_text():
+            shutil.rmtree(meta.parent)
+            Path(f"{meta.parent}.lock").unlink()

@@ -11,8 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests.debs import DebSpec, reprepro
-from tests.integration.helpers import leaks, piuparts, serve_directory
-from tests.integration.test_distupgrade import forget_references, reference_leaks, steps
+from tests.integration.helpers import forget_references, leaks, piuparts, reference_leaks, serve_directory
 
 pytestmark = [pytest.mark.root, pytest.mark.network]
 
@@ -67,7 +66,8 @@ def test_a_later_d_that_distros_conf_makes_a_chain(cache_dir, debs, tmp_path):
             forget_references(cache_dir, url)
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"-d bookworm-pp: {conf} makes it bookworm + pp, installing from pp" in run.stdout
-    assert steps(run) == [("install", True), ("dist-upgrade to bookworm-pp", True),
+    [scenario] = run.report["scenarios"]
+    assert [(step["name"], step["ok"]) for step in scenario["steps"]] == [("install", True), ("dist-upgrade to bookworm-pp", True),
                           ("install again in bookworm-pp", True), ("remove", True), ("purge", True)]
     # The dist-upgrade left the NotAutomatic suite alone; the install once there took its target release.
     assert "Unpacking hello (2.10-3)" in run.stdout

@@ -11,7 +11,6 @@ they remove afterwards.
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -21,7 +20,8 @@ from piuparts import api, cli, options as opts
 from piuparts.hooks import distupgrade_env
 from piuparts.scenarios import distupgrade
 from tests.debs import CLEAN, DebSpec, make_repo
-from tests.integration.helpers import Run, leaks, piuparts, blame_text, owner_text
+from tests.integration.helpers import (Run, blame_text, forget_references, leaks, owner_text, piuparts,
+                                       reference_leaks)
 
 CHAIN = ("-d", "bookworm", "-d", "trixie")
 NAME = "distupgrade bookworm -> trixie"
@@ -48,19 +48,6 @@ def scenario(run: Run) -> dict:
 
 def steps(run: Run) -> list[tuple[str, bool]]:
     return [(step["name"], step["ok"]) for step in scenario(run)["steps"]]
-
-
-def reference_leaks(cache_dir: Path) -> list[Path]:
-    return list((cache_dir / "references").glob(".build-*"))
-
-
-def forget_references(cache_dir: Path, marker: str) -> None:
-    """Remove the cached references made with ``marker`` (a temporary path) in
-    their key, and their lock files: no later run has that key."""
-    for meta in (cache_dir / "references").glob("*/meta.json"):
-        if marker in meta.read_text():
-            shutil.rmtree(meta.parent)
-            Path(f"{meta.parent}.lock").unlink()
 
 
 @pytest.fixture(scope="module")
