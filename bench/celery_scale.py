@@ -48,6 +48,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import scale  # noqa: E402
 
+from tests.integration.helpers import end  # noqa: E402
+
 PIUPARTS = [sys.executable, "-m", "piuparts"]
 #: States with nothing left to do in a night (piuparts.debian.org's names).
 FINAL = ("successfully-tested", "failed-testing", "cannot-be-tested", "dependency-failed-testing",
@@ -142,17 +144,6 @@ class Bench:
             end(proc)
         if self.redis is not None:
             end(self.redis)
-
-
-def end(proc: subprocess.Popen[Any], seconds: float = 30) -> None:
-    """SIGTERM, then SIGKILL, of a process started here."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(seconds)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def verdicts(db: Path) -> tuple[int, list[tuple[str, int]]]:

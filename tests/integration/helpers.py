@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import shutil
+import signal
 import subprocess
 import threading
 from contextlib import contextmanager
@@ -112,3 +114,14 @@ def forget_references(cache_dir: Path, marker: str) -> None:
         if marker in meta.read_text():
             shutil.rmtree(meta.parent)
             Path(f"{meta.parent}.lock").unlink()
+
+
+def end(proc: subprocess.Popen[Any], seconds: float = 30) -> None:
+    """SIGTERM, then SIGKILL, of one process we started (by its PID)."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(seconds)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)

@@ -29,7 +29,7 @@ import pytest
 from piuparts import __version__
 from tests.conftest import PIUPARTS
 from tests.debs import DebSpec, reprepro
-from tests.integration.helpers import leaks
+from tests.integration.helpers import end, leaks
 from tests.integration.test_batch import batch, host, rows, status, write_config  # noqa: F401
 from tests.integration.test_ci import Ci, make_env as ci_env
 
@@ -66,17 +66,6 @@ def wait_for(what: str, check: Callable[[], Any], seconds: float) -> Any:
             return value
         time.sleep(0.3)
     raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}")
-
-
-def end(proc: subprocess.Popen[Any], seconds: float = 30) -> None:
-    """SIGTERM, then SIGKILL, of one process we started (by its PID)."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(seconds)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def processes_named(marker: str) -> list[int]:
