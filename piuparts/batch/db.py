@@ -1,7 +1,8 @@
-"""The state database: one SQLite file (WAL), written by the coordinator alone.
+"""The state database: one SQLite file (WAL), written by the coordinator (and the
+states and counts that ``batch status`` and ``piuparts report`` keep).
 
 States are not stored here: they are derived (:mod:`.states`) from the
-section's Packages and the results below.  The schema, version 2
+section's Packages and the results below.  The schema, version 4
 (``PRAGMA user_version``; :data:`MIGRATIONS` holds one small script per
 version, run in order in one transaction each, so an older file is brought
 up to date in place when it is opened)::
@@ -29,6 +30,9 @@ up to date in place when it is opened)::
             tested TEXT,        -- JSON list: each unit tested (package, version, its binaries)
             summary TEXT, exit_code INTEGER,
             report_json TEXT, junit_xml TEXT)   -- the run's own --json and --junit reports, whole
+    derived(section PRIMARY KEY, key, valid_until, data)   -- (3) kept states (batch.snapshot)
+    day_counts(section, day, mark, counts)   -- (4) a past day's counts, with the mark of the
+                                             --     results counted (report.html.data.history)
 
 A result row is never updated or deleted: a package's history is all its
 rows for its key (section, package, version, architecture), oldest first.
@@ -47,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: list[str] = [
     # 1: the first schema
@@ -84,6 +88,11 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE derived (section TEXT PRIMARY KEY, key TEXT NOT NULL, valid_until REAL NOT NULL,
                           data BLOB NOT NULL);
+    """,
+    # 4: a section's counts of a past day, as the report's graph shows them (report.html.data.history)
+    """
+    CREATE TABLE day_counts (section TEXT NOT NULL, day REAL NOT NULL, mark TEXT NOT NULL, counts TEXT NOT NULL,
+                             PRIMARY KEY (section, day));
     """,
 ]
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -273,6 +282,13 @@ class Database:
         for row in self.conn.execute(query, (section,) if section else ()):
             yield Record.from_row(row)
 
+    def result_texts(self) -> Iterator[tuple[Record, str]]:
+        """All results, oldest first, each with its JSON as stored (not parsed: the report
+        parses a result's only when it writes a page that shows it)."""
+        light = ", ".join(["id", *(c for c in _COLUMNS if c != "result_json")])
+        for row in self.conn.execute(f"SELECT {light}, result_json AS raw FROM results ORDER BY id"):
+            yield Record.from_row(row), row["raw"]
+
     # in flight
     def mark_in_flight(self, section: str, key: Key, run_id: int, worker: str) -> None:
         """Note that a test was handed to a worker."""
@@ -319,6 +335,21 @@ class Database:
         """Keep a section's states (replacing the ones it had)."""
         with self.transaction():
             self.conn.execute("INSERT OR REPLACE INTO derived VALUES (?, ?, ?, ?)", (section, key, valid_until, data))
+
+    # the counts of past days (piuparts.report.html.data.history)
+    def day_counts(self, section: str) -> dict[float, tuple[list[int], dict[str, int]]]:
+        """A section's kept counts: day -> (the mark of the results they were counted from, the counts)."""
+        return {row["day"]: (json.loads(row["mark"]), json.loads(row["counts"])) for row in
+                self.conn.execute("SELECT day, mark, counts FROM day_counts WHERE section = ?", (section,))}
+
+    def store_day_counts(self, section: str, days: dict[float, tuple[list[int], dict[str, int]]]) -> None:
+        """Keep (or replace) the counts of some past days of a section."""
+        if not days:
+            return
+        with self.transaction():
+            self.conn.executemany("INSERT OR REPLACE INTO day_counts VALUES (?, ?, ?, ?)",
+                                  [(section, day, json.dumps(mark), json.dumps(counts, sort_keys=True))
+                                   for day, (mark, counts) in days.items()])
 
     def requests(self, section: str) -> dict[str, str]:
         """Pending reschedule requests of a section: package -> reason."""

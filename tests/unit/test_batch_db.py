@@ -45,7 +45,7 @@ def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
     conn.close()
     with Database(path) as db:
         db.record(rec("foo", "pass", run_id=1))
-        assert db.conn.execute("PRAGMA user_version").fetchone()[0] == dbm.SCHEMA_VERSION == 3
+        assert db.conn.execute("PRAGMA user_version").fetchone()[0] == dbm.SCHEMA_VERSION == 4
         assert [tuple(r) for r in db.conn.execute("SELECT id, host, status, kind FROM runs")] == \
             [(1, "old-host", "done", "batch")]
         assert [r.package for r in db.results()] == ["foo"]

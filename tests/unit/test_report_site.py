@@ -23,6 +23,7 @@ from piuparts.batch import config as config_mod, db as db_mod
 from piuparts.batch.db import Database, Record
 from piuparts.errors import UsageError
 from piuparts.report.html import site as site_mod
+from piuparts.report.html.output import MANIFEST
 
 DAY = 86400.0
 NOW = 1_780_000_000.0  # a fixed "now" (2026-05-28), so the pages do not depend on the clock
@@ -203,6 +204,39 @@ def test_history_graph_has_a_point_a_day(made: tuple[config_mod.Config, Path, si
     assert "✓ successfully-tested" in index and "<svg" in index
 
 
+def test_a_past_day_is_counted_once_and_again_when_a_late_result_lands(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from piuparts.batch import states as st
+    config = synthetic(tmp_path, 30, 4)
+    out = tmp_path / "site"
+    site_mod.generate(config, out, now=NOW, processes=1)
+    first = (out / "sid/index.html").read_text()
+    with Database(config.db) as db:
+        kept = db.day_counts("sid")
+    assert len(kept) == 4 and all(sum(counts.values()) == 30 for _, counts in kept.values())
+    solved: list[int] = []
+    compute = st.compute
+
+    def counting(*args: object, **kwargs: object) -> object:
+        solved.append(1)
+        return compute(*args, **kwargs)  # type: ignore[arg-type]
+    monkeypatch.setattr(st, "compute", counting)
+    site_mod.generate(config, out, now=NOW, processes=1)
+    assert len(solved) == 1  # the section's own states (its derive), no past day solved again
+    assert (out / "sid/index.html").read_text() == first
+    with Database(config.db) as db:  # a result of two days ago arrives late: that day is counted again
+        old = next(r for r in db.results() if r.kind == "pass")
+        db.record(Record(**{**old.__dict__, "id": None, "started": NOW - 2 * DAY + 5, "kind": "fail",
+                            "verdict": "FAIL", "version": old.version}))
+    solved.clear()
+    site_mod.generate(config, out, now=NOW, processes=1)
+    assert len(solved) >= 2  # its derive, and the day the late result landed on (and those after it)
+    with Database(config.db) as db:
+        again = db.day_counts("sid")
+    day = NOW - NOW % DAY - 2 * DAY
+    assert again[day][0] != kept[day][0]
+
+
 def test_feed_has_the_state_changes(made: tuple[config_mod.Config, Path, site_mod.Written]) -> None:
     config, out, _ = made
     verdicts: dict[str, list[str]] = {}
@@ -255,6 +289,38 @@ def test_a_new_result_rewrites_only_what_shows_it(tmp_path: Path) -> None:
     assert "feed.atom" in again.files or old.kind == "fail"
 
 
+def test_a_site_made_again_renders_only_the_pages_whose_inputs_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = synthetic(tmp_path, 30, 3)
+    out = tmp_path / "site"
+    site_mod.generate(config, out, now=NOW)
+    rendered: list[str] = []
+    page = site_mod.Generator.page
+
+    def counted(self: site_mod.Generator, template: str, relative: str, *args: object, **context: object) -> None:
+        rendered.append(relative)
+        page(self, template, relative, *args, **context)  # type: ignore[arg-type]
+    monkeypatch.setattr(site_mod.Generator, "page", counted)
+    site_mod.generate(config, out, now=NOW)
+    assert "sid/package/p/pkg-00003.html" not in rendered and not any("/source/" in r for r in rendered)
+    assert "index.html" in rendered  # the pages about the whole site are always made
+    with Database(config.db) as db:
+        old = next(r for r in db.results() if r.package == "pkg-00003")
+        db.record(Record(**{**old.__dict__, "id": None, "started": NOW - 10, "kind": "fail", "verdict": "FAIL",
+                            "problems": ("a_new_problem",)}))
+    rendered.clear()
+    again = site_mod.generate(config, out, now=NOW)
+    package = "sid/package/p/pkg-00003.html"
+    assert package in rendered and "sid/package/p/pkg-00004.html" not in rendered
+    assert package in again.files and "a_new_problem" in (out / package).read_text()
+    assert "sid/state/failed-testing.html" in rendered and "sid/problem/a_new_problem.html" in again.files
+    # a generation stopped half-way leaves no fingerprints: the next one renders every page
+    (out / MANIFEST).unlink()
+    rendered.clear()
+    site_mod.generate(config, out, now=NOW)
+    assert "sid/package/p/pkg-00004.html" in rendered
+
+
 def test_no_database_is_a_usage_error(tmp_path: Path) -> None:
     config = synthetic(tmp_path, 3, 1)
     config.db.unlink()
@@ -277,9 +343,9 @@ def test_several_processes_write_the_same_site(made: tuple[config_mod.Config, Pa
     config, serial, _ = made
     monkeypatch.setattr(site_mod, "PARALLEL_FROM", 1)
     forked = site_mod.generate(config, tmp_path / "site", now=NOW, processes=2)
-    files = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.is_file())
+    files = sorted(p.relative_to(serial) for p in serial.rglob("*") if p.is_file() and p.name != MANIFEST)
     assert sorted(Path(f) for f in forked.files) == files
-    assert all((tmp_path / "site" / f).read_bytes() == (serial / f).read_bytes() for f in files)
+    assert all((tmp_path / "site" / f).read_bytes() == (serial / f).read_bytes() for f in [*files, MANIFEST])
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -357,8 +423,8 @@ def test_an_upload_is_in_the_feed_even_when_its_verdict_stays() -> None:
     from piuparts.report.html.model import Test
 
     def test(id_: int, package: str, version: str, verdict: str) -> Test:
-        return Test(id_, "team", package, version, "all", verdict.lower(), verdict, NOW + id_, 1.0, "w", "h", 1,
-                    None, (), "0.1", "", "", "", [], None)
+        return Test(id_, "team", package, version, "all", verdict.lower(), verdict, NOW + id_, 1.0, "w", 1,
+                    None, (), "0.1", None)
     found = changes([test(1, "rebuilt", "1.0-1", "PASS"), test(2, "same", "2.0-1", "PASS"),
                      test(3, "rebuilt", "1.0-1+b1", "PASS"), test(4, "same", "2.0-1", "PASS"),
                      test(5, "fixed", "3.0-1", "FAIL"), test(6, "fixed", "3.0-2", "PASS")])

@@ -3,12 +3,14 @@
 :func:`load` reads each section the way ``piuparts batch status`` does
 (:func:`piuparts.batch.engine.prepare`: its Packages, its derived states)
 and every result row of the database, and turns them into plain objects the
-templates only loop over.  Nothing here writes a file.
+templates only loop over.  Nothing here writes a file; the counts of past
+days are kept in the database (:func:`history`).
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import time
 from typing import Any, Iterable, Mapping, Sequence
@@ -18,78 +20,19 @@ from piuparts.batch.config import Config
 from piuparts.batch.db import Database, Record
 from piuparts.report.html import parallel, problems_text
 from piuparts.report.html.look import ORDER
-from piuparts.report.html.model import (DAY, Binary, Change, Command, Finding, Listing, Problem, Run,
-                                        Scenario, Section, Site, Step, Test, age, person, seconds, utc)
+from piuparts.report.html.model import DAY, Binary, Change, Listing, Problem, Run, Section, Site, Test, person, utc
 
 #: How many log lines a failed result shows on its package's page.
 LOG_TAIL = 40
 
 
-def _finding(data: Mapping[str, Any]) -> Finding:
-    owners = data.get("owners")
-    return Finding(str(data.get("severity", "")), str(data.get("check", "")), str(data.get("subject", "")),
-                   str(data.get("message", "")),
-                   "—" if owners is None else ", ".join(owners) if owners else "not owned",
-                   ", ".join(data.get("blame") or ()))
-
-
-def _step(data: Mapping[str, Any]) -> Step:
-    commands = [Command(str(c.get("cmdline", "")), int(c.get("returncode", 0)), seconds(c.get("elapsed")),
-                        bool(c.get("timed_out"))) for c in data.get("commands", [])]
-    return Step(str(data.get("name", "")), bool(data.get("ok", True)), seconds(data.get("elapsed")),
-                str(data.get("message", "")), commands)
-
-
-def _scenario(data: Mapping[str, Any]) -> Scenario:
-    steps = [_step(s) for s in data.get("steps", [])]
-    findings = [_finding(f) for f in data.get("findings", [])]
-    skipped = data.get("skipped")
-    failed = any(not s.ok for s in steps) or any(f.severity == "fail" for f in findings)
-    return Scenario(str(data.get("name", "")), "SKIP" if skipped else "FAIL" if failed else "PASS",
-                    skipped, steps, findings)
-
-
-def _upgrade(data: Mapping[str, Any], scenarios: list[Scenario]) -> str:
-    """Where the tested version was reached from: older versions, or the distributions."""
-    distributions = data.get("distributions") or []
-    for scenario in scenarios:
-        if scenario.name == "distupgrade" and not scenario.skipped:
-            return "installed in " + " -> dist-upgraded to ".join(distributions)
-        if scenario.name == "install-upgrade-purge":
-            if scenario.skipped:
-                return f"no upgrade tested: {scenario.skipped}"
-            old = [w for step in scenario.steps if step.name == "install old"
-                   for c in step.commands for w in c.cmdline.split() if "=" in w and not w.startswith("-")]
-            where = data.get("distribution") or ""
-            return f"from {', '.join(old) or 'the older version'} ({where} and its extra repositories)"
-    return "no upgrade tested"
-
-
-def _base(data: Mapping[str, Any]) -> str:
-    base = data.get("base")
-    if not isinstance(base, dict):
-        return str(base or "")
-    label = " ".join(str(base[k]) for k in ("backend", "distribution", "identity", "key") if base.get(k))
-    if base.get("age_seconds") is not None:
-        label += f" (built {age(base['age_seconds'])} before)"
-    return label.strip() or data.get("backend", "")
-
-
-def _layer(data: Mapping[str, Any]) -> str:
-    layer = data.get("dependency_layer")
-    if not isinstance(layer, dict):
-        return ""
-    return str(layer.get("layer") or "")
-
-
-def test_of(record: Record) -> Test:
-    """A result row as shown."""
-    data = record.result_json
-    scenarios = [_scenario(s) for s in data.get("scenarios", [])]
+def test_of(record: Record, raw: str | None = None) -> Test:
+    """A result row as shown; ``raw``: its JSON as stored (parsed only when a page shows it;
+    None: the record's own ``result_json``)."""
     return Test(record.id or 0, record.section, record.package, record.version, record.architecture,
-                record.kind, record.verdict, record.started, record.duration, record.worker,
-                str(data.get("host", "")), record.run_id, record.error, record.problems, record.tool_version,
-                _base(data), _layer(data), _upgrade(data, scenarios), scenarios, record.log_path, data)
+                record.kind, record.verdict, record.started, record.duration, record.worker, record.run_id,
+                record.error, record.problems, record.tool_version, record.log_path,
+                json.dumps(record.result_json) if raw is None else raw)
 
 
 _LOUD = re.compile(r"^\S+ (WARNING|ERROR|CRITICAL):")
@@ -119,23 +62,34 @@ def _midnight(stamp: float) -> float:
 
 
 def history(packages: Mapping[str, st.Package], tests: Iterable[Test], outside: Mapping[str, str],
-            today: float, processes: int = 1) -> tuple[list[float], dict[str, list[int]]]:
-    """The section's counts a day, from its first result's day to ``today``.
+            today: float, processes: int = 1, kept: Mapping[float, tuple[list[int], dict[str, int]]] | None = None,
+            current: Mapping[str, int] | None = None
+            ) -> tuple[list[float], dict[str, list[int]], dict[float, tuple[list[int], dict[str, int]]]]:
+    """The section's counts a day, from its first result's day to ``today``; and the past days
+    counted here, to keep.
 
-    Each day's counts are :func:`states.compute` over today's packages with
-    the results recorded by the end of that day (the newest verdict of any
-    version counts); a day without new results repeats the day before.  The
-    days are computed in ``processes`` processes.
+    A past day's counts are :func:`states.compute` over the packages with the
+    results recorded by the end of that day (the newest verdict of any version
+    counts).  They are counted once, after that day, and then taken from
+    ``kept`` (day -> the mark of the results counted, the counts) as long as the
+    mark (how many verdicts ended by then, the newest one's id) is the same: a
+    whole archive's month is thirty solves of its graph, seconds each.  Today's
+    counts are ``current`` (the section's states now) when given.  A day without
+    new results repeats the day before.  What is counted is counted in
+    ``processes`` processes.
     """
+    kept = kept or {}
     verdicts = sorted((t for t in tests if t.state), key=lambda t: t.started + t.duration)
     if not verdicts:
-        return [_midnight(today)], {s: [n] for s, n in st.counts(st.compute(packages, {}, outside)).items()}
+        counts = dict(current) if current is not None else st.counts(st.compute(packages, {}, outside))
+        return [_midnight(today)], {s: [counts.get(s, 0)] for s in st.STATES}, {}
     first, last = _midnight(verdicts[0].started + verdicts[0].duration), _midnight(today)
     days = [first + DAY * i for i in range(int((last - first) // DAY) + 1)]
     snapshots: list[dict[str, str]] = []  # the results known at the end of each day that brought new ones
+    marks: list[list[int]] = []
     which: list[int] = []  # day -> its snapshot
     known: dict[str, str] = {}
-    position = 0
+    position, newest = 0, 0
     for day in days:
         changed = not snapshots
         while position < len(verdicts) and verdicts[position].started + verdicts[position].duration < day + DAY:
@@ -143,14 +97,26 @@ def history(packages: Mapping[str, st.Package], tests: Iterable[Test], outside: 
             if test.package in packages and test.state:
                 known[test.package] = test.state
                 changed = True
+            newest = max(newest, test.id)
             position += 1
         if changed:
             snapshots.append(dict(known))
+            marks.append([position, newest])
         which.append(len(snapshots) - 1)
-    counted = parallel.fork_map(lambda i: st.counts(st.compute(packages, snapshots[i], outside)),
-                                len(snapshots), processes)
-    series = {state: [counted[which[d]][state] for d in range(len(days))] for state in st.STATES}
-    return days, series
+    counted: dict[int, dict[str, int]] = {}
+    for d, day in enumerate(days):
+        if day < last and day in kept and kept[day][0] == marks[which[d]]:
+            counted.setdefault(which[d], kept[day][1])
+    needed = range(len(days) - 1) if current is not None else range(len(days))
+    wanted = sorted({which[d] for d in needed} - set(counted))
+    for i, found in zip(wanted, parallel.fork_map(
+            lambda j: st.counts(st.compute(packages, snapshots[wanted[j]], outside)), len(wanted), processes)):
+        counted[i] = found
+    shown = [counted[which[d]] for d in needed] + ([dict(current)] if current is not None else [])
+    series = {state: [day.get(state, 0) for day in shown] for state in st.STATES}
+    fresh = {day: (marks[which[d]], counted[which[d]]) for d, day in enumerate(days)
+             if day < last and (day not in kept or kept[day][0] != marks[which[d]])}
+    return days, series, fresh
 
 
 # the whole site
@@ -196,15 +162,18 @@ def _problems(known: Mapping[str, Any], binaries: Mapping[str, Binary]) -> dict[
 
 
 def _section(name: str, run: engine.SectionRun, tests: list[Test], descriptions: Mapping[str, str],
-             today: float, processes: int) -> Section:
+             today: float, processes: int, db: Database) -> Section:
     by_package: dict[str, list[Test]] = {}
     for test in tests:
         by_package.setdefault(test.package, []).append(test)
     binaries = _binaries(name, run, by_package, descriptions)
     ordered = dict(sorted(binaries.items(), key=lambda item: (ORDER.index(item[1].state), item[0])))
-    days, series = history(run.archive.packages, tests, run.outside, today, processes)
+    counts = st.counts(run.computed)
+    days, series, fresh = history(run.archive.packages, tests, run.outside, today, processes, db.day_counts(name),
+                                  counts)
+    db.store_day_counts(name, fresh)
     return Section(name, run.section.description, run.section.distro, run.section.repository, ordered,
-                   st.counts(run.computed), _problems({k.name: k for k in run.known}, binaries), days, series)
+                   counts, _problems({k.name: k for k in run.known}, binaries), days, series)
 
 
 def _runs(db: Database, tests: list[Test]) -> list[Run]:
@@ -271,11 +240,11 @@ def load(config: Config, names: list[str], db: Database, now: float | None = Non
     now = time.time() if now is None else now
     unreadable: dict[str, str] = {}
     runs = engine.prepare(config, names, db, unreadable)
-    tests = [test_of(record) for record in db.results()]
+    tests = [test_of(record, raw) for record, raw in db.result_texts()]
     by_section: dict[str, list[Test]] = {}
     for test in tests:
         by_section.setdefault(test.section, []).append(test)
-    sections = {name: _section(name, run, by_section.get(name, []), descriptions(config, run), now, processes)
+    sections = {name: _section(name, run, by_section.get(name, []), descriptions(config, run), now, processes, db)
                 for name, run in runs.items()}
     shown = [t for t in tests if t.section in sections]
     testing = [(r["section"], r["package"], r["version"], r["worker"], utc(r["started"])) for r in db.in_flight()
@@ -286,7 +255,7 @@ def load(config: Config, names: list[str], db: Database, now: float | None = Non
 # a site without a batch configuration
 
 
-def _listed_section(listing: Listing, tests: list[Test], today: float, processes: int) -> Section:
+def _listed_section(listing: Listing, tests: list[Test], today: float, processes: int, db: Database) -> Section:
     """A :class:`Section` of a listing: states from each package's results for its listed version."""
     by_package: dict[str, list[Test]] = {}
     for test in tests:
@@ -310,9 +279,11 @@ def _listed_section(listing: Listing, tests: list[Test], today: float, processes
                                 waiting_on.get(name, 0) + blocked.get(name, 0), last.problems if last else (),
                                 last.error if last and state == st.CANNOT else None, mine, entry.gone)
     ordered = dict(sorted(binaries.items(), key=lambda item: (ORDER.index(item[1].state), item[0])))
-    days, series = history(present, tests, {}, today, processes)
+    counts = st.counts(computed)
+    days, series, fresh = history(present, tests, {}, today, processes, db.day_counts(listing.name), counts)
+    db.store_day_counts(listing.name, fresh)
     return Section(listing.name, listing.description, listing.distro, listing.repository, ordered,
-                   st.counts(computed), _problems({}, binaries), days, series)
+                   counts, _problems({}, binaries), days, series)
 
 
 def load_listed(listings: Sequence[Listing], db: Database, now: float | None = None, processes: int = 1,
@@ -320,11 +291,11 @@ def load_listed(listings: Sequence[Listing], db: Database, now: float | None = N
     """The whole site's data from ``db`` alone, its sections as ``listings`` describe them."""
     now = time.time() if now is None else now
     names = {listing.name for listing in listings}
-    tests = [test_of(record) for record in db.results() if record.section in names]
+    tests = [test_of(record, raw) for record, raw in db.result_texts() if record.section in names]
     by_section: dict[str, list[Test]] = {}
     for test in tests:
         by_section.setdefault(test.section, []).append(test)
-    sections = {listing.name: _listed_section(listing, by_section.get(listing.name, []), now, processes)
+    sections = {listing.name: _listed_section(listing, by_section.get(listing.name, []), now, processes, db)
                 for listing in listings}
     testing = [(r["section"], r["package"], r["version"], r["worker"], utc(r["started"])) for r in db.in_flight()
                if r["section"] in sections]

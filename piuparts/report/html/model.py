@@ -6,9 +6,11 @@ templates use.  :mod:`.data` fills them from the state database.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterable, Mapping
 
 from piuparts.batch import states as st
@@ -131,8 +133,85 @@ class Scenario:
 
 
 @dataclass
+class Details:
+    """What a result's JSON adds to its row, as its package's page shows it."""
+
+    host: str
+    base: str
+    layer: str
+    upgrade: str
+    scenarios: list[Scenario]
+    data: dict[str, Any]
+
+
+def _finding(data: Mapping[str, Any]) -> Finding:
+    owners = data.get("owners")
+    return Finding(str(data.get("severity", "")), str(data.get("check", "")), str(data.get("subject", "")),
+                   str(data.get("message", "")),
+                   "—" if owners is None else ", ".join(owners) if owners else "not owned",
+                   ", ".join(data.get("blame") or ()))
+
+
+def _step(data: Mapping[str, Any]) -> Step:
+    commands = [Command(str(c.get("cmdline", "")), int(c.get("returncode", 0)), seconds(c.get("elapsed")),
+                        bool(c.get("timed_out"))) for c in data.get("commands", [])]
+    return Step(str(data.get("name", "")), bool(data.get("ok", True)), seconds(data.get("elapsed")),
+                str(data.get("message", "")), commands)
+
+
+def _scenario(data: Mapping[str, Any]) -> Scenario:
+    steps = [_step(s) for s in data.get("steps", [])]
+    findings = [_finding(f) for f in data.get("findings", [])]
+    skipped = data.get("skipped")
+    failed = any(not s.ok for s in steps) or any(f.severity == "fail" for f in findings)
+    return Scenario(str(data.get("name", "")), "SKIP" if skipped else "FAIL" if failed else "PASS",
+                    skipped, steps, findings)
+
+
+def _upgrade(data: Mapping[str, Any], scenarios: list[Scenario]) -> str:
+    """Where the tested version was reached from: older versions, or the distributions."""
+    distributions = data.get("distributions") or []
+    for scenario in scenarios:
+        if scenario.name == "distupgrade" and not scenario.skipped:
+            return "installed in " + " -> dist-upgraded to ".join(distributions)
+        if scenario.name == "install-upgrade-purge":
+            if scenario.skipped:
+                return f"no upgrade tested: {scenario.skipped}"
+            old = [w for step in scenario.steps if step.name == "install old"
+                   for c in step.commands for w in c.cmdline.split() if "=" in w and not w.startswith("-")]
+            where = data.get("distribution") or ""
+            return f"from {', '.join(old) or 'the older version'} ({where} and its extra repositories)"
+    return "no upgrade tested"
+
+
+def _base(data: Mapping[str, Any]) -> str:
+    base = data.get("base")
+    if not isinstance(base, dict):
+        return str(base or "")
+    label = " ".join(str(base[k]) for k in ("backend", "distribution", "identity", "key") if base.get(k))
+    if base.get("age_seconds") is not None:
+        label += f" (built {age(base['age_seconds'])} before)"
+    return label.strip() or data.get("backend", "")
+
+
+def _layer(data: Mapping[str, Any]) -> str:
+    layer = data.get("dependency_layer")
+    if not isinstance(layer, dict):
+        return ""
+    return str(layer.get("layer") or "")
+
+
+def details(data: dict[str, Any]) -> Details:
+    """A result's JSON as shown."""
+    scenarios = [_scenario(s) for s in data.get("scenarios", [])]
+    return Details(str(data.get("host", "")), _base(data), _layer(data), _upgrade(data, scenarios), scenarios, data)
+
+
+@dataclass(eq=False)
 class Test:
-    """One result row, for display."""
+    """One result row, for display.  Its JSON stays text until a page that shows it is written
+    (:attr:`details`, let go again with :meth:`forget`): a whole archive's results parsed at
+    once take gigabytes, and most pages of a site made again do not change."""
 
     id: int
     section: str
@@ -144,17 +223,53 @@ class Test:
     started: float
     duration: float
     worker: str
-    host: str
     run_id: int | None
     error: str | None
     problems: tuple[str, ...]
     tool_version: str
-    base: str
-    layer: str
-    upgrade: str
-    scenarios: list[Scenario]
     log_source: str | None
-    data: dict[str, Any] = field(repr=False, default_factory=dict)
+    #: The result's JSON as the database holds it.
+    raw: str = field(repr=False, default="{}")
+
+    @cached_property
+    def details(self) -> Details:
+        """Its JSON, parsed (kept until :meth:`forget`)."""
+        return details(json.loads(self.raw))
+
+    def forget(self) -> None:
+        """Let the parsed JSON go."""
+        self.__dict__.pop("details", None)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The result's JSON, whole."""
+        return self.details.data
+
+    @property
+    def host(self) -> str:
+        return self.details.host
+
+    @property
+    def base(self) -> str:
+        return self.details.base
+
+    @property
+    def layer(self) -> str:
+        return self.details.layer
+
+    @property
+    def upgrade(self) -> str:
+        return self.details.upgrade
+
+    @property
+    def scenarios(self) -> list[Scenario]:
+        return self.details.scenarios
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """What identifies the row: a result row is never changed once written, so these
+        say what its JSON holds too (the site's fingerprints rest on it)."""
+        return (self.id, self.started, self.duration, self.kind, self.verdict, self.version, self.log_source)
 
     @property
     def when(self) -> str:

@@ -3,31 +3,78 @@
 Each file is compared with what is already there and, when it differs,
 written under a temporary name and renamed, so a web server never serves
 half a page and a re-run leaves unchanged pages (and their mtimes) alone.
+
+Most pages of a site made again have not changed, and rendering them only to
+find so is what made a whole archive's site take minutes.  So a page can be
+written with a *fingerprint*: a digest of everything it is made from (the
+site's generator knows what that is).  The fingerprints of a generation are
+saved in :data:`MANIFEST` at its end, and a page whose file is there and
+whose fingerprint is the one saved is not rendered again.  The manifest is
+removed when a generation starts, so one that is stopped half-way leaves
+none, and the next renders every page.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 from pathlib import Path
+
+#: The fingerprints of the last whole generation: path inside the site -> digest.
+MANIFEST = ".piuparts-inputs.json"
 
 
 class Output:
     """The site directory; counts what it wrote and what it left alone."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, known: dict[str, str] | None = None) -> None:
         self.root = root
         self.written: list[str] = []
         self.unchanged = 0
         #: Every file this generation made or found up to date (paths inside the site).
         self.kept: list[str] = []
+        #: The fingerprints the last whole generation saved.
+        self.known = known or {}
+        #: The fingerprints of this one's pages.
+        self.inputs: dict[str, str] = {}
 
-    def write(self, relative: str, content: str | bytes) -> None:
-        """Write ``relative`` (a path inside the site) if its content is new."""
+    @classmethod
+    def begin(cls, root: Path) -> "Output":
+        """A generation into ``root``: the manifest read, then removed until :meth:`finish`."""
+        manifest = root / MANIFEST
+        try:
+            known = json.loads(manifest.read_text())
+            manifest.unlink()
+        except (OSError, ValueError):
+            known = {}
+        return cls(root, known if isinstance(known, dict) else {})
+
+    def finish(self) -> None:
+        """Save this generation's fingerprints (of the files it kept)."""
+        temporary = self.root / f".{MANIFEST}.{os.getpid()}.tmp"
+        temporary.write_text(json.dumps(self.inputs, separators=(",", ":"), sort_keys=True))
+        temporary.replace(self.root / MANIFEST)
+
+    def fresh(self, relative: str, fingerprint: str) -> bool:
+        """Whether ``relative`` is there and was made from the same inputs."""
+        return self.known.get(relative) == fingerprint and os.path.isfile(os.path.join(self.root, relative))
+
+    def keep(self, relative: str, fingerprint: str) -> None:
+        """Leave a :meth:`fresh` file as it is."""
+        self.kept.append(relative)
+        self.inputs[relative] = fingerprint
+        self.unchanged += 1
+
+    def write(self, relative: str, content: str | bytes, fingerprint: str | None = None) -> None:
+        """Write ``relative`` (a path inside the site) if its content is new; ``fingerprint``:
+        what it was made from (see the module's docstring)."""
         data = content.encode() if isinstance(content, str) else content
         path = self.root / relative
         self.kept.append(relative)
+        if fingerprint is not None:
+            self.inputs[relative] = fingerprint
         try:
             if path.stat().st_size == len(data) and path.read_bytes() == data:
                 self.unchanged += 1

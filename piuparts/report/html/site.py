@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -48,6 +49,21 @@ class Written:
                 f"in {self.outdir} ({self.seconds:.1f} s)")
 
 
+_GENERATION: str | None = None
+
+
+def generation() -> str:
+    """A digest of what makes every page: the templates, the style and this package's code
+    (another version renders every page again)."""
+    global _GENERATION
+    if _GENERATION is None:
+        digest = hashlib.sha256()
+        for path in sorted([*HERE.glob("*.py"), *HERE.glob("*.css"), *(HERE / "templates").iterdir()]):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        _GENERATION = digest.hexdigest()
+    return _GENERATION
+
+
 def environment() -> jinja2.Environment:
     """The templates, autoescaping HTML and XML, with the filters they use."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -69,21 +85,50 @@ class Generator:
         self.env = environment()
         self.processes = processes
         self.sources: dict[str, list[model.Binary]] = {}
+        #: (section, package) -> the digest of what its pages show of it (see :meth:`keys`).
+        self.binary_keys: dict[tuple[str, str], str] = {}
 
-    def page(self, template: str, relative: str, **context: Any) -> None:
+    def page(self, template: str, relative: str, fingerprint: str | None = None, **context: Any) -> None:
         """Render ``template`` to ``relative`` (links in it are relative to the page)."""
         root = "../" * relative.count("/")
         text = self.env.get_template(template).render(root=root, page=relative, origin=self.site.origin, **context)
-        self.out.write(relative, text)
+        self.out.write(relative, text, fingerprint)
 
-    def json(self, relative: str, document: Any) -> None:
+    def json(self, relative: str, document: Any, fingerprint: str | None = None) -> None:
         """Write a JSON document: compact (the C encoder: indenting is ten times slower), keys sorted,
         so an unchanged one is byte for byte the same."""
-        self.out.write(relative, json.dumps(document, separators=(",", ":"), sort_keys=True) + "\n")
+        self.out.write(relative, json.dumps(document, separators=(",", ":"), sort_keys=True) + "\n", fingerprint)
+
+    def fingerprint(self, material: Any) -> str:
+        """The digest of a page's inputs: ``material`` (plain values whose ``repr`` says all the
+        page shows), the site's origin, and the code and templates that render it."""
+        return hashlib.sha256(repr((generation(), self.site.origin, material)).encode()).hexdigest()[:32]
+
+    def skip(self, fingerprint: str, *relatives: str) -> bool:
+        """True, and the files kept as they are, when each of ``relatives`` is up to date."""
+        if not all(self.out.fresh(relative, fingerprint) for relative in relatives):
+            return False
+        for relative in relatives:
+            self.out.keep(relative, fingerprint)
+        return True
+
+    def keys(self) -> None:
+        """The digest of each binary as its pages show it: its own fields, the states of what blocks
+        it, and its results by :attr:`~.model.Test.key` (a result row never changes once written)."""
+        for section in self.site.sections.values():
+            for binary in section.binaries.values():
+                blockers = tuple((d, section.binaries[d].state if d in section.binaries else None)
+                                 for d in binary.blocked_by)
+                material = (binary.section, binary.name, binary.version, binary.source, binary.maintainer,
+                            binary.description, binary.state, tuple(binary.blocked_by), binary.blocks,
+                            tuple(binary.problems), binary.reason, binary.gone, blockers,
+                            tuple(t.key for t in binary.tests))
+                self.binary_keys[binary.section, binary.name] = hashlib.sha256(repr(material).encode()).hexdigest()
 
     def all(self, summary: dict[str, Any]) -> None:
         """Every page of the site."""
         self.out.write("style.css", (HERE / "style.css").read_text())
+        self.keys()
         self.index()
         for section in self.site.sections.values():
             self.section(section)
@@ -103,11 +148,19 @@ class Generator:
         """A section's pages: its index, a page a state, a page a problem, a page a package."""
         graph = svg.graph(section.days, section.series, f"{section.name}: packages in each state, a day a point")
         self.page("section.html", f"{section.name}/index.html", section=section, graph=graph)
+        head = (section.name, section.description, section.distro, section.repository, section.counts, section.size)
         for state in st.STATES:
-            self.page("state.html", f"{section.name}/state/{state}.html", section=section, state=state,
-                      binaries=section.by_state(state))
+            binaries = section.by_state(state)
+            relative = f"{section.name}/state/{state}.html"
+            fingerprint = self.fingerprint((head, state, [self.binary_keys[b.section, b.name] for b in binaries]))
+            if not self.skip(fingerprint, relative):
+                self.page("state.html", relative, fingerprint, section=section, state=state, binaries=binaries)
         for problem in section.problems.values():
-            self.page("problem.html", f"{section.name}/{problem.url}", section=section, problem=problem)
+            relative = f"{section.name}/{problem.url}"
+            fingerprint = self.fingerprint((head, problem.name, problem.header, problem.helptext, problem.issue,
+                                            [self.binary_keys[b.section, b.name] for b in problem.packages]))
+            if not self.skip(fingerprint, relative):
+                self.page("problem.html", relative, fingerprint, section=section, problem=problem)
         self.in_parallel([("package", section.name, name) for name in section.binaries])
 
     def in_parallel(self, jobs: list[Job]) -> None:
@@ -122,10 +175,11 @@ class Generator:
         chunks = [jobs[i::self.processes * 4] for i in range(self.processes * 4)]
         try:
             with multiprocessing.get_context("fork").Pool(self.processes, initializer=quiet_worker) as pool:
-                for written, unchanged, kept in pool.imap_unordered(_chunk, chunks):
+                for written, unchanged, kept, inputs in pool.imap_unordered(_chunk, chunks):
                     self.out.written.extend(written)
                     self.out.unchanged += unchanged
                     self.out.kept.extend(kept)
+                    self.out.inputs.update(inputs)
         finally:
             _FORKED = None
 
@@ -137,17 +191,28 @@ class Generator:
             self.package(section, section.binaries[second])
         else:
             binaries = self.sources[first]
-            self.page("source.html", model.source_url(first), source=first, rows=_rows(binaries),
-                      sections=list(self.site.sections), history=_history(binaries))
+            relative = model.source_url(first)
+            fingerprint = self.fingerprint((first, list(self.site.sections),
+                                            [self.binary_keys[b.section, b.name] for b in binaries]))
+            if not self.skip(fingerprint, relative):
+                self.page("source.html", relative, fingerprint, source=first, rows=_rows(binaries),
+                          sections=list(self.site.sections), history=_history(binaries))
 
     def package(self, section: model.Section, binary: model.Binary) -> None:
-        """A package's page, its JSON and its logs."""
+        """A package's page, its JSON and its logs (a log never changes once filed, so the
+        tails shown are the results' keys' too)."""
         logs = {t.id: self.out.log(t.log_stem, Path(t.log_source)) for t in binary.tests
                 if t.log_stem and t.log_source}
+        page, document = binary.url, model.package_url(section.name, binary.name, ".json")
+        fingerprint = self.fingerprint((self.binary_keys[section.name, binary.name], sorted(logs.items())))
+        if self.skip(fingerprint, page, document):
+            return
         tails = {t.id: data.log_tail(t) for t in binary.tests if t.verdict != "PASS"}
-        self.page("package.html", binary.url, section=section, binary=binary, logs=logs, tails=tails,
+        self.page("package.html", page, fingerprint, section=section, binary=binary, logs=logs, tails=tails,
                   tests=list(reversed(binary.tests)))
-        self.json(model.package_url(section.name, binary.name, ".json"), package_json(binary, logs))
+        self.json(document, package_json(binary, logs), fingerprint)
+        for test in binary.tests:
+            test.forget()
 
     def people(self) -> None:
         """A page a source package, a page a maintainer, and the maintainers' list."""
@@ -159,13 +224,19 @@ class Generator:
         self.sources = sources
         self.in_parallel([("source", source, "") for source in sorted(sources)])
         table = []
+        changes: dict[tuple[str, str], list[model.Change]] = {}
+        for change in self.site.changes:
+            changes.setdefault((change.section, change.package), []).append(change)
         for slug, (who, binaries) in sorted(maintainers.items()):
             rows = _rows(binaries)
-            self.page("maintainer.html", who.url, who=who, rows=rows, sections=list(self.site.sections),
-                      counts=_counts(binaries), history=_history(binaries))
-            mine = {(b.section, b.name) for b in binaries}
-            self.feed(who.url.removesuffix(".html") + ".atom",
-                      [c for c in self.site.changes if (c.section, c.package) in mine], who)
+            fingerprint = self.fingerprint((who, list(self.site.sections),
+                                            [self.binary_keys[b.section, b.name] for b in binaries]))
+            if not self.skip(fingerprint, who.url):
+                self.page("maintainer.html", who.url, fingerprint, who=who, rows=rows,
+                          sections=list(self.site.sections), counts=_counts(binaries), history=_history(binaries))
+            mine = sorted((c for b in binaries for c in changes.get((b.section, b.name), ())),
+                          key=lambda c: c.after.id, reverse=True)
+            self.feed(who.url.removesuffix(".html") + ".atom", mine, who)
             table.append((who, _counts(binaries), len(rows)))
         self.page("maintainers.html", "maintainers.html", maintainers=table)
 
@@ -173,22 +244,41 @@ class Generator:
         """runs.html and a page (with JSON and JUnit) a run."""
         self.page("runs.html", "runs.html", runs=self.site.runs)
         for run in self.site.runs:
-            self.page("run.html", run.url, run=run, sections=self.site.sections, words=model.CHANGE_WORDS)
-            self.json(f"run/{run.id}.json", run_json(run))
-            if run.ci is not None and run.ci.junit_xml:  # the very files the CI job was given
-                self.out.write(f"run/{run.id}.junit.xml", run.ci.junit_xml)
-            else:
-                self.out.write(f"run/{run.id}.junit.xml", run_junit(run))
+            files = [run.url, f"run/{run.id}.json", f"run/{run.id}.junit.xml"]
             if run.ci is not None and run.ci.report_json:
-                self.out.write(f"run/{run.id}.ci.json", run.ci.report_json)
+                files.append(f"run/{run.id}.ci.json")
+            ci = None if run.ci is None else (
+                run.ci, [c.get("package") in self.site.sections[f"{run.ci.codename}.{run.ci.architecture}"].binaries
+                         if f"{run.ci.codename}.{run.ci.architecture}" in self.site.sections else None
+                         for c in run.ci.changes])
+            fingerprint = self.fingerprint((run.id, run.kind, run.started, run.ended, run.host, run.tool_version,
+                                            run.status, list(self.site.sections), ci,
+                                            [(t.key, t.section, t.package, run.previous.get(t.id)) for t in run.tests]))
+            if self.skip(fingerprint, *files):
+                continue
+            self.page("run.html", run.url, fingerprint, run=run, sections=self.site.sections,
+                      words=model.CHANGE_WORDS)
+            self.json(f"run/{run.id}.json", run_json(run), fingerprint)
+            if run.ci is not None and run.ci.junit_xml:  # the very files the CI job was given
+                self.out.write(f"run/{run.id}.junit.xml", run.ci.junit_xml, fingerprint)
+            else:
+                self.out.write(f"run/{run.id}.junit.xml", run_junit(run), fingerprint)
+                for test in run.tests:
+                    test.forget()
+            if run.ci is not None and run.ci.report_json:
+                self.out.write(f"run/{run.id}.ci.json", run.ci.report_json, fingerprint)
 
     def feed(self, relative: str = "feed.atom", changes: list[model.Change] | None = None,
              who: model.Person | None = None) -> None:
         """An Atom feed of state changes, newest first: the whole site's, or a maintainer's."""
         entries = (self.site.changes if changes is None else changes)[:FEED_ENTRIES]
+        fingerprint = self.fingerprint((relative, who, [(c.section, c.package, c.before.key, c.before.problems,
+                                                         c.after.key, c.after.problems) for c in entries]))
+        if self.skip(fingerprint, relative):
+            return
         updated = max((c.after.started + c.after.duration for c in entries), default=0.0)
-        self.page("feed.atom", relative, entries=entries, updated=model.iso(updated or 0.0), iso=model.iso,
-                  who=who, self_href=relative.rsplit("/", 1)[-1])
+        self.page("feed.atom", relative, fingerprint, entries=entries, updated=model.iso(updated or 0.0),
+                  iso=model.iso, who=who, self_href=relative.rsplit("/", 1)[-1])
 
 
 #: (page kind, section or source, package): one page for :meth:`Generator.in_parallel`.
@@ -197,13 +287,13 @@ Job = tuple[str, str, str]
 _FORKED: Generator | None = None
 
 
-def _chunk(jobs: list[Job]) -> tuple[list[str], int, list[str]]:
+def _chunk(jobs: list[Job]) -> tuple[list[str], int, list[str], dict[str, str]]:
     """In a forked process: render ``jobs``; the files written, how many were unchanged, all it kept."""
     assert _FORKED is not None
-    _FORKED.out = Output(_FORKED.out.root)
+    _FORKED.out = Output(_FORKED.out.root, _FORKED.out.known)
     for job in jobs:
         _FORKED.job(job)
-    return _FORKED.out.written, _FORKED.out.unchanged, _FORKED.out.kept
+    return _FORKED.out.written, _FORKED.out.unchanged, _FORKED.out.kept, _FORKED.out.inputs
 
 
 def _rows(binaries: Iterable[model.Binary]) -> list[tuple[str, dict[str, model.Binary]]]:
@@ -333,10 +423,11 @@ def _generate(db_path: Path, outdir: Path, load: Callable[[Database, int], tuple
     start = time.monotonic()
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"{outdir}: not a directory; give the directory the site goes in")
-    out = Output(outdir)
     processes = min(4, os.cpu_count() or 1) if processes is None else processes
     with Database(db_path) as db:
         site, document = load(db, processes)
+    out = Output.begin(outdir)
     Generator(site, out, processes).all(document)
     out.prune([*site.sections, "source", "maintainer", "run"])
+    out.finish()
     return Written(outdir, len(out.written), out.unchanged, time.monotonic() - start, tuple(out.written))
