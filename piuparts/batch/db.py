@@ -282,12 +282,12 @@ class Database:
         for row in self.conn.execute(query, (section,) if section else ()):
             yield Record.from_row(row)
 
-    def result_texts(self) -> Iterator[tuple[Record, str]]:
-        """All results, oldest first, each with its JSON as stored (not parsed: the report
-        parses a result's only when it writes a page that shows it)."""
+    def light_results(self) -> Iterator[Record]:
+        """All results, oldest first, without their ``result_json`` (the report reads a result's
+        only when it writes a page that shows it)."""
         light = ", ".join(["id", *(c for c in _COLUMNS if c != "result_json")])
-        for row in self.conn.execute(f"SELECT {light}, result_json AS raw FROM results ORDER BY id"):
-            yield Record.from_row(row), row["raw"]
+        for row in self.conn.execute(f"SELECT {light} FROM results ORDER BY id"):
+            yield Record.from_row(row)
 
     # in flight
     def mark_in_flight(self, section: str, key: Key, run_id: int, worker: str) -> None:

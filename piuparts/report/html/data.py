@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
+import sqlite3
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+from urllib.parse import quote
 
 from piuparts.batch import engine, states as st
 from piuparts.batch.config import Config
@@ -26,9 +30,25 @@ from piuparts.report.html.model import DAY, Binary, Change, Listing, Problem, Ru
 LOG_TAIL = 40
 
 
-def test_of(record: Record, raw: str | None = None) -> Test:
-    """A result row as shown; ``raw``: its JSON as stored (parsed only when a page shows it;
-    None: the record's own ``result_json``)."""
+class ResultTexts:
+    """A result's JSON read from the state database when a page shows it: read-only, with a
+    connection of each process's own (pages are rendered in forked processes too)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._opened: tuple[int, sqlite3.Connection] | None = None
+
+    def __call__(self, result_id: int) -> str:
+        if self._opened is None or self._opened[0] != os.getpid():
+            conn = sqlite3.connect(f"file:{quote(str(self.path.resolve()))}?mode=ro", uri=True, timeout=30)
+            self._opened = (os.getpid(), conn)
+        row = self._opened[1].execute("SELECT result_json FROM results WHERE id = ?", (result_id,)).fetchone()
+        return "{}" if row is None else str(row[0])
+
+
+def test_of(record: Record, raw: str | Callable[[int], str] | None = None) -> Test:
+    """A result row as shown; ``raw``: its JSON as stored, or what reads it (parsed only when a
+    page shows it; None: the record's own ``result_json``)."""
     return Test(record.id or 0, record.section, record.package, record.version, record.architecture,
                 record.kind, record.verdict, record.started, record.duration, record.worker, record.run_id,
                 record.error, record.problems, record.tool_version, record.log_path,
@@ -240,7 +260,8 @@ def load(config: Config, names: list[str], db: Database, now: float | None = Non
     now = time.time() if now is None else now
     unreadable: dict[str, str] = {}
     runs = engine.prepare(config, names, db, unreadable)
-    tests = [test_of(record, raw) for record, raw in db.result_texts()]
+    texts = ResultTexts(db.path)
+    tests = [test_of(record, texts) for record in db.light_results()]
     by_section: dict[str, list[Test]] = {}
     for test in tests:
         by_section.setdefault(test.section, []).append(test)
@@ -291,7 +312,8 @@ def load_listed(listings: Sequence[Listing], db: Database, now: float | None = N
     """The whole site's data from ``db`` alone, its sections as ``listings`` describe them."""
     now = time.time() if now is None else now
     names = {listing.name for listing in listings}
-    tests = [test_of(record, raw) for record, raw in db.result_texts() if record.section in names]
+    texts = ResultTexts(db.path)
+    tests = [test_of(record, texts) for record in db.light_results() if record.section in names]
     by_section: dict[str, list[Test]] = {}
     for test in tests:
         by_section.setdefault(test.section, []).append(test)

@@ -11,7 +11,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from piuparts.batch import states as st
 from piuparts.batch.db import CiRun
@@ -209,9 +209,9 @@ def details(data: dict[str, Any]) -> Details:
 
 @dataclass(eq=False)
 class Test:
-    """One result row, for display.  Its JSON stays text until a page that shows it is written
-    (:attr:`details`, let go again with :meth:`forget`): a whole archive's results parsed at
-    once take gigabytes, and most pages of a site made again do not change."""
+    """One result row, for display.  Its JSON stays in the database until a page that shows it
+    is written (:attr:`details`, let go again with :meth:`forget`): a whole archive's results
+    parsed at once take gigabytes, and most pages of a site made again do not change."""
 
     id: int
     section: str
@@ -228,13 +228,13 @@ class Test:
     problems: tuple[str, ...]
     tool_version: str
     log_source: str | None
-    #: The result's JSON as the database holds it.
-    raw: str = field(repr=False, default="{}")
+    #: The result's JSON as the database holds it, or what reads it there given the id.
+    raw: str | Callable[[int], str] = field(repr=False, default="{}")
 
     @cached_property
     def details(self) -> Details:
         """Its JSON, parsed (kept until :meth:`forget`)."""
-        return details(json.loads(self.raw))
+        return details(json.loads(self.raw if isinstance(self.raw, str) else self.raw(self.id)))
 
     def forget(self) -> None:
         """Let the parsed JSON go."""

@@ -263,8 +263,6 @@ class Generator:
                 self.out.write(f"run/{run.id}.junit.xml", run.ci.junit_xml, fingerprint)
             else:
                 self.out.write(f"run/{run.id}.junit.xml", run_junit(run), fingerprint)
-                for test in run.tests:
-                    test.forget()
             if run.ci is not None and run.ci.report_json:
                 self.out.write(f"run/{run.id}.ci.json", run.ci.report_json, fingerprint)
 
@@ -354,6 +352,7 @@ def run_junit(run: model.Run) -> str:
     root = ET.Element("testsuites", name=f"piuparts-ng run {run.id}")
     for test in run.tests:
         scenarios = [ScenarioResult.from_json(s) for s in test.data.get("scenarios", [])]
+        test.forget()  # a night's run holds every package's result: parse them one at a time
         tree = junit.document(scenarios, [test.package], f"{test.section}/{test.package} {test.version}")
         suites = tree.getroot()
         assert suites is not None
