@@ -88,9 +88,11 @@ def history(packages: Mapping[str, st.Package], tests: Iterable[Test], outside: 
     """The section's counts a day, from its first result's day to ``today``; and the past days
     counted here, to keep.
 
-    A past day's counts are :func:`states.compute` over the packages with the
-    results recorded by the end of that day (the newest verdict of any version
-    counts).  They are counted once, after that day, and then taken from
+    A past day's counts are :func:`states.compute` over the section's packages
+    as they are when it is counted, with the results recorded by the end of that
+    day (the newest verdict of any version counts).  They are counted once,
+    after that day (what the archive held then is what they count, as
+    piuparts-report's counts.txt keeps a line a day), and then taken from
     ``kept`` (day -> the mark of the results counted, the counts) as long as the
     mark (how many verdicts ended by then, the newest one's id) is the same: a
     whole archive's month is thirty solves of its graph, seconds each.  Today's
