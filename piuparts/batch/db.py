@@ -102,6 +102,10 @@ _COLUMNS = ("section", "package", "version", "architecture", "run_id", "kind", "
             "log_path", "result_json")
 
 
+#: The columns of a result without its JSON.
+_LIGHT = ", ".join(["id", *(c for c in _COLUMNS if c != "result_json")])
+
+
 @dataclass(frozen=True)
 class Record:
     """One finished test, as stored (``id`` is set once it is)."""
@@ -271,8 +275,7 @@ class Database:
         """Every result of a section, by (package, version, architecture), oldest first;
         without their ``result_json`` (read it with :meth:`results`)."""
         found: dict[Key, list[Record]] = {}
-        light = ", ".join(["id", *(c for c in _COLUMNS if c != "result_json")])
-        for row in self.conn.execute(f"SELECT {light} FROM results WHERE section = ? ORDER BY id", (section,)):
+        for row in self.conn.execute(f"SELECT {_LIGHT} FROM results WHERE section = ? ORDER BY id", (section,)):
             found.setdefault((row["package"], row["version"], row["architecture"]), []).append(Record.from_row(row))
         return found
 
@@ -285,8 +288,7 @@ class Database:
     def light_results(self) -> Iterator[Record]:
         """All results, oldest first, without their ``result_json`` (the report reads a result's
         only when it writes a page that shows it)."""
-        light = ", ".join(["id", *(c for c in _COLUMNS if c != "result_json")])
-        for row in self.conn.execute(f"SELECT {light} FROM results ORDER BY id"):
+        for row in self.conn.execute(f"SELECT {_LIGHT} FROM results ORDER BY id"):
             yield Record.from_row(row)
 
     # in flight

@@ -385,7 +385,7 @@ def test_the_upgrade_path_is_read_from_the_scenarios() -> None:
                        "elapsed": 1.0, "timed_out": False}]}]}
     distupgrade = {**upgrade, "distributions": ["bookworm", "trixie"],
                    "scenarios": [{"name": "distupgrade", "skipped": None, "steps": [], "findings": []}]}
-    texts = [loading.test_of(Record("s", "foo", "2.0-1", "amd64", "pass", 0, "PASS", NOW, 1.0, "0.1.0", data)).upgrade
+    texts = [loading.test_of(Record("s", "foo", "2.0-1", "amd64", "pass", 0, "PASS", NOW, 1.0, "0.1.0", data)).details.upgrade
              for data in (upgrade, distupgrade, _result_json("foo", "2.0-1", "pass", NOW, None))]
     assert texts == ["from foo=1.0-1 (bookworm and its extra repositories)",
                      "installed in bookworm -> dist-upgraded to trixie",

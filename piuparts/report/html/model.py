@@ -241,31 +241,6 @@ class Test:
         self.__dict__.pop("details", None)
 
     @property
-    def data(self) -> dict[str, Any]:
-        """The result's JSON, whole."""
-        return self.details.data
-
-    @property
-    def host(self) -> str:
-        return self.details.host
-
-    @property
-    def base(self) -> str:
-        return self.details.base
-
-    @property
-    def layer(self) -> str:
-        return self.details.layer
-
-    @property
-    def upgrade(self) -> str:
-        return self.details.upgrade
-
-    @property
-    def scenarios(self) -> list[Scenario]:
-        return self.details.scenarios
-
-    @property
     def key(self) -> tuple[Any, ...]:
         """What identifies the row: a result row is never changed once written, so these
         say what its JSON holds too (the site's fingerprints rest on it)."""

@@ -112,6 +112,10 @@ class Generator:
             self.out.keep(relative, fingerprint)
         return True
 
+    def digests(self, binaries: Iterable[model.Binary]) -> list[str]:
+        """The :meth:`keys` of ``binaries``."""
+        return [self.binary_keys[b.section, b.name] for b in binaries]
+
     def keys(self) -> None:
         """The digest of each binary as its pages show it: its own fields, the states of what blocks
         it, and its results by :attr:`~.model.Test.key` (a result row never changes once written)."""
@@ -152,13 +156,13 @@ class Generator:
         for state in st.STATES:
             binaries = section.by_state(state)
             relative = f"{section.name}/state/{state}.html"
-            fingerprint = self.fingerprint((head, state, [self.binary_keys[b.section, b.name] for b in binaries]))
+            fingerprint = self.fingerprint((head, state, self.digests(binaries)))
             if not self.skip(fingerprint, relative):
                 self.page("state.html", relative, fingerprint, section=section, state=state, binaries=binaries)
         for problem in section.problems.values():
             relative = f"{section.name}/{problem.url}"
             fingerprint = self.fingerprint((head, problem.name, problem.header, problem.helptext, problem.issue,
-                                            [self.binary_keys[b.section, b.name] for b in problem.packages]))
+                                            self.digests(problem.packages)))
             if not self.skip(fingerprint, relative):
                 self.page("problem.html", relative, fingerprint, section=section, problem=problem)
         self.in_parallel([("package", section.name, name) for name in section.binaries])
@@ -193,7 +197,7 @@ class Generator:
             binaries = self.sources[first]
             relative = model.source_url(first)
             fingerprint = self.fingerprint((first, list(self.site.sections),
-                                            [self.binary_keys[b.section, b.name] for b in binaries]))
+                                            self.digests(binaries)))
             if not self.skip(fingerprint, relative):
                 self.page("source.html", relative, fingerprint, source=first, rows=_rows(binaries),
                           sections=list(self.site.sections), history=_history(binaries))
@@ -230,7 +234,7 @@ class Generator:
         for slug, (who, binaries) in sorted(maintainers.items()):
             rows = _rows(binaries)
             fingerprint = self.fingerprint((who, list(self.site.sections),
-                                            [self.binary_keys[b.section, b.name] for b in binaries]))
+                                            self.digests(binaries)))
             if not self.skip(fingerprint, who.url):
                 self.page("maintainer.html", who.url, fingerprint, who=who, rows=rows,
                           sections=list(self.site.sections), counts=_counts(binaries), history=_history(binaries))
@@ -323,7 +327,7 @@ def package_json(binary: model.Binary, logs: dict[int, bool]) -> dict[str, Any]:
             "results": [{"id": t.id, "version": t.version, "architecture": t.architecture, "kind": t.kind,
                          "verdict": t.verdict, "started": t.started, "duration": t.duration, "worker": t.worker,
                          "run": t.run_id, "problems": list(t.problems),
-                         "log": f"{t.log_stem}.log.gz" if logs.get(t.id) else None, "result": t.data}
+                         "log": f"{t.log_stem}.log.gz" if logs.get(t.id) else None, "result": t.details.data}
                         for t in binary.tests]}
 
 
@@ -351,7 +355,7 @@ def run_junit(run: model.Run) -> str:
     from piuparts.scenarios import ScenarioResult
     root = ET.Element("testsuites", name=f"piuparts-ng run {run.id}")
     for test in run.tests:
-        scenarios = [ScenarioResult.from_json(s) for s in test.data.get("scenarios", [])]
+        scenarios = [ScenarioResult.from_json(s) for s in test.details.data.get("scenarios", [])]
         test.forget()  # a night's run holds every package's result: parse them one at a time
         tree = junit.document(scenarios, [test.package], f"{test.section}/{test.package} {test.version}")
         suites = tree.getroot()
