@@ -34,8 +34,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Iterator
 
-from piuparts import __version__, aptsources, hooks as hooks_mod, instance_setup, layers, log as logsetup, options
-from piuparts import repos
+from piuparts import __version__, aptsources, debcache, hooks as hooks_mod, instance_setup, layers
+from piuparts import log as logsetup, options, repos
 from piuparts.backends import Backend, BaseSpec
 from piuparts.chroot import Chroot
 from piuparts.config import SCHEMA_VERSION, RunConfig, config_from_values
@@ -278,7 +278,9 @@ def _run_scenarios(backend: Backend, config: RunConfig,
     settings = Settings(config.ignores, config.max_command_runtime, dict(config.severities),
                         config.install_remove_install, config.install_purge_install, hooks,
                         prompt_timeout=config.prompt_timeout, deb_cache=config.cache_dir / "debs",
-                        warn_on_others=config.warn_on_others, upgrade_named_versions=config.upgrade_named_versions)
+                        warn_on_others=config.warn_on_others, upgrade_named_versions=config.upgrade_named_versions,
+                        origins=tuple(origin for line in [spec.mirror, *config.extra_repos]
+                                      if (origin := debcache.origin_of(line))))
     untestable = _is_testable(backend, config, hooks)
     if untestable is not None:
         return [untestable], info

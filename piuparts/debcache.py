@@ -7,6 +7,17 @@ shared cache when their size and checksum match what apt expects; after
 it, what apt fetched is copied out.  Each file is written under a
 temporary name and renamed, so runs that go at once never see half a
 file, and two runs storing the same file store the same bytes.
+
+What the listing names and the cache lacks is downloaded first, by the
+harness on the host (:func:`fetch`), when its URI is under one of the
+run's own sources (the mirror, the extra repositories: an instance's
+sources.list, which a dependency's script may have changed, never
+chooses where the host connects): each file is checked against the size
+and checksum apt gave, from the archive's signed indexes, as apt checks
+it.  When the listing is then all in the instance, the ``--download-only``
+pass before the install is not needed: one apt run (half a second of
+resolving, for nothing to fetch) less a test.  What could not be fetched
+so (another host, a proxy only apt knows) is left to apt as before.
 """
 
 from __future__ import annotations
@@ -16,9 +27,14 @@ import logging
 import os
 import re
 import stat
+import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, NamedTuple, Sequence
 
 from piuparts import inroot
 from piuparts.chroot import Chroot
@@ -64,40 +80,143 @@ def download_argv(chroot: Chroot, argv: Sequence[str]) -> list[str] | None:
     return [*argv, "--download-only"] if "apt-get" in argv and action in _DOWNLOADING else None
 
 
+#: apt-get's words when it could not download what it was to unpack (nothing was unpacked then).
+NOT_FETCHED = re.compile(r"^E: (Unable to fetch some archives|Failed to fetch )", re.M)
+
+
 def download(chroot: Chroot, argv: Sequence[str], timeout: float | None) -> Result | None:
     """Run :func:`download_argv`'s command, if any; its result."""
     fetch = download_argv(chroot, argv)
     return None if fetch is None else chroot.run(fetch, timeout=timeout, network=True)
 
 
+class Filled(NamedTuple):
+    """What :func:`fill` did: how many .debs it copied in of how many the listing fetches."""
+
+    copied: int
+    listed: int
+
+    @property
+    def complete(self) -> bool:
+        """Every .deb the install fetches is in the instance: nothing for apt to download."""
+        return self.copied == self.listed
+
+
 def fill(chroot: Chroot, cache: Path, apt: Sequence[str], targets: Sequence[str],
-         listing: Sequence[Listed] | None = None) -> int:
-    """Copy into the instance the cached .debs that installing ``targets`` needs; return how many.
+         listing: Sequence[Listed] | None = None, origins: Sequence[str] = ()) -> Filled:
+    """Copy into the instance the cached .debs that installing ``targets`` needs.
     ``listing``: apt's ``--print-uris`` for them in this instance, as (URI, FILE, SIZE, KIND:HEX),
-    when the caller has it already."""
+    when the caller has it already.  What the cache lacks is downloaded into it first when its
+    URI is under one of ``origins`` (:func:`fetch`)."""
     start = time.monotonic()
     if listing is None:
         out = chroot.run([*apt, "install", "--print-uris", "-qq", *targets], level=logging.DEBUG)
         if not out.ok:
-            return 0  # the install itself will say what is wrong
+            return Filled(0, -1)  # the install itself will say what is wrong
         listing = [entry for entry in listed(out.output) if entry[3]]
+    wanted = [entry for entry in listing if not entry[0].startswith("file:")]  # apt reads those in place
+    fetched = fetch(cache, wanted, origins, chroot.env) if origins else 0
     copied = 0
-    for uri, file, size, digest in listing:
-        if uri.startswith("file:"):
-            continue  # apt reads those in place
+    for uri, file, size, digest in wanted:
         cached = cache / file
-        kind, _, hex_digest = digest.partition(":")
-        algorithm = _HASHES.get(kind)
-        try:
-            if cached.stat().st_size != int(size) or algorithm is None or _digest(cached, algorithm) != hex_digest:
-                continue
-        except OSError:
+        if not _matches(cached, size, digest):
             continue
         inroot.copy_file(cached, chroot.root, f"{ARCHIVES}/{file}", mode=0o644)
         os.utime(cached)  # its last use, for pruning
         copied += 1
-    log.info("Took %d of %d packages from the .deb cache in %.2f s", copied, len(listing), time.monotonic() - start)
-    return copied
+    log.info("Took %d of %d packages from the .deb cache in %.2f s%s", copied, len(wanted),
+             time.monotonic() - start, f" ({fetched} downloaded into it)" if fetched else "")
+    return Filled(copied, len(wanted))
+
+
+def _matches(path: Path, size: str, digest: str) -> bool:
+    """``path`` is a file of ``size`` bytes with the checksum ``digest`` (KIND:HEX)."""
+    kind, _, hex_digest = digest.partition(":")
+    algorithm = _HASHES.get(kind)
+    try:
+        return path.stat().st_size == int(size) and algorithm is not None and _digest(path, algorithm) == hex_digest
+    except (OSError, ValueError):
+        return False
+
+
+#: Parallel downloads of one :func:`fetch`, as apt's few connections to a mirror.
+FETCHERS = 4
+#: Seconds a download may wait for the mirror before apt is left to fetch the file.
+FETCH_TIMEOUT = 30.0
+#: Origins that failed in this process: apt fetches their files from then on.
+_failed_origins: set[str] = set()
+_failed_lock = threading.Lock()
+
+
+def origin_of(line: str) -> str | None:
+    """The URL of a one-line apt source (``deb [OPTIONS] URL SUITE COMPONENTS``), or of a bare URL."""
+    words = re.sub(r"\[[^\]]*\]", " ", line).split()
+    if words and words[0] in ("deb", "deb-src"):
+        words = words[1:]
+    return words[0] if words and urllib.parse.urlsplit(words[0]).scheme in ("http", "https") else None
+
+
+def fetch(cache: Path, listing: Sequence[Listed], origins: Sequence[str],
+          env: Mapping[str, str] | None = None) -> int:
+    """Download into ``cache`` the listed .debs it does not have whose URI is
+    under one of ``origins`` (http and https URLs: the run's mirror and extra
+    repositories), each checked against the size and checksum of its entry
+    before it is kept; return how many were stored.  ``env``: the proxy
+    variables the instance's apt gets.  A file that fails is left to apt."""
+    prefixes = tuple(origin.rstrip("/") + "/" for origin in origins
+                     if urllib.parse.urlsplit(origin).scheme in ("http", "https"))
+    todo: dict[str, Listed] = {}
+    for entry in listing:
+        uri, file, size, digest = entry
+        if not (digest and uri.startswith(prefixes) and "/" not in file) or file in todo:
+            continue
+        if uri.startswith(tuple(_failed_origins)) or _matches(cache / file, size, digest):
+            continue
+        todo[file] = entry
+    if not todo:
+        return 0
+    cache.mkdir(parents=True, exist_ok=True)
+    proxies = {name.split("_")[0]: value for name, value in (env or {}).items()
+               if name in ("http_proxy", "https_proxy")}
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
+    start = time.monotonic()
+    with ThreadPoolExecutor(min(FETCHERS, len(todo))) as pool:
+        stored = sum(pool.map(lambda entry: _fetch_one(opener, cache, entry, prefixes), todo.values()))
+    log.debug("Downloaded %d of %d packages into the .deb cache in %.2f s", stored, len(todo),
+              time.monotonic() - start)
+    return stored
+
+
+def _fetch_one(opener: urllib.request.OpenerDirector, cache: Path, entry: Listed, prefixes: tuple[str, ...]) -> bool:
+    uri, file, size, digest = entry
+    kind, _, hex_digest = digest.partition(":")
+    algorithm = _HASHES.get(kind)
+    if algorithm is None:
+        return False
+    tmp = cache / f".{file}-{threading.get_ident()}.{os.getpid()}.tmp"  # prune reaps it if this process dies
+    hasher, length = hashlib.new(algorithm), 0
+    try:
+        with opener.open(uri, timeout=FETCH_TIMEOUT) as response, open(tmp, "wb") as out:
+            while chunk := response.read(1 << 16):
+                hasher.update(chunk)
+                length += len(chunk)
+                if length > int(size):
+                    break
+                out.write(chunk)
+        if length != int(size) or hasher.hexdigest() != hex_digest:
+            log.debug("%s: %d bytes that do not match apt's size and checksum; left to apt", uri, length)
+            return False
+        os.chmod(tmp, 0o644)
+        os.rename(tmp, cache / file)
+        return True
+    except (OSError, ValueError, urllib.error.URLError) as err:
+        log.debug("Could not download %s (%s); apt will", uri, err)
+        if not isinstance(err, urllib.error.HTTPError):  # the origin does not answer: not again in this run
+            with _failed_lock:
+                _failed_origins.update(prefix for prefix in prefixes if uri.startswith(prefix))
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def keep(chroot: Chroot, cache: Path) -> int:

@@ -278,6 +278,7 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
         return Layered(stack, {"layer": stack[0].parent.name, "packages": len(remembered), "reused": True,
                                "seconds": round(time.monotonic() - start, 3)}, fetch)
     build = _Build(backend, subject, setup, deb_cache, timeout, prompt_timeout, APT, DEBS_DIR)
+    build.origins = [origin for line in [backend.spec.mirror, *sources] if (origin := debcache.origin_of(line))]
     with backend.instance() as chroot:
         setup(chroot)
         assert chroot.upper is not None and chroot.lower is not None
@@ -317,7 +318,7 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
         built: list[Path] | str = _Build.FAILED
         if parent is None:
             built = build.install(chroot, targets, set_up, name, dependencies, ground,
-                                  listing=resolved.listing if resolved else None)
+                                  listing=alone.listing if alone else None)  # apt's answer for just those
     if parent is not None:
         over = key([name, f"over {parent[0]}"])
         info = {**info, "layer": over, "over": parent[0], "installed": len(dependencies) - len(parent[1])}
@@ -351,6 +352,8 @@ class _Build:
         self.deb_cache, self.timeout, self.prompt_timeout = deb_cache, timeout, prompt_timeout
         self.apt, self.debs_dir = list(apt), debs_dir
         self.native = ""  # the instances' architecture, once an instance told it
+        #: The run's own sources (URLs), whose .debs the harness may download itself (debcache.fetch).
+        self.origins: list[str] = []
 
     def over(self, parent: tuple[str, list[str]], name: str, dependencies: Sequence[str],
              ground: str, content: str) -> list[Path] | str:
@@ -385,10 +388,16 @@ class _Build:
         this instance is known already: see :class:`piuparts.aptplan.Plan`)."""
         from piuparts.dpkgdb import installed_packages
         names = [dep.split("=", 1)[0] for dep in dependencies]
-        debcache.fill(chroot, self.deb_cache, self.apt, targets, listing=listing)
-        debcache.download(chroot, [*self.apt, "install", *names], self.timeout)
-        result = chroot.run([*self.apt, "install", *names], timeout=self.timeout, terminal=True,
-                            prompt_timeout=self.prompt_timeout)
+        filled = debcache.fill(chroot, self.deb_cache, self.apt, targets, listing=listing, origins=self.origins)
+        # With apt's own answer for installing ``names`` here all in the instance, apt downloads nothing.
+        exact = listing is not None and filled.complete
+        if not exact:
+            debcache.download(chroot, [*self.apt, "install", *names], self.timeout)
+        install = [*self.apt, "install", *names]
+        result = chroot.run(install, timeout=self.timeout, terminal=True, prompt_timeout=self.prompt_timeout)
+        if exact and not result.ok and debcache.NOT_FETCHED.search(result.output):
+            debcache.download(chroot, install, self.timeout)  # apt wanted more after all: nothing was unpacked
+            result = chroot.run(install, timeout=self.timeout, terminal=True, prompt_timeout=self.prompt_timeout)
         debcache.keep(chroot, self.deb_cache)
         if not result.ok:
             log.info("The dependencies did not install on their own; testing without a layer")

@@ -61,6 +61,9 @@ class Settings:
     fetch: "list[debcache.Listed] | None" = None
     #: The upgrade scenario also upgrades to NAME=VERSION names (RunConfig.upgrade_named_versions).
     upgrade_named_versions: bool = False
+    #: The run's own sources (the mirror's and extra repositories' URLs): the .debs listed
+    #: from them are downloaded into the .deb cache by the harness (debcache.fetch).
+    origins: tuple[str, ...] = ()
 
 
 #: The environment of the removals: sudo's prerm refuses to go without it
@@ -167,6 +170,8 @@ class Runner:
         #: PIUPARTS_TEST and PIUPARTS_PHASE for the hook scripts.
         self.test, self.phase = test, "install"
         self._groups: tuple[list[str], list[str]] | None = None
+        #: The .deb cache put in the instance all that the first install fetches (_install_dependencies).
+        self._prefetched = False
 
     def snapshot(self, name: str, on_base: bool = False) -> None:
         """Take the tree snapshot ``name`` for the checks."""
@@ -182,17 +187,25 @@ class Runner:
             self.outcome.timed("diff", start)
         return self._diffs[key]
 
-    def run_scripts(self, step: Step, argv: Sequence[str], env: dict[str, str] | None = None) -> Result:
+    def run_scripts(self, step: Step, argv: Sequence[str], env: dict[str, str] | None = None,
+                    prefetched: bool = False) -> Result:
         """Run an apt or dpkg command that runs maintainer scripts, as part of
         ``step``: under a terminal that catches prompts, within the time limit
-        (with --no-network, after downloading what it unpacks)."""
+        (with --no-network, after downloading what it unpacks, unless
+        ``prefetched``: the .deb cache put all of it in the instance; should
+        apt want more after all, it stops before unpacking anything, and the
+        download and the command are run again)."""
         fetch = debcache.download_argv(self.chroot, argv)
-        if fetch is not None:
+        if fetch is not None and not prefetched:
             fetched = self.outcome.run(step, self.chroot, fetch, timeout=self.settings.timeout, network=True)
             if not fetched.ok:
                 return fetched
-        return self.outcome.run(step, self.chroot, argv, timeout=self.settings.timeout, terminal=True,
-                                prompt_timeout=self.settings.prompt_timeout, env=env)
+        result = self.outcome.run(step, self.chroot, argv, timeout=self.settings.timeout, terminal=True,
+                                  prompt_timeout=self.settings.prompt_timeout, env=env)
+        if fetch is not None and prefetched and not result.ok and debcache.NOT_FETCHED.search(result.output):
+            log.info("apt wanted more than the .deb cache gave; downloading it")
+            return self.run_scripts(step, argv, env)
+        return result
 
     def hook(self, phase: str) -> bool:
         """Run the ``phase`` hook scripts; a failing one fails the scenario."""
@@ -262,7 +275,7 @@ class Runner:
         if first and not self._install_dependencies(targets):
             return False
         step = self.outcome.step(step_name)
-        result = self.run_scripts(step, [*APT, "install", *targets])
+        result = self.run_scripts(step, [*APT, "install", *targets], prefetched=first and self._prefetched)
         self._keep_debs()
         if not result.ok:
             return self._fail(step_name, classify_install_failure(result, self.subject, step_name, self.chroot))
@@ -285,11 +298,14 @@ class Runner:
         complete = self.settings.layer_complete and bool(self.chroot.layers) and not hooked
         needed = [] if complete else self._needed(targets)
         if self.settings.deb_cache is not None and (needed or self.subject.apt_names or self.chroot.layers):
-            debcache.fill(self.chroot, self.settings.deb_cache, APT, targets,  # else nothing to download
-                          listing=self.settings.fetch if complete else None)
+            filled = debcache.fill(self.chroot, self.settings.deb_cache, APT, targets,  # else nothing to download
+                                   listing=self.settings.fetch if complete else None, origins=self.settings.origins)
+            # Everything installing ``targets`` fetches is in the instance: the installs
+            # of them and of what they need download nothing.
+            self._prefetched = filled.complete
         if needed:
             step = self.outcome.step("install dependencies")
-            result = self.run_scripts(step, [*APT, "install", *needed])
+            result = self.run_scripts(step, [*APT, "install", *needed], prefetched=self._prefetched)
             self._keep_debs()
             if not result.ok:
                 return self._fail(step.name, classify_install_failure(result, self.subject, step.name, self.chroot))

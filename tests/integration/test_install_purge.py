@@ -222,8 +222,25 @@ def test_archive_package_again_downloads_nothing_and_reuses_its_dependency_layer
     assert again.report["dependency_layer"]["layer"] == first.report["dependency_layer"]["layer"]
     assert "Took 1 of 1 packages from the .deb cache" in again.stdout
     assert re.findall(r"\| Get:\d+ \S+", again.stdout) == []  # apt fetched nothing
-    # nor was apt asked what to fetch: the remembered answer says it along with the layer
+    # nor was apt asked what to fetch: the remembered answer says it along with the layer,
+    # and with all of it in the instance no --download-only pass goes before the install
     assert "--print-uris" not in again.stdout and "--simulate" not in again.stdout
+    assert "--download-only" not in again.stdout
+    assert leaks(cache_dir) == []
+
+
+def test_a_deb_the_cache_lacks_is_downloaded_by_the_harness_from_the_runs_mirror(cache_dir, tmp_path):
+    first = piuparts(cache_dir, tmp_path, "--apt", "python3-oslo.i18n")
+    assert first.returncode == 0, first.stdout + first.stderr
+    [cached] = (cache_dir / "debs").glob("python3-oslo.i18n_*.deb")
+    content = cached.read_bytes()
+    cached.unlink()
+    again = piuparts(cache_dir, tmp_path, "-v", "--apt", "python3-oslo.i18n")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "Took 1 of 1 packages from the .deb cache" in again.stdout
+    assert "(1 downloaded into it)" in again.stdout
+    assert cached.read_bytes() == content  # the same file, checked against apt's checksum
+    assert re.findall(r"\| Get:\d+ \S+", again.stdout) == [] and "--download-only" not in again.stdout
     assert leaks(cache_dir) == []
 
 
