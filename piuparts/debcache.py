@@ -103,16 +103,17 @@ class Filled(NamedTuple):
 
 
 def fill(chroot: Chroot, cache: Path, apt: Sequence[str], targets: Sequence[str],
-         listing: Sequence[Listed] | None = None, origins: Sequence[str] = ()) -> Filled:
-    """Copy into the instance the cached .debs that installing ``targets`` needs.
-    ``listing``: apt's ``--print-uris`` for them in this instance, as (URI, FILE, SIZE, KIND:HEX),
-    when the caller has it already.  What the cache lacks is downloaded into it first when its
-    URI is under one of ``origins`` (:func:`fetch`)."""
+         listing: Sequence[Listed] | None = None, origins: Sequence[str] = (), action: str = "install") -> Filled:
+    """Copy into the instance the cached .debs that ``apt-get ACTION TARGETS`` needs
+    (``install``, or ``dist-upgrade`` with no targets).  ``listing``: apt's ``--print-uris``
+    for them in this instance, as (URI, FILE, SIZE, KIND:HEX), when the caller has it
+    already.  What the cache lacks is downloaded into it first when its URI is under one
+    of ``origins`` (:func:`fetch`)."""
     start = time.monotonic()
     if listing is None:
-        out = chroot.run([*apt, "install", "--print-uris", "-qq", *targets], level=logging.DEBUG)
+        out = chroot.run([*apt, action, "--print-uris", "-qq", *targets], level=logging.DEBUG)
         if not out.ok:
-            return Filled(0, -1)  # the install itself will say what is wrong
+            return Filled(0, -1)  # the command itself will say what is wrong
         listing = [entry for entry in listed(out.output) if entry[3]]
     wanted = [entry for entry in listing if not entry[0].startswith("file:")]  # apt reads those in place
     fetched = fetch(cache, wanted, origins, chroot.env) if origins else 0

@@ -299,10 +299,15 @@ class Reference:
         switch_sources(chroot, current, target, sources)
         timeout = self.settings.timeout
         check_update(chroot.run(["apt-get", "update"], timeout=timeout, network=True), target)
-        debcache.download(chroot, [*APT, "dist-upgrade"], timeout)
+        cache = self.settings.deb_cache
+        if cache is None or not debcache.fill(chroot, cache, APT, [], origins=self.settings.origins,
+                                              action="dist-upgrade").complete:
+            debcache.download(chroot, [*APT, "dist-upgrade"], timeout)
         chroot.run([*APT, "dist-upgrade"], timeout=timeout, error=TestbedError, terminal=True,
                    prompt_timeout=self.settings.prompt_timeout,
                    what=f"the dist-upgrade of the reference to {target} (without the tested packages)")
+        if cache is not None:
+            debcache.keep(chroot, cache)  # every test's dist-upgrade takes them from there
         set_release(chroot, release)
         self._hooks(chroot, "post_distupgrade", hooks_env(options, index, done=True))
 
@@ -351,7 +356,12 @@ class DistupgradeRunner(Runner):
         check_update(self.outcome.run(step, self.chroot, ["apt-get", "update"], timeout=self.settings.timeout,
                                      network=True),
                      target)
-        result = self.run_scripts(step, [*APT, "dist-upgrade"])
+        # The next release's .debs, the same for every test of the night, come from the .deb cache.
+        cache = self.settings.deb_cache
+        filled = cache is not None and debcache.fill(self.chroot, cache, APT, [], origins=self.settings.origins,
+                                                     action="dist-upgrade").complete
+        result = self.run_scripts(step, [*APT, "dist-upgrade"], prefetched=filled)
+        self._keep_debs()
         if not result.ok:
             return self._fail(name, classify_install_failure(result, self.subject, name, self.chroot))
         set_release(self.chroot, release)  # as piuparts' -t for the installs once there

@@ -140,6 +140,17 @@ def test_the_reference_is_reused_by_the_next_run(oslo_run, leftover_run):
 
 @pytest.mark.root
 @pytest.mark.network
+def test_the_next_releases_debs_come_from_the_deb_cache_not_from_apt(leftover_run):
+    # The reference and the acceptance run kept trixie's .debs; what this run's dist-upgrade
+    # needs besides is downloaded into the cache by the harness: apt has nothing to fetch.
+    [step] = [s for s in scenario(leftover_run)["steps"] if s["name"] == "dist-upgrade to trixie"]
+    commands = [c["cmdline"] for c in step["commands"]]
+    assert len(commands) == 2 and commands[0].endswith("apt-get update"), commands
+    assert commands[1].endswith("apt-get -y dist-upgrade"), commands  # no --download-only pass first
+
+
+@pytest.mark.root
+@pytest.mark.network
 def test_hooks_see_the_distributions_of_each_dist_upgrade(cache_dir, debs, tmp_path):
     record = 'echo "${0##*/} $PIUPARTS_DISTRIBUTION ${PIUPARTS_DISTRIBUTION_PREV:--} ' \
              '${PIUPARTS_DISTRIBUTION_NEXT:--} $PIUPARTS_TEST ${PIUPARTS_PHASE:--}" >> ' + str(tmp_path / "bind/env")
