@@ -188,13 +188,19 @@ def fetch(cache: Path, listing: Sequence[Listed], origins: Sequence[str],
     return stored
 
 
+def partial_name(file: str, pid: int | None = None) -> str:
+    """The name a download of ``file`` has until it is checked: one per thread, and
+    ``piuparts cleanup`` (prune.reap_temporaries) removes it once its process is gone."""
+    return f".{file}-{threading.get_ident()}.{os.getpid() if pid is None else pid}.tmp"
+
+
 def _fetch_one(opener: urllib.request.OpenerDirector, cache: Path, entry: Listed, prefixes: tuple[str, ...]) -> bool:
     uri, file, size, digest = entry
     kind, _, hex_digest = digest.partition(":")
     algorithm = _HASHES.get(kind)
     if algorithm is None:
         return False
-    tmp = cache / f".{file}-{threading.get_ident()}.{os.getpid()}.tmp"  # prune reaps it if this process dies
+    tmp = cache / partial_name(file)
     hasher, length = hashlib.new(algorithm), 0
     try:
         with opener.open(uri, timeout=FETCH_TIMEOUT) as response, open(tmp, "wb") as out:

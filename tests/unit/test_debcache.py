@@ -134,3 +134,15 @@ def test_fill_says_whether_apt_has_anything_left_to_download(mirror, tmp_path: P
 ])
 def test_the_origin_of_a_source_line(line: str, origin: str | None) -> None:
     assert debcache.origin_of(line) == origin
+
+
+def test_a_killed_runs_partial_download_is_reaped_by_cleanup(tmp_path: Path) -> None:
+    from piuparts import prune
+    debs = tmp_path / "debs"
+    debs.mkdir()
+    dead = debs / debcache.partial_name("pp_1_all.deb", pid=2**22 + 1)  # above any pid_max: no such process
+    alive = debs / debcache.partial_name("pp_1_all.deb")  # this process's own, still being written
+    dead.write_bytes(b"half")
+    alive.write_bytes(b"half")
+    assert prune.reap_temporaries(tmp_path) == [dead]
+    assert alive.exists()
