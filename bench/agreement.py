@@ -21,7 +21,7 @@ and a table says, for each package, both verdicts and what each found:
 our failing checks and paths; piuparts' paths "left on system" after
 purge and its first error.  Where the verdicts differ the row is marked
 ``DIFF`` and the evidence is in WORK/logs (both tools' full logs).
-Results also go to WORK/agreement-SEED.json.
+Results also go to WORK/agreement-SEED.json, rewritten after each package.
 """
 
 from __future__ import annotations
@@ -128,10 +128,11 @@ def main() -> int:
         rows.append(row)
         print(f"{'    ' if row['agree'] else 'DIFF'} {package}: ours {row['ours']} {row['ours_findings'][:4]}; "
               f"piuparts {row['piuparts']} {left[:4]} {error[:120]}", flush=True)
+        # Written after each package: a run stopped half-way keeps the rows it finished.
+        (work / f"agreement-{opts.seed}.json").write_text(json.dumps(
+            {"seed": opts.seed, "section": opts.section, "drawn": drawn, "rows": rows}, indent=1))
     agreed = sum(r["agree"] for r in rows)
     print(f"agreement: {agreed} of {len(rows)} verdicts (seed {opts.seed})")
-    (work / f"agreement-{opts.seed}.json").write_text(json.dumps({"seed": opts.seed, "section": opts.section,
-                                                                  "rows": rows}, indent=1))
     return 0
 
 
