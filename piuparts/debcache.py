@@ -34,10 +34,10 @@ import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Mapping, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 from piuparts import inroot
-from piuparts.chroot import Chroot
+from piuparts.chroot import Chroot, proxy_env
 from piuparts.command import Result
 
 log = logging.getLogger("piuparts")
@@ -103,12 +103,13 @@ class Filled(NamedTuple):
 
 
 def fill(chroot: Chroot, cache: Path, apt: Sequence[str], targets: Sequence[str],
-         listing: Sequence[Listed] | None = None, origins: Sequence[str] = (), action: str = "install") -> Filled:
+         listing: Sequence[Listed] | None = None, origins: Sequence[str] = (), action: str = "install",
+         proxy: str | None = None) -> Filled:
     """Copy into the instance the cached .debs that ``apt-get ACTION TARGETS`` needs
     (``install``, or ``dist-upgrade`` with no targets).  ``listing``: apt's ``--print-uris``
     for them in this instance, as (URI, FILE, SIZE, KIND:HEX), when the caller has it
     already.  What the cache lacks is downloaded into it first when its URI is under one
-    of ``origins`` (:func:`fetch`)."""
+    of ``origins`` (:func:`fetch`; ``proxy``: the run's --proxy)."""
     start = time.monotonic()
     if listing is None:
         out = chroot.run([*apt, action, "--print-uris", "-qq", *targets], level=logging.DEBUG)
@@ -116,7 +117,7 @@ def fill(chroot: Chroot, cache: Path, apt: Sequence[str], targets: Sequence[str]
             return Filled(0, -1)  # the command itself will say what is wrong
         listing = [entry for entry in listed(out.output) if entry[3]]
     wanted = [entry for entry in listing if not entry[0].startswith("file:")]  # apt reads those in place
-    fetched = fetch(cache, wanted, origins, chroot.env) if origins else 0
+    fetched = fetch(cache, wanted, origins, proxy) if origins else 0
     copied = 0
     for uri, file, size, digest in wanted:
         cached = cache / file
@@ -157,13 +158,13 @@ def origin_of(line: str) -> str | None:
     return words[0] if words and urllib.parse.urlsplit(words[0]).scheme in ("http", "https") else None
 
 
-def fetch(cache: Path, listing: Sequence[Listed], origins: Sequence[str],
-          env: Mapping[str, str] | None = None) -> int:
+def fetch(cache: Path, listing: Sequence[Listed], origins: Sequence[str], proxy: str | None = None) -> int:
     """Download into ``cache`` the listed .debs it does not have whose URI is
     under one of ``origins`` (http and https URLs: the run's mirror and extra
     repositories), each checked against the size and checksum of its entry
-    before it is kept; return how many were stored.  ``env``: the proxy
-    variables the instance's apt gets.  A file that fails is left to apt."""
+    before it is kept; return how many were stored.  Through the proxy the
+    instance's apt uses: ``proxy`` (--proxy), else the harness's own proxy
+    variables.  A file that fails is left to apt."""
     prefixes = tuple(origin.rstrip("/") + "/" for origin in origins
                      if urllib.parse.urlsplit(origin).scheme in ("http", "https"))
     todo: dict[str, Listed] = {}
@@ -177,7 +178,7 @@ def fetch(cache: Path, listing: Sequence[Listed], origins: Sequence[str],
     if not todo:
         return 0
     cache.mkdir(parents=True, exist_ok=True)
-    proxies = {name.split("_")[0]: value for name, value in (env or {}).items()
+    proxies = {name.split("_")[0]: value for name, value in proxy_env(proxy).items()
                if name in ("http_proxy", "https_proxy")}
     opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
     start = time.monotonic()

@@ -243,7 +243,7 @@ class Layered(NamedTuple):
 
 def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chroot], None],
                 deb_cache: Path, timeout: float, prompt_timeout: float,
-                sources: Sequence[str] = (), hooks: "Hooks | None" = None) -> "Layered":
+                sources: Sequence[str] = (), hooks: "Hooks | None" = None, proxy: str | None = None) -> "Layered":
     """The layers an instance for testing ``subject`` should stack (none, or
     a stack topmost first), and what the report says about them.
 
@@ -284,6 +284,7 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
                                "seconds": round(time.monotonic() - start, 3)}, fetch)
     build = _Build(backend, subject, setup, deb_cache, timeout, prompt_timeout, APT, DEBS_DIR)
     build.origins = [origin for line in [backend.spec.mirror, *sources] if (origin := debcache.origin_of(line))]
+    build.proxy = proxy
     with backend.instance() as chroot:
         setup(chroot)
         assert chroot.upper is not None and chroot.lower is not None
@@ -359,6 +360,7 @@ class _Build:
         self.native = ""  # the instances' architecture, once an instance told it
         #: The run's own sources (URLs), whose .debs the harness may download itself (debcache.fetch).
         self.origins: list[str] = []
+        self.proxy: str | None = None  # --proxy
 
     def over(self, parent: tuple[str, list[str]], name: str, dependencies: Sequence[str],
              ground: str, content: str) -> list[Path] | str:
@@ -393,7 +395,8 @@ class _Build:
         this instance is known already: see :class:`piuparts.aptplan.Plan`)."""
         from piuparts.dpkgdb import installed_packages
         names = [dep.split("=", 1)[0] for dep in dependencies]
-        filled = debcache.fill(chroot, self.deb_cache, self.apt, targets, listing=listing, origins=self.origins)
+        filled = debcache.fill(chroot, self.deb_cache, self.apt, targets, listing=listing, origins=self.origins,
+                               proxy=self.proxy)
         # With apt's own answer for installing ``names`` here all in the instance, apt downloads nothing.
         exact = listing is not None and filled.complete
         if not exact:
