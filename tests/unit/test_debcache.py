@@ -30,6 +30,14 @@ class _Archive(http.server.SimpleHTTPRequestHandler):
         super().do_GET()
 
 
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The harness downloads through the proxy of its environment; a package build sets
+    one that refuses (http://127.0.0.1:9/), and these mirrors are local."""
+    for name in ("http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def mirror(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     root = tmp_path / "mirror"
