@@ -47,6 +47,17 @@ def rows(db: Path, run: int | None) -> tuple[dict[str, Any], list[dict[str, Any]
     return dict(found), results
 
 
+def layer_of(result: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """How the test's dependency layer came (reused, over another, base, none) and what it recorded."""
+    layer = result["json"].get("dependency_layer") or {}
+    kind = "none" if not layer else "reused" if layer.get("reused") else "over" if layer.get("over") else "base"
+    return kind, layer
+
+
+#: The part of a test's time each kind of layer is.
+LAYER_PARTS = {"reused": "layer reused", "over": "layer built over another", "base": "layer built from the base"}
+
+
 def split(result: dict[str, Any]) -> dict[str, float]:
     """One test's duration, in parts that add up to it."""
     data = result["json"]
@@ -54,12 +65,9 @@ def split(result: dict[str, Any]) -> dict[str, float]:
     elapsed = float(data.get("elapsed") or 0.0)
     parts: dict[str, float] = defaultdict(float)
     parts["base made ready"] = max(0.0, duration - elapsed)  # the first test of a worker's session
-    layer = data.get("dependency_layer") or {}
-    seconds = float(layer.get("seconds") or 0.0)
-    if layer:
-        kind = "layer reused" if layer.get("reused") else \
-            "layer built over another" if layer.get("over") else "layer built from the base"
-        parts[kind] += seconds
+    kind, layer = layer_of(result)
+    if kind != "none":
+        parts[LAYER_PARTS[kind]] += float(layer.get("seconds") or 0.0)
     for scenario in data.get("scenarios") or []:
         for step in scenario.get("steps") or []:
             name = str(step.get("name", "")).split(" ", 1)[0]
@@ -102,11 +110,10 @@ def main() -> int:
         for name, value in split(result).items():
             total[name] += value
     table("busy time, all tests", total, busy)
-    layers = Counter("reused" if (r["json"].get("dependency_layer") or {}).get("reused")
-                     else "over" if (r["json"].get("dependency_layer") or {}).get("over")
-                     else "base" if r["json"].get("dependency_layer") else "none" for r in results)
-    installed = [int(r["json"]["dependency_layer"].get("installed", r["json"]["dependency_layer"].get("packages", 0)))
-                 for r in results if (r["json"].get("dependency_layer") or {}).get("reused") is False]
+    kinds = [layer_of(r) for r in results]
+    layers = Counter(kind for kind, _ in kinds)
+    installed = [int(layer.get("installed", layer.get("packages", 0))) for kind, layer in kinds
+                 if kind in ("over", "base")]
     print(f"\nlayers: {layers['reused']} reused, {layers['over']} built over another, {layers['base']} built from "
           f"the base, {layers['none']} tests without one; packages installed per layer built: "
           f"{sum(installed) / len(installed) if installed else 0:.1f} on average, {max(installed, default=0)} at most")

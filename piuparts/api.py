@@ -279,8 +279,7 @@ def _run_scenarios(backend: Backend, config: RunConfig,
                         config.install_remove_install, config.install_purge_install, hooks,
                         prompt_timeout=config.prompt_timeout, deb_cache=config.cache_dir / "debs",
                         warn_on_others=config.warn_on_others, upgrade_named_versions=config.upgrade_named_versions,
-                        origins=tuple(origin for line in [spec.mirror, *config.extra_repos]
-                                      if (origin := debcache.origin_of(line))), proxy=config.proxy)
+                        origins=debcache.Origins.of([spec.mirror, *config.extra_repos], config.proxy))
     untestable = _is_testable(backend, config, hooks)
     if untestable is not None:
         return [untestable], info
@@ -298,7 +297,7 @@ def _run_scenarios(backend: Backend, config: RunConfig,
                 backend, subject, lambda chroot: repos.set_up(chroot, config.extra_repos, config.bindmounts,
                                                               config.max_command_runtime),
                 settings.deb_cache or config.cache_dir / "debs", config.max_command_runtime,
-                config.prompt_timeout, config.extra_repos, hooks, proxy=config.proxy)
+                config.prompt_timeout, config.extra_repos, hooks, settings.origins)
         with layers.held(stack), backend.instance(stack) as chroot:
             prepare_instance(chroot, config, hooks)
             results.append(_run_scenario(scenario, chroot, subject,

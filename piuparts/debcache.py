@@ -33,6 +33,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Sequence
 
@@ -103,13 +104,12 @@ class Filled(NamedTuple):
 
 
 def fill(chroot: Chroot, cache: Path, apt: Sequence[str], targets: Sequence[str],
-         listing: Sequence[Listed] | None = None, origins: Sequence[str] = (), action: str = "install",
-         proxy: str | None = None) -> Filled:
+         listing: Sequence[Listed] | None = None, origins: "Origins | None" = None,
+         action: str = "install") -> Filled:
     """Copy into the instance the cached .debs that ``apt-get ACTION TARGETS`` needs
     (``install``, or ``dist-upgrade`` with no targets).  ``listing``: apt's ``--print-uris``
     for them in this instance, as (URI, FILE, SIZE, KIND:HEX), when the caller has it
-    already.  What the cache lacks is downloaded into it first when its URI is under one
-    of ``origins`` (:func:`fetch`; ``proxy``: the run's --proxy)."""
+    already.  What the cache lacks is downloaded into it first from ``origins`` (:func:`fetch`)."""
     start = time.monotonic()
     if listing is None:
         out = chroot.run([*apt, action, "--print-uris", "-qq", *targets], level=logging.DEBUG)
@@ -117,18 +117,24 @@ def fill(chroot: Chroot, cache: Path, apt: Sequence[str], targets: Sequence[str]
             return Filled(0, -1)  # the command itself will say what is wrong
         listing = [entry for entry in listed(out.output) if entry[3]]
     wanted = [entry for entry in listing if not entry[0].startswith("file:")]  # apt reads those in place
-    fetched = fetch(cache, wanted, origins, proxy) if origins else 0
-    copied = 0
-    for uri, file, size, digest in wanted:
-        cached = cache / file
-        if not _matches(cached, size, digest):
-            continue
-        inroot.copy_file(cached, chroot.root, f"{ARCHIVES}/{file}", mode=0o644)
-        os.utime(cached)  # its last use, for pruning
-        copied += 1
-    log.info("Took %d of %d packages from the .deb cache in %.2f s%s", copied, len(wanted),
+    missing = [entry for entry in wanted if not _take(chroot, cache, entry)]
+    fetched = fetch(cache, missing, origins) if origins and missing else 0
+    if fetched:  # (each file checked once: the cached ones above, the downloaded ones as they came)
+        missing = [entry for entry in missing if not _take(chroot, cache, entry)]
+    log.info("Took %d of %d packages from the .deb cache in %.2f s%s", len(wanted) - len(missing), len(wanted),
              time.monotonic() - start, f" ({fetched} downloaded into it)" if fetched else "")
-    return Filled(copied, len(wanted))
+    return Filled(len(wanted) - len(missing), len(wanted))
+
+
+def _take(chroot: Chroot, cache: Path, entry: Listed) -> bool:
+    """Copy the cached .deb of ``entry`` into the instance's archives if it matches; whether it did."""
+    _, file, size, digest = entry
+    cached = cache / file
+    if not _matches(cached, size, digest):
+        return False
+    inroot.copy_file(cached, chroot.root, f"{ARCHIVES}/{file}", mode=0o644)
+    os.utime(cached)  # its last use, for pruning
+    return True
 
 
 def _matches(path: Path, size: str, digest: str) -> bool:
@@ -150,6 +156,20 @@ _failed_origins: set[str] = set()
 _failed_lock = threading.Lock()
 
 
+@dataclass(frozen=True)
+class Origins:
+    """Where the harness itself downloads .debs from (:func:`fetch`): the URLs of
+    the run's own sources (its mirror, its extra repositories), and its --proxy."""
+
+    urls: tuple[str, ...] = ()
+    proxy: str | None = None
+
+    @classmethod
+    def of(cls, lines: Sequence[str], proxy: str | None = None) -> "Origins":
+        """Those of the apt source ``lines`` (or bare URLs) the harness can download from."""
+        return cls(tuple(url for line in lines if (url := origin_of(line))), proxy)
+
+
 def origin_of(line: str) -> str | None:
     """The URL of a one-line apt source (``deb [OPTIONS] URL SUITE COMPONENTS``), or of a bare URL."""
     words = re.sub(r"\[[^\]]*\]", " ", line).split()
@@ -158,15 +178,15 @@ def origin_of(line: str) -> str | None:
     return words[0] if words and urllib.parse.urlsplit(words[0]).scheme in ("http", "https") else None
 
 
-def fetch(cache: Path, listing: Sequence[Listed], origins: Sequence[str], proxy: str | None = None) -> int:
+def fetch(cache: Path, listing: Sequence[Listed], origins: Origins) -> int:
     """Download into ``cache`` the listed .debs it does not have whose URI is
-    under one of ``origins`` (http and https URLs: the run's mirror and extra
-    repositories), each checked against the size and checksum of its entry
-    before it is kept; return how many were stored.  Through the proxy the
-    instance's apt uses: ``proxy`` (--proxy), else the harness's own proxy
+    under one of the ``origins`` (http and https URLs: the run's mirror and
+    extra repositories), each checked against the size and checksum of its
+    entry before it is kept; return how many were stored.  Through the proxy
+    the instance's apt uses: the run's --proxy, else the harness's own proxy
     variables.  A file that fails is left to apt."""
-    prefixes = tuple(origin.rstrip("/") + "/" for origin in origins
-                     if urllib.parse.urlsplit(origin).scheme in ("http", "https"))
+    prefixes = tuple(url.rstrip("/") + "/" for url in origins.urls
+                     if urllib.parse.urlsplit(url).scheme in ("http", "https"))
     todo: dict[str, Listed] = {}
     for entry in listing:
         uri, file, size, digest = entry
@@ -178,7 +198,7 @@ def fetch(cache: Path, listing: Sequence[Listed], origins: Sequence[str], proxy:
     if not todo:
         return 0
     cache.mkdir(parents=True, exist_ok=True)
-    proxies = {name.split("_")[0]: value for name, value in proxy_env(proxy).items()
+    proxies = {name.split("_")[0]: value for name, value in proxy_env(origins.proxy).items()
                if name in ("http_proxy", "https_proxy")}
     opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
     start = time.monotonic()

@@ -243,7 +243,8 @@ class Layered(NamedTuple):
 
 def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chroot], None],
                 deb_cache: Path, timeout: float, prompt_timeout: float,
-                sources: Sequence[str] = (), hooks: "Hooks | None" = None, proxy: str | None = None) -> "Layered":
+                sources: Sequence[str] = (), hooks: "Hooks | None" = None,
+                origins: "debcache.Origins | None" = None) -> "Layered":
     """The layers an instance for testing ``subject`` should stack (none, or
     a stack topmost first), and what the report says about them.
 
@@ -264,7 +265,8 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
     whose relations did not change) needs no instance to find its layer,
     and a repository whose content changed gets a new answer.  The layer
     keeps none of the setup's artefacts.  What the test fetches over the
-    layer is remembered with the answer (:class:`Layered`).
+    layer is remembered with the answer (:class:`Layered`).  The .debs the
+    cache lacks are downloaded into it from ``origins`` (:func:`debcache.fetch`).
     """
     from piuparts.state import snapshot_upper
 
@@ -282,9 +284,7 @@ def for_subject(backend: "Backend", subject: "TestSubject", setup: Callable[[Chr
                  extra=HEADLINE)
         return Layered(stack, {"layer": stack[0].parent.name, "packages": len(remembered), "reused": True,
                                "seconds": round(time.monotonic() - start, 3)}, fetch)
-    build = _Build(backend, subject, setup, deb_cache, timeout, prompt_timeout, APT, DEBS_DIR)
-    build.origins = [origin for line in [backend.spec.mirror, *sources] if (origin := debcache.origin_of(line))]
-    build.proxy = proxy
+    build = _Build(backend, subject, setup, deb_cache, timeout, prompt_timeout, APT, DEBS_DIR, origins)
     with backend.instance() as chroot:
         setup(chroot)
         assert chroot.upper is not None and chroot.lower is not None
@@ -353,14 +353,14 @@ class _Build:
     FAILED, CYCLE, NOT_THERE = "failed", "cycle", "not there"
 
     def __init__(self, backend: "Backend", subject: "TestSubject", setup: Callable[[Chroot], None],
-                 deb_cache: Path, timeout: float, prompt_timeout: float, apt: Sequence[str], debs_dir: str) -> None:
+                 deb_cache: Path, timeout: float, prompt_timeout: float, apt: Sequence[str], debs_dir: str,
+                 origins: "debcache.Origins | None" = None) -> None:
         self.backend, self.subject, self.setup = backend, subject, setup
         self.deb_cache, self.timeout, self.prompt_timeout = deb_cache, timeout, prompt_timeout
         self.apt, self.debs_dir = list(apt), debs_dir
         self.native = ""  # the instances' architecture, once an instance told it
-        #: The run's own sources (URLs), whose .debs the harness may download itself (debcache.fetch).
-        self.origins: list[str] = []
-        self.proxy: str | None = None  # --proxy
+        #: Where the harness may download the .debs the cache lacks itself (debcache.fetch).
+        self.origins = origins
 
     def over(self, parent: tuple[str, list[str]], name: str, dependencies: Sequence[str],
              ground: str, content: str) -> list[Path] | str:
@@ -395,8 +395,7 @@ class _Build:
         this instance is known already: see :class:`piuparts.aptplan.Plan`)."""
         from piuparts.dpkgdb import installed_packages
         names = [dep.split("=", 1)[0] for dep in dependencies]
-        filled = debcache.fill(chroot, self.deb_cache, self.apt, targets, listing=listing, origins=self.origins,
-                               proxy=self.proxy)
+        filled = debcache.fill(chroot, self.deb_cache, self.apt, targets, listing=listing, origins=self.origins)
         # With apt's own answer for installing ``names`` here all in the instance, apt downloads nothing.
         exact = listing is not None and filled.complete
         if not exact:

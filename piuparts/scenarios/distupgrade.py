@@ -301,7 +301,7 @@ class Reference:
         check_update(chroot.run(["apt-get", "update"], timeout=timeout, network=True), target)
         cache = self.settings.deb_cache
         if cache is None or not debcache.fill(chroot, cache, APT, [], origins=self.settings.origins,
-                                              action="dist-upgrade", proxy=self.settings.proxy).complete:
+                                              action="dist-upgrade").complete:
             debcache.download(chroot, [*APT, "dist-upgrade"], timeout)
         chroot.run([*APT, "dist-upgrade"], timeout=timeout, error=TestbedError, terminal=True,
                    prompt_timeout=self.settings.prompt_timeout,
@@ -359,7 +359,7 @@ class DistupgradeRunner(Runner):
         # The next release's .debs, the same for every test of the night, come from the .deb cache.
         cache = self.settings.deb_cache
         filled = cache is not None and debcache.fill(self.chroot, cache, APT, [], origins=self.settings.origins,
-                                                     action="dist-upgrade", proxy=self.settings.proxy).complete
+                                                     action="dist-upgrade").complete
         result = self.run_scripts(step, [*APT, "dist-upgrade"], prefetched=filled)
         self._keep_debs()
         if not result.ok:

@@ -61,11 +61,9 @@ class Settings:
     fetch: "list[debcache.Listed] | None" = None
     #: The upgrade scenario also upgrades to NAME=VERSION names (RunConfig.upgrade_named_versions).
     upgrade_named_versions: bool = False
-    #: The run's own sources (the mirror's and extra repositories' URLs): the .debs listed
-    #: from them are downloaded into the .deb cache by the harness (debcache.fetch).
-    origins: tuple[str, ...] = ()
-    #: --proxy, which the harness's own downloads go through too.
-    proxy: str | None = None
+    #: The run's own sources and --proxy: the .debs listed from them that the
+    #: .deb cache lacks are downloaded into it by the harness (debcache.fetch).
+    origins: "debcache.Origins | None" = None
 
 
 #: The environment of the removals: sudo's prerm refuses to go without it
@@ -301,8 +299,7 @@ class Runner:
         needed = [] if complete else self._needed(targets)
         if self.settings.deb_cache is not None and (needed or self.subject.apt_names or self.chroot.layers):
             filled = debcache.fill(self.chroot, self.settings.deb_cache, APT, targets,  # else nothing to download
-                                   listing=self.settings.fetch if complete else None, origins=self.settings.origins,
-                                   proxy=self.settings.proxy)
+                                   listing=self.settings.fetch if complete else None, origins=self.settings.origins)
             # Everything installing ``targets`` fetches is in the instance: the installs
             # of them and of what they need download nothing.
             self._prefetched = filled.complete

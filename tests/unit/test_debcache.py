@@ -72,12 +72,12 @@ def test_what_the_cache_lacks_is_downloaded_from_the_runs_mirror_and_checked(mir
     debs = [_published(root, tmp_path, name) for name in ("pp-one", "pp-two")]
     cache = tmp_path / "cache"
     listing = [_entry(url, deb) for deb in debs]
-    assert debcache.fetch(cache, listing, [url]) == 2
+    assert debcache.fetch(cache, listing, debcache.Origins((url,))) == 2
     assert sorted(p.name for p in cache.iterdir()) == sorted(deb.name for deb in debs)
     assert all((cache / deb.name).read_bytes() == deb.read_bytes() for deb in debs)
     assert sorted(ASKED) == sorted(f"/debian/pool/{deb.name}" for deb in debs)
     # Again: the cache has them, nothing is asked of the mirror.
-    assert debcache.fetch(cache, listing, [url]) == 0
+    assert debcache.fetch(cache, listing, debcache.Origins((url,))) == 0
     assert len(ASKED) == 2
 
 
@@ -87,7 +87,7 @@ def test_a_download_that_does_not_match_apts_checksum_is_not_kept(mirror, tmp_pa
     cache = tmp_path / "cache"
     honest = _entry(url, deb)
     deb.write_bytes(deb.read_bytes()[:-1] + b"X")  # the mirror now serves other bytes of the same size
-    assert debcache.fetch(cache, [honest], [url]) == 0
+    assert debcache.fetch(cache, [honest], debcache.Origins((url,))) == 0
     assert ASKED == [f"/debian/pool/{deb.name}"]
     assert list(cache.iterdir()) == []  # neither the file nor a temporary one
 
@@ -98,7 +98,7 @@ def test_only_the_runs_own_sources_are_downloaded_from(mirror, tmp_path: Path) -
     cache = tmp_path / "cache"
     # An instance's sources.list pointed apt at another path of the host (or another host):
     # the harness does not connect there; apt, inside the instance, may.
-    assert debcache.fetch(cache, [_entry(url, deb)], [f"{url}-other", "file:///srv/mirror"]) == 0
+    assert debcache.fetch(cache, [_entry(url, deb)], debcache.Origins((f"{url}-other", "file:///srv/mirror"))) == 0
     assert ASKED == [] and not cache.exists()
 
 
@@ -109,7 +109,7 @@ def test_an_origin_that_does_not_answer_is_left_to_apt_for_the_rest_of_the_run(t
         url = f"http://127.0.0.1:{probe.getsockname()[1]}/debian"
     entry = (f"{url}/pool/pp_1_all.deb", "pp_1_all.deb", "10", "SHA256:" + "0" * 64)
     try:
-        assert debcache.fetch(tmp_path / "cache", [entry], [url]) == 0
+        assert debcache.fetch(tmp_path / "cache", [entry], debcache.Origins((url,))) == 0
         assert any(url in origin for origin in debcache._failed_origins)
     finally:
         debcache._failed_origins.clear()
@@ -127,7 +127,8 @@ def test_fill_says_whether_apt_has_anything_left_to_download(mirror, tmp_path: P
     cache = tmp_path / "cache"
     without = debcache.fill(chroot, cache, [], [], listing=[*listing, local])  # no origins: as before
     assert (without.copied, without.complete) == (0, False)
-    filled = debcache.fill(chroot, cache, [], [], listing=[*listing, local], origins=[url])
+    filled = debcache.fill(chroot, cache, [], [], listing=[*listing, local],
+                            origins=debcache.Origins.of([f"deb {url} bookworm main"]))
     assert (filled.copied, filled.listed, filled.complete) == (2, 2, True)  # apt reads file: URIs in place
     assert sorted(p.name for p in (instance / debcache.ARCHIVES.lstrip("/")).iterdir()) == sorted(
         deb.name for deb in debs)
