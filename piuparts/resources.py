@@ -156,11 +156,14 @@ def _under(link: str, top: str) -> bool:
 
 
 def processes_using(path: Path) -> list[int]:
-    """PIDs (not this process) whose root or an open file is at or below
-    ``path``: those rooted inside, and host-side helpers of a dead run still
-    writing there (debootstrap keeps its log open in its target, in every
-    process it starts)."""
+    """PIDs (not this process) whose root, working directory or an open file
+    is at or below ``path``, or whose arguments name a path there: those
+    rooted inside, and host-side helpers of a dead run still writing there
+    (debootstrap keeps its log open in its target, in every process it
+    starts; mmdebstrap, between two files, holds none open but has its
+    target in its arguments)."""
     top = _top(path)
+    named = {top, str(path).rstrip("/") or "/"}
     found = []
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -168,14 +171,15 @@ def processes_using(path: Path) -> list[int]:
         try:
             links = [os.readlink(f"/proc/{entry.name}/root")]
             fds = list(os.scandir(f"/proc/{entry.name}/fd"))
+            args = Path(f"/proc/{entry.name}/cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:  # gone, or a kernel thread
             continue
-        for fd in fds:
+        for link in [f"/proc/{entry.name}/cwd", *(fd.path for fd in fds)]:
             try:
-                links.append(os.readlink(fd.path))
+                links.append(os.readlink(link))
             except OSError:
                 pass  # closed since the listing: the process's other files still count
-        if any(_under(link, top) for link in links):
+        if any(_under(link, top) for link in links) or any(_under(arg, name) for arg in args for name in named):
             found.append(int(entry.name))
     return found
 
@@ -283,12 +287,21 @@ def remove_tree(path: Path) -> None:
         raise TestbedError(f"refusing to remove {path}: something is mounted below it")
     # The owner file goes last: a run killed halfway through leaves a
     # directory that still says whose it was, for the next reap.
-    for entry in os.scandir(path):
-        if entry.name != "owner":
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
+    for attempt in range(3):
+        try:
+            for entry in os.scandir(path):
+                if entry.name != "owner":
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path)
+                    else:
+                        os.unlink(entry.path)
+            break
+        except OSError as error:
+            # A directory that filled again while it was emptied: something
+            # a dead run started is still writing there.  End it, and again.
+            if attempt == 2 or error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            kill_processes_using(path)
     (path / "owner").unlink(missing_ok=True)
     path.rmdir()
 

@@ -109,3 +109,30 @@ def test_a_path_reached_through_a_symbolic_link_finds_its_processes(tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_dead_runs_helper_is_found_by_its_working_directory_or_its_arguments(tmp_path):
+    # mmdebstrap, between two files, holds nothing open in its target: it is
+    # found by the target in its arguments, as a shell is by its working
+    # directory; 'piuparts cleanup' ends both before it empties the tree.
+    tree = tmp_path / "build"
+    tree.mkdir()
+    in_cwd = subprocess.Popen(["sleep", "30"], cwd=tree, stdout=subprocess.DEVNULL)
+    naming = subprocess.Popen(["sh", "-c", "sleep 30", "mmdebstrap", str(tree / "root")], cwd="/",
+                              stdout=subprocess.DEVNULL)
+    elsewhere = subprocess.Popen(["sleep", "30"], cwd="/", stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not {in_cwd.pid, naming.pid} <= set(resources.processes_using(tree)) \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        found = resources.processes_using(tree)
+        assert in_cwd.pid in found and naming.pid in found
+        assert elsewhere.pid not in found
+        resources.kill_processes_using(tree)
+        assert in_cwd.wait(timeout=10) == -9 and naming.wait(timeout=10) == -9
+        assert elsewhere.poll() is None
+    finally:
+        for process in (in_cwd, naming, elsewhere):
+            process.kill()
+            process.wait()
