@@ -47,10 +47,12 @@ SEED = int(os.environ.get("PIUPARTS_FAULT_SEED") or random.SystemRandom().randra
 REPLAY = f"seed {SEED} (replay with PIUPARTS_FAULT_SEED={SEED})"
 
 #: Host trees a test run could write to if isolation failed.  Left out: the
-#: schroot and LVM backends' own configuration, which this module does not
+#: schroot and LVM backends' own configuration (chroot entries, the profile
+#: 'piuparts schroot-setup' writes the first time), which this module does not
 #: use and other test runs on the same host change while it runs.
 HOST_TREES = (Path("/etc"), Path("/var/lib/dpkg"))
-HOST_EXCLUDED = (Path("/etc/schroot/chroot.d"), Path("/etc/lvm/archive"), Path("/etc/lvm/backup"))
+HOST_EXCLUDED = (Path("/etc/schroot/chroot.d"), Path("/etc/schroot/piuparts-ng"), Path("/etc/lvm/archive"),
+                 Path("/etc/lvm/backup"))
 
 
 def host_state() -> dict[str, tuple[object, ...]]:
