@@ -84,7 +84,12 @@ def test_a_run_killed_mid_install_does_not_disturb_the_others(cache_dir, debs, t
     assert resources.processes_under(cache_dir) == []
 
 
-def test_a_lists_refresh_does_not_wait_for_the_runs_on_the_old_base(cache_dir, debs, tmp_path):
+def test_a_lists_refresh_does_not_wait_for_the_runs_on_the_old_base(debs, tmp_path):
+    # A cache of its own, its base made here (about 10 s): refreshing the
+    # suite's shared base would give every test of the other pytest-xdist
+    # worker a new base halfway through its module (a dist-upgrade module
+    # then rightly builds its reference again), and every layer after it.
+    cache_dir = tmp_path / "cache"
     holder, _ = start(cache_dir, tmp_path, debs(SLOW_POSTINST))
     wait_for_sleep_inside(cache_dir, holder)
     code, report, output = finish(*start(cache_dir, tmp_path, debs(CLEAN), "--lists-max-age", "0.0001"))
@@ -96,8 +101,7 @@ def test_a_lists_refresh_does_not_wait_for_the_runs_on_the_old_base(cache_dir, d
     assert len(generations) == 2 and report["base"]["generation"] == generations[-1]
     holder.send_signal(signal.SIGTERM)
     assert holder.wait(timeout=60) == 128 + signal.SIGTERM
-    # The old generation goes with the last run that held it: the holder, or
-    # a test of the other pytest-xdist worker that started on it meanwhile
+    # The old generation goes with the last run that held it, the holder
     # (every run on the default base holds its generation until it ends).
     deadline = time.monotonic() + 300
     while (left := sorted(p.name for p in base.glob("gen-*") if p.is_dir())) != [report["base"]["generation"]]:
