@@ -117,24 +117,18 @@ def fill(chroot: Chroot, cache: Path, apt: Sequence[str], targets: Sequence[str]
             return Filled(0, -1)  # the command itself will say what is wrong
         listing = [entry for entry in listed(out.output) if entry[3]]
     wanted = [entry for entry in listing if not entry[0].startswith("file:")]  # apt reads those in place
-    missing = [entry for entry in wanted if not _take(chroot, cache, entry)]
-    fetched = fetch(cache, missing, origins) if origins and missing else 0
-    if fetched:  # (each file checked once: the cached ones above, the downloaded ones as they came)
-        missing = [entry for entry in missing if not _take(chroot, cache, entry)]
-    log.info("Took %d of %d packages from the .deb cache in %.2f s%s", len(wanted) - len(missing), len(wanted),
-             time.monotonic() - start, f" ({fetched} downloaded into it)" if fetched else "")
-    return Filled(len(wanted) - len(missing), len(wanted))
-
-
-def _take(chroot: Chroot, cache: Path, entry: Listed) -> bool:
-    """Copy the cached .deb of ``entry`` into the instance's archives if it matches; whether it did."""
-    _, file, size, digest = entry
-    cached = cache / file
-    if not _matches(cached, size, digest):
-        return False
-    inroot.copy_file(cached, chroot.root, f"{ARCHIVES}/{file}", mode=0o644)
-    os.utime(cached)  # its last use, for pruning
-    return True
+    # Each file is checked once: a cached one here, a downloaded one as it came.
+    ready = {file for _, file, size, digest in wanted if _matches(cache / file, size, digest)}
+    lacking = [entry for entry in wanted if entry[1] not in ready]
+    fetched = _download(cache, lacking, origins) if origins and lacking else set()
+    for file in ready | fetched:
+        cached = cache / file
+        inroot.copy_file(cached, chroot.root, f"{ARCHIVES}/{file}", mode=0o644)
+        os.utime(cached)  # its last use, for pruning
+    copied = sum(1 for entry in wanted if entry[1] in ready | fetched)
+    log.info("Took %d of %d packages from the .deb cache in %.2f s%s", copied, len(wanted),
+             time.monotonic() - start, f" ({len(fetched)} downloaded into it)" if fetched else "")
+    return Filled(copied, len(wanted))
 
 
 def _matches(path: Path, size: str, digest: str) -> bool:
@@ -185,6 +179,11 @@ def fetch(cache: Path, listing: Sequence[Listed], origins: Origins) -> int:
     entry before it is kept; return how many were stored.  Through the proxy
     the instance's apt uses: the run's --proxy, else the harness's own proxy
     variables.  A file that fails is left to apt."""
+    return len(_download(cache, listing, origins))
+
+
+def _download(cache: Path, listing: Sequence[Listed], origins: Origins) -> set[str]:
+    """:func:`fetch`: the names of the files it stored."""
     prefixes = tuple(url.rstrip("/") + "/" for url in origins.urls
                      if urllib.parse.urlsplit(url).scheme in ("http", "https"))
     todo: dict[str, Listed] = {}
@@ -196,15 +195,16 @@ def fetch(cache: Path, listing: Sequence[Listed], origins: Origins) -> int:
             continue
         todo[file] = entry
     if not todo:
-        return 0
+        return set()
     cache.mkdir(parents=True, exist_ok=True)
     proxies = {name.split("_")[0]: value for name, value in proxy_env(origins.proxy).items()
                if name in ("http_proxy", "https_proxy")}
     opener = urllib.request.build_opener(urllib.request.ProxyHandler(proxies))
     start = time.monotonic()
     with ThreadPoolExecutor(min(FETCHERS, len(todo))) as pool:
-        stored = sum(pool.map(lambda entry: _fetch_one(opener, cache, entry, prefixes), todo.values()))
-    log.debug("Downloaded %d of %d packages into the .deb cache in %.2f s", stored, len(todo),
+        stored = {file for file, ok in zip(todo, pool.map(lambda entry: _fetch_one(opener, cache, entry, prefixes),
+                                                          todo.values())) if ok}
+    log.debug("Downloaded %d of %d packages into the .deb cache in %.2f s", len(stored), len(todo),
               time.monotonic() - start)
     return stored
 
